@@ -1,0 +1,183 @@
+"""How each tensor's theta_0 is drawn: an init spec per parameter, and its regeneration.
+
+A spec is one of
+  * ``("u", bound)`` -- uniform16 draws times ``bound`` (bound rounded to 8 significant bits,
+    so the product of a 16-bit draw and the bound is exact in float32: FMA-safe);
+  * ``("c", value)`` -- every entry equals ``value`` (LayerNorm weight 1, biases 0, ...);
+  * ``("b",)`` -- taken from a base checkpoint (fine-tunes), never drawn.
+
+Bounds follow PyTorch's own default initialisers so that the variance matches. Any
+parameter without a known rule is measured from the module's own fresh init (its std, or
+its constant value) at creation time; the measured number is written into the file and
+never measured again at load (determinism contract, rule 5).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from squeeze import rng
+
+SQRT3 = math.sqrt(3.0)
+
+
+def round_bits(x: float, bits: int = 8) -> float:
+    """``x`` rounded to ``bits`` significant bits (exact in float32)."""
+    if x == 0.0 or not math.isfinite(x):
+        return float(x)
+    m, e = math.frexp(x)
+    return math.ldexp(round(m * (1 << bits)) / (1 << bits), e)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One entry of the parameter manifest."""
+
+    name: str
+    shape: tuple[int, ...]
+    init: tuple  # ("u", bound) | ("c", value) | ("b",)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def to_json(self) -> list:
+        return [self.name, list(self.shape), list(self.init)]
+
+    @classmethod
+    def from_json(cls, obj) -> "TensorSpec":
+        name, shape, init = obj
+        if not isinstance(name, str) or not all(isinstance(s, int) and s >= 0 for s in shape):
+            raise ValueError(f"bad manifest entry {obj!r}")
+        kind = init[0]
+        if kind == "u" or kind == "c":
+            init = (kind, float(init[1]))
+        elif kind == "b":
+            init = ("b",)
+        else:
+            raise ValueError(f"unknown init kind {kind!r} in manifest entry for {name!r}")
+        return cls(name, tuple(shape), init)
+
+
+def _fan_in(weight: torch.Tensor) -> int:
+    receptive = math.prod(weight.shape[2:]) if weight.dim() > 2 else 1
+    return weight.shape[1] * receptive
+
+
+def _kaiming_default(module: nn.Module, pname: str, p: torch.Tensor) -> tuple | None:
+    # nn.Linear / nn.ConvNd / nn.ConvTransposeNd: kaiming_uniform_(a=sqrt(5)) for the weight,
+    # U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the bias; fan_in from the weight in both cases.
+    fan_in = _fan_in(module.weight)
+    return ("u", 1.0 / math.sqrt(fan_in)) if fan_in > 0 else ("c", 0.0)
+
+
+def _norm_default(module: nn.Module, pname: str, p: torch.Tensor) -> tuple:
+    return ("c", 1.0 if pname == "weight" else 0.0)
+
+
+def _embedding_default(module: nn.Module, pname: str, p: torch.Tensor) -> tuple | None:
+    if getattr(module, "padding_idx", None) is not None:
+        return None  # a zero row: measured fallback keeps the variance, see _measured
+    return ("u", SQRT3)  # N(0, 1) replaced by a uniform of std 1
+
+
+def _mha_default(module: nn.Module, pname: str, p: torch.Tensor) -> tuple | None:
+    if pname in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
+        fan_out, fan_in = p.shape[0], p.shape[1]
+        return ("u", math.sqrt(6.0 / (fan_in + fan_out)))  # xavier_uniform_
+    if pname == "in_proj_bias":
+        return ("c", 0.0)
+    if pname in ("bias_k", "bias_v"):
+        return ("u", SQRT3 * math.sqrt(2.0 / (p.shape[-1] + p.shape[0])))  # xavier_normal_
+    return None
+
+
+def _rnn_default(module: nn.Module, pname: str, p: torch.Tensor) -> tuple:
+    return ("u", 1.0 / math.sqrt(module.hidden_size))
+
+
+_RULES: list[tuple[tuple[type, ...], object]] = [
+    ((nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd), _kaiming_default),
+    ((nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm), _norm_default),
+    ((nn.Embedding,), _embedding_default),
+    ((nn.MultiheadAttention,), _mha_default),
+    ((nn.RNNBase,), _rnn_default),
+]
+
+
+def _measured(p: torch.Tensor) -> tuple:
+    flat = p.detach().float().reshape(-1)
+    if flat.numel() == 0 or bool((flat == flat[0]).all()):
+        return ("c", float(flat[0]) if flat.numel() else 0.0)
+    return ("u", SQRT3 * float(flat.std(unbiased=False)))
+
+
+def init_spec(module: nn.Module, pname: str, p: torch.Tensor) -> tuple:
+    """The init spec of parameter ``pname`` owned directly by ``module``."""
+    if isinstance(module, nn.Bilinear):
+        spec = ("u", 1.0 / math.sqrt(module.weight.shape[1]))
+    else:
+        spec = None
+        for types, rule in _RULES:
+            if isinstance(module, types):
+                spec = rule(module, pname, p)
+                break
+    if spec is None:
+        spec = _measured(p)
+    if spec[0] == "u":
+        spec = ("u", round_bits(spec[1]))
+    return spec
+
+
+def build_manifest(model: nn.Module, base_names: set[str] | frozenset = frozenset()) -> list[TensorSpec]:
+    """The ordered parameter manifest of ``model`` (shared parameters once, first name wins).
+
+    Args:
+        model: the architecture; its own fresh values are read only for parameters that no
+            rule covers.
+        base_names: parameters whose theta_0 comes from a base checkpoint.
+    """
+    owners = dict(model.named_modules())
+    seen: set[int] = set()
+    out: list[TensorSpec] = []
+    for name, p in model.named_parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        if name in base_names:
+            spec = ("b",)
+        else:
+            mod_name, _, pname = name.rpartition(".")
+            spec = init_spec(owners[mod_name], pname, p)
+        out.append(TensorSpec(name, tuple(p.shape), spec))
+    return out
+
+
+def regenerate_tensor(spec: TensorSpec, index: int, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """theta_0 of manifest entry ``index`` as a flat float32 tensor (not for base entries)."""
+    kind = spec.init[0]
+    if kind == "c":
+        return torch.full((spec.numel,), spec.init[1], dtype=torch.float32, device=device)
+    if kind == "u":
+        key = rng.stream_key(seed, rng.stream_id(rng.STREAM_INIT, index))
+        return rng.uniform16(key, spec.numel, device) * spec.init[1]
+    raise ValueError(f"tensor {spec.name!r} comes from the base checkpoint; pass the base")
+
+
+def regenerate_theta0(
+    manifest: list[TensorSpec], seed: int, base: dict[str, torch.Tensor] | None = None, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """The flat float32 theta_0 (D values) in manifest order."""
+    parts = []
+    for i, spec in enumerate(manifest):
+        if spec.init[0] == "b":
+            if base is None or spec.name not in base:
+                raise ValueError(f"tensor {spec.name!r} comes from a base checkpoint; pass --base")
+            parts.append(base[spec.name].detach().to(device=device, dtype=torch.float32).reshape(-1))
+        else:
+            parts.append(regenerate_tensor(spec, i, seed, device))
+    return torch.cat(parts) if parts else torch.zeros(0, device=device)

@@ -1,0 +1,113 @@
+"""The projection interface, its registry, and the autograd bridge.
+
+A projection is the D x d matrix P of ``theta = theta_0 + P @ theta_d``, never stored:
+``forward`` maps d values to D values and ``transpose`` maps D values back to d. Every
+number a projection chooses when it is made (its scale, block size, row density) is
+returned by ``spec()`` and written into the file, so that ``from_spec`` rebuilds it
+without measuring anything (determinism contract, rule 5).
+
+``forward`` is the regeneration path and must give the same bits everywhere; ``transpose``
+only feeds gradients and may use any library reduction.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+_REGISTRY: dict[str, type["Projection"]] = {}
+
+
+def register(cls: type["Projection"]) -> type["Projection"]:
+    _REGISTRY[cls.kind] = cls
+    return cls
+
+
+def kinds() -> list[str]:
+    """The names of the registered projections."""
+    return sorted(_REGISTRY)
+
+
+def pow2_exponent(x: float) -> int:
+    """The integer ``e`` with ``2**e`` nearest to ``x`` on a log scale."""
+    return round(math.log2(x))
+
+
+def next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def fold_sum(v: torch.Tensor) -> torch.Tensor:
+    """Sum over the last axis by a fixed pairwise tree: pad with zeros to a power of two,
+    then add the second half onto the first until one value is left. The same shape on every
+    backend, so the same bits (each step is one IEEE addition per element)."""
+    n = v.shape[-1]
+    m = next_pow2(n)
+    if m != n:
+        v = torch.nn.functional.pad(v, (0, m - n))
+    while m > 1:
+        m //= 2
+        v = v[..., :m] + v[..., m:]
+    return v[..., 0]
+
+
+class Projection:
+    """Base class: subclasses set ``kind`` and implement the four methods below."""
+
+    kind = ""
+
+    def __init__(self, D: int, d: int, seed: int):
+        if not (isinstance(d, int) and isinstance(D, int)) or d < 1 or D < 1:
+            raise ValueError(f"the subspace needs d >= 1 and D >= 1, got d={d}, D={D}")
+        if d > D:
+            raise ValueError(f"d={d} is larger than the number of parameters D={D}; choose --dim at most {D}")
+        self.D, self.d, self.seed = D, d, seed
+
+    def spec(self) -> dict:
+        """Everything needed to rebuild the projection besides D, d and the seed."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_spec(cls, D: int, d: int, seed: int, spec: dict) -> "Projection":
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(d,) float32 -> (D,) float32, bit-exact on every backend."""
+        raise NotImplementedError
+
+    def transpose(self, y: torch.Tensor) -> torch.Tensor:
+        """(D,) float32 -> (d,) float32: the adjoint, P^T y."""
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return _Project.apply(x, self)
+
+
+class _Project(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, proj: Projection) -> torch.Tensor:
+        ctx.proj = proj
+        return proj.forward(x)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        return ctx.proj.transpose(g.contiguous()), None
+
+
+def make_projection(kind: str, D: int, d: int, seed: int, **options) -> Projection:
+    """A new projection of the given kind, choosing its own parameters.
+
+    Raises:
+        ValueError: unknown kind, or d outside [1, D].
+    """
+    if kind not in _REGISTRY:
+        raise ValueError(f"unknown projection {kind!r}; choose one of {', '.join(kinds())}")
+    return _REGISTRY[kind](D, d, seed, **options)
+
+
+def projection_from_spec(kind: str, D: int, d: int, seed: int, spec: dict) -> Projection:
+    """Rebuild a projection from what ``spec()`` returned."""
+    if kind not in _REGISTRY:
+        raise ValueError(f"the file uses projection {kind!r}, which this squeeze does not know ({', '.join(kinds())})")
+    return _REGISTRY[kind].from_spec(D, d, seed, spec)

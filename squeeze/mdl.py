@@ -1,0 +1,354 @@
+"""Description length of a quantized, entropy-coded theta_d, and the test-error bounds it implies.
+
+    codebook, codes = kmeans_quantize(sub.theta_d.detach(), levels=16)
+    enc = encode(codes, 16)
+    dl = description_length(enc, D=sub.D, search_bits=math.log2(24))
+    b = generalization_bounds(err_train=0.012, n=60000, k_bits=dl.total_bits, delta=0.05)
+    b.headline                                   # the kl-inverse Occam bound
+
+This follows Lotfi et al., "PAC-Bayes Compression Bounds So Tight That They Can Explain
+Generalization" (NeurIPS 2022): a model is as simple as the shortest prefix-free code that
+describes it, and a prefix-free code of K bits is a prior ``P(h) = 2^-K`` (Kraft's inequality).
+
+Description length (bits), itemised by :class:`DescriptionLength`; the architecture, its
+parameter manifest and theta_0's init rules are fixed before seeing the data, so they belong to
+the prior and cost nothing:
+
+- ``message_bits``: the range-coded codes, ``32 * words`` (``squeeze.coding``);
+- ``codebook_bits``: ``L * b`` with b = 32 (float32 codebook) or 16 (float16);
+- ``symbol_model_bits``: the L symbol counts, each written as the Elias-gamma code of
+  ``count + 1``: ``sum_s (2 floor(log2(c_s + 1)) + 1)``;
+- ``seed_and_spec_bits``: the RNG seed (64 bits) plus the projection spec (``spec_bits``,
+  default 8: the projection kind and flags; every other spec number is a function of D, d and
+  the kind);
+- ``prefix_bits``: the Elias-gamma codes of d, L and the number of words m + 1, which make the
+  whole message self-delimiting: ``gamma(d) + gamma(L) + gamma(m + 1)``, with
+  ``gamma(x) = 2 floor(log2 x) + 1``;
+- ``search_bits``: ``log2(number of configurations tried)`` (d, L, learning rates, ...), the
+  union-bound price of choosing the best of them (a uniform prior over configurations);
+- ``extra_bits``: anything else the file stores that was learned from data (float32 layerwise
+  scales: 32 each; BatchNorm statistics), passed by the caller;
+- ``total_bits`` = the sum. For comparison ``raw_bits = 32 d`` and ``dense_bits = 32 D``.
+
+Bounds on the test error (0-1 loss) of the fixed model h, from its training error
+``err_train`` on n i.i.d. samples, its description length K bits and confidence 1 - delta.
+Write ``B = (K ln 2 + ln(1/delta)) / n``.
+
+- Occam bound, square-root form (Hoeffding + union bound over the prefix code):
+  ``err_test <= err_train + sqrt(B / 2) = err_train + sqrt((K ln 2 + ln(1/delta)) / (2n))``.
+- Occam bound, kl form (Chernoff + union bound; Langford & Seeger; the headline):
+  ``kl(err_train || err_test) <= B``, where ``kl(q || p) = q ln(q/p) + (1-q) ln((1-q)/(1-p))``;
+  the bound is the largest p >= err_train with ``kl(err_train || p) <= B``, found by bisection
+  (the returned value is the upper end of the final bracket, so it never understates the bound).
+- Catoni's bound (Catoni 2007, Thm 1.2.6, with the point-mass posterior on h, whose KL to the
+  prior is K ln 2): for a fixed C > 0,
+  ``err_test <= (1 - exp(-C err_train - (K ln 2 + ln(1/delta)) / n)) / (1 - exp(-C))``.
+  C is chosen as the best of a grid of G values fixed in advance; by a union bound over the
+  grid (delta / G for each C) this costs ``ln G``: the optimised bound replaces
+  ``ln(1/delta)`` by ``ln(G/delta)``. The default grid is ``C = 2^(k/4)``, k = -24..24 (G = 49).
+
+Every bound is clipped to 1 (a larger value says nothing).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from squeeze.coding import EncodedSymbols, code_length_bits
+
+DEFAULT_C_GRID: tuple[float, ...] = tuple(2.0 ** (k / 4) for k in range(-24, 25))
+
+
+def elias_gamma_bits(x: int) -> int:
+    """Length of the Elias-gamma code of a positive integer: ``2 floor(log2 x) + 1``."""
+    x = int(x)
+    if x < 1:
+        raise ValueError(f"Elias gamma codes positive integers, got {x}")
+    return 2 * (x.bit_length() - 1) + 1
+
+
+@dataclass(frozen=True)
+class DescriptionLength:
+    """The description length of a coded theta_d, in bits, item by item (see module docstring)."""
+
+    message_bits: int
+    codebook_bits: int
+    symbol_model_bits: int
+    seed_and_spec_bits: int
+    prefix_bits: int
+    search_bits: float
+    extra_bits: int
+    d: int
+    levels: int
+    D: int
+
+    @property
+    def total_bits(self) -> float:
+        """K: the sum of all items."""
+        return (
+            self.message_bits
+            + self.codebook_bits
+            + self.symbol_model_bits
+            + self.seed_and_spec_bits
+            + self.prefix_bits
+            + self.search_bits
+            + self.extra_bits
+        )
+
+    @property
+    def raw_bits(self) -> int:
+        """theta_d stored as float32: 32 d."""
+        return 32 * self.d
+
+    @property
+    def dense_bits(self) -> int:
+        """The dense weights as float32: 32 D."""
+        return 32 * self.D
+
+    def as_dict(self) -> dict[str, float]:
+        """Every item plus ``total_bits``, ``raw_bits`` and ``dense_bits`` (for reports and JSON)."""
+        out: dict[str, float] = asdict(self)
+        out.update(total_bits=self.total_bits, raw_bits=self.raw_bits, dense_bits=self.dense_bits)
+        return out
+
+
+def description_length(
+    enc: EncodedSymbols,
+    *,
+    D: int,
+    codebook_value_bits: int = 32,
+    seed_bits: int = 64,
+    spec_bits: int = 8,
+    search_bits: float = 0.0,
+    extra_bits: int = 0,
+) -> DescriptionLength:
+    """Itemise the description length of an entropy-coded theta_d.
+
+    Args:
+        enc: the coded codes (``squeeze.coding.encode``); d = ``enc.n``, L = ``enc.levels``.
+        D: the number of dense weights (for ``dense_bits``).
+        codebook_value_bits: bits per stored codebook value (32 for float32, 16 for float16).
+        seed_bits: bits of the RNG seed.
+        spec_bits: bits of the projection spec beyond what D, d and the kind determine.
+        search_bits: ``log2`` of the number of configurations tried (>= 0).
+        extra_bits: other data-dependent numbers stored (layerwise scales, BatchNorm buffers).
+
+    Returns:
+        A :class:`DescriptionLength`.
+    """
+    if codebook_value_bits not in (16, 32):
+        raise ValueError(f"codebook_value_bits must be 16 or 32, got {codebook_value_bits!r}")
+    for name, v in (("D", D), ("seed_bits", seed_bits), ("spec_bits", spec_bits), ("extra_bits", extra_bits)):
+        if not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+    if not search_bits >= 0 or not math.isfinite(search_bits):
+        raise ValueError(f"search_bits must be a finite number >= 0 (log2 of the configurations tried), got {search_bits!r}")
+    d, L = enc.n, enc.levels
+    if d < 1:
+        raise ValueError("the coded message holds no symbols; quantize a non-empty theta_d")
+    return DescriptionLength(
+        message_bits=code_length_bits(enc),
+        codebook_bits=L * codebook_value_bits,
+        symbol_model_bits=sum(elias_gamma_bits(int(c) + 1) for c in enc.counts),
+        seed_and_spec_bits=int(seed_bits) + int(spec_bits),
+        prefix_bits=elias_gamma_bits(d) + elias_gamma_bits(L) + elias_gamma_bits(enc.words.size + 1),
+        search_bits=float(search_bits),
+        extra_bits=int(extra_bits),
+        d=d,
+        levels=L,
+        D=int(D),
+    )
+
+
+def _check(err_train: float, n: int, k_bits: float, delta: float) -> None:
+    if not 0.0 <= err_train <= 1.0:
+        raise ValueError(f"err_train must be a fraction in [0, 1], got {err_train!r}")
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer (the number of training samples), got {n!r}")
+    if not k_bits >= 0 or not math.isfinite(k_bits):
+        raise ValueError(f"k_bits must be a finite number >= 0, got {k_bits!r}")
+    if not 0.0 < delta < 1.0:
+        raise ValueError(f"delta must lie in (0, 1), e.g. 0.05, got {delta!r}")
+
+
+def complexity(n: int, k_bits: float, delta: float) -> float:
+    """``B = (K ln 2 + ln(1/delta)) / n``, the complexity term of the Occam bounds."""
+    return (k_bits * math.log(2) + math.log(1 / delta)) / n
+
+
+def binary_kl(q: float, p: float) -> float:
+    """``kl(q || p) = q ln(q/p) + (1-q) ln((1-q)/(1-p))`` in nats, with ``0 ln 0 = 0``."""
+    out = 0.0
+    for a, b in ((q, p), (1 - q, 1 - p)):
+        if a > 0:
+            if b <= 0:
+                return math.inf
+            out += a * math.log(a / b)
+    return out
+
+
+def kl_inverse(q: float, bound: float, iters: int = 200) -> float:
+    """The largest p in [q, 1] with ``kl(q || p) <= bound``, by bisection.
+
+    Args:
+        q: the empirical error, in [0, 1].
+        bound: the allowed divergence in nats (>= 0).
+        iters: bisection steps (stops earlier when the bracket no longer shrinks).
+
+    Returns:
+        The upper end of the final bracket (never below the true inverse).
+    """
+    lo, hi = q, 1.0
+    if binary_kl(q, hi) <= bound:
+        return 1.0
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        if mid <= lo or mid >= hi:
+            break
+        if binary_kl(q, mid) <= bound:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def occam_bound(err_train: float, n: int, k_bits: float, delta: float) -> float:
+    """``err_train + sqrt((K ln 2 + ln(1/delta)) / (2n))``, clipped to 1.
+
+    Args:
+        err_train: training error (0-1 loss) in [0, 1].
+        n: number of training samples.
+        k_bits: K, the prefix-free description length in bits.
+        delta: the bound holds with probability 1 - delta.
+
+    Returns:
+        The upper bound on the test error.
+    """
+    _check(err_train, n, k_bits, delta)
+    return min(1.0, err_train + math.sqrt(complexity(n, k_bits, delta) / 2))
+
+
+def occam_kl_bound(err_train: float, n: int, k_bits: float, delta: float) -> float:
+    """The largest p with ``kl(err_train || p) <= (K ln 2 + ln(1/delta)) / n``.
+
+    Args:
+        err_train: training error (0-1 loss) in [0, 1].
+        n: number of training samples.
+        k_bits: K, the prefix-free description length in bits.
+        delta: the bound holds with probability 1 - delta.
+
+    Returns:
+        The upper bound on the test error.
+    """
+    _check(err_train, n, k_bits, delta)
+    return kl_inverse(err_train, complexity(n, k_bits, delta))
+
+
+def catoni_bound(err_train: float, n: int, k_bits: float, delta: float, c: float) -> float:
+    """Catoni's bound for one C fixed in advance, clipped to 1:
+    ``(1 - exp(-C err_train - (K ln 2 + ln(1/delta)) / n)) / (1 - exp(-C))``.
+
+    Args:
+        err_train: training error (0-1 loss) in [0, 1].
+        n: number of training samples.
+        k_bits: K, the prefix-free description length in bits.
+        delta: the bound holds with probability 1 - delta.
+        c: Catoni's C > 0.
+
+    Returns:
+        The upper bound on the test error.
+    """
+    _check(err_train, n, k_bits, delta)
+    if not c > 0 or not math.isfinite(c):
+        raise ValueError(f"C must be a finite number > 0, got {c!r}")
+    return min(1.0, -math.expm1(-c * err_train - complexity(n, k_bits, delta)) / -math.expm1(-c))
+
+
+def catoni_bound_optimized(
+    err_train: float, n: int, k_bits: float, delta: float, grid: tuple[float, ...] = DEFAULT_C_GRID
+) -> tuple[float, float]:
+    """Catoni's bound at the best C of a grid, paying ``ln(len(grid))`` for the choice.
+
+    Each C is evaluated at confidence ``delta / G`` (G = ``len(grid)``), i.e. with
+    ``ln(G/delta)`` in place of ``ln(1/delta)``, so the minimum holds with probability 1 - delta.
+
+    Args:
+        err_train: training error (0-1 loss) in [0, 1].
+        n: number of training samples.
+        k_bits: K, the prefix-free description length in bits.
+        delta: the bound holds with probability 1 - delta.
+        grid: the candidate values of C, fixed before seeing the data.
+
+    Returns:
+        ``(bound, C)``: the smallest bound over the grid and the C that gives it.
+    """
+    if not grid:
+        raise ValueError("the grid of C values is empty")
+    per_c = delta / len(grid)
+    return min((catoni_bound(err_train, n, k_bits, per_c, c), c) for c in grid)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Upper bounds on the test error, each holding with probability 1 - delta.
+
+    Args:
+        occam_sqrt: the square-root Occam bound.
+        occam_kl: the kl-inverse Occam bound (the headline).
+        catoni: Catoni's bound at the best C of the grid (union bound included).
+        catoni_c: that C.
+    """
+
+    occam_sqrt: float
+    occam_kl: float
+    catoni: float
+    catoni_c: float
+
+    @property
+    def headline(self) -> float:
+        """The kl-inverse Occam bound."""
+        return self.occam_kl
+
+
+def generalization_bounds(
+    err_train: float, n: int, k_bits: float, delta: float = 0.05, grid: tuple[float, ...] = DEFAULT_C_GRID
+) -> Bounds:
+    """All three bounds for one model (see the module docstring for the formulas).
+
+    Args:
+        err_train: training error (0-1 loss) in [0, 1].
+        n: number of training samples.
+        k_bits: K, the prefix-free description length in bits (``DescriptionLength.total_bits``).
+        delta: each bound holds with probability 1 - delta.
+        grid: Catoni's candidate values of C.
+
+    Returns:
+        A :class:`Bounds`.
+    """
+    catoni, c = catoni_bound_optimized(err_train, n, k_bits, delta, grid)
+    return Bounds(
+        occam_sqrt=occam_bound(err_train, n, k_bits, delta),
+        occam_kl=occam_kl_bound(err_train, n, k_bits, delta),
+        catoni=catoni,
+        catoni_c=c,
+    )
+
+
+__all__ = [
+    "Bounds",
+    "DEFAULT_C_GRID",
+    "DescriptionLength",
+    "binary_kl",
+    "catoni_bound",
+    "catoni_bound_optimized",
+    "complexity",
+    "description_length",
+    "elias_gamma_bits",
+    "generalization_bounds",
+    "kl_inverse",
+    "occam_bound",
+    "occam_kl_bound",
+]

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from squeeze import rng
+from squeeze.base import base_digest
 from squeeze.init import TensorSpec, build_manifest, regenerate_theta0
 from squeeze.projection import Projection, kinds, make_projection, projection_from_spec
 
@@ -120,6 +120,8 @@ class Subspace(nn.Module):
         else:
             check_manifest(manifest, model)
         self.manifest = manifest
+        base_names = [s.name for s in manifest if s.init[0] == "b"]
+        self.base_digest = base_digest(base, base_names) if base_names else None
         self.D = sum(s.numel for s in manifest)
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         self.register_buffer("theta_0", regenerate_theta0(manifest, config.seed, base, device), persistent=False)
@@ -147,9 +149,13 @@ class Subspace(nn.Module):
         """The number of trained numbers, scales included."""
         return self.config.dim
 
-    def theta(self) -> torch.Tensor:
-        """The flat regenerated weights (D,), differentiable in theta_d and the scales."""
-        p = self.projection(self.theta_d)
+    def theta(self, theta_d: torch.Tensor | None = None) -> torch.Tensor:
+        """The flat regenerated weights (D,), differentiable in theta_d and the scales.
+
+        Args:
+            theta_d: values to use instead of ``self.theta_d`` (same shape).
+        """
+        p = self.projection(self.theta_d if theta_d is None else theta_d)
         if self.scales is None and len(self.selected) == len(self.manifest):
             return self.theta_0 + p
         sizes = [s.numel for s in self.manifest]

@@ -1,0 +1,75 @@
+"""``squeeze info``: what a .sqz file holds, without regenerating it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from squeeze import format as fmt
+from squeeze_cli import options
+from squeeze_cli.console import console
+
+
+def summary(path: Path) -> dict:
+    """The facts ``info`` shows, as a JSON-ready dict."""
+    f = fmt.read(path)
+    out = {
+        "file": str(path),
+        "bytes": f.size_bytes,
+        "D": f.D,
+        "d": f.d,
+        "projection": f.spec["kind"],
+        "seed": f.spec["seed"],
+        "generator": f.spec["gen"],
+        "theta_encoding": f.encoding.get("enc"),
+        "dense_float32_bytes": f.dense_bytes(),
+        "ratio": round(f.dense_bytes() / f.size_bytes, 1),
+        "weights_sha256": f.weights_sha256,
+        "arch": f.arch,
+        "input": f.data,
+        "metrics": f.metrics,
+        "base": f.base,
+        "created_by": f.created_by,
+    }
+    if f.spec.get("lw"):
+        out["layerwise"] = True
+    if f.spec.get("inc"):
+        out["include"] = f.spec["inc"]
+    return out
+
+
+def command(file: Path = options.SqzFile, as_json: bool = options.Json) -> None:
+    """Show a .sqz file's sizes, recipe, input format, metrics and digest."""
+    s = summary(file)
+    if as_json:
+        console.print_json(json.dumps(s))
+        return
+    t = Table(title=str(file), show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("size", f"{s['bytes']:,} bytes ({s['ratio']:,}x smaller than {s['dense_float32_bytes']:,} bytes of float32)")
+    t.add_row("parameters", f"D = {s['D']:,} regenerated from d = {s['d']:,} values ({s['theta_encoding']})")
+    t.add_row("projection", f"{s['projection']}, seed {s['seed']}, {s['generator']}" + (", layerwise scales" if s.get("layerwise") else ""))
+    if s.get("include"):
+        t.add_row("subspace covers", ", ".join(s["include"]))
+    if s["arch"]:
+        kw = json.dumps(s["arch"].get("kwargs", {}))
+        t.add_row("architecture", f"{s['arch']['ref']} {kw}")
+    if s["input"]:
+        inp = s["input"]
+        pre = ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in inp.get("pre", {}).items()) or "none"
+        t.add_row("input", f"shape {inp.get('input_shape')} ({inp.get('name')}), {inp.get('classes')} classes, preprocessing: {pre}")
+    for k, v in (s["metrics"] or {}).items():
+        t.add_row(f"metric {k}", f"{v:.4f}" if isinstance(v, float) else str(v))
+    if s["base"]:
+        t.add_row("base digest", s["base"])
+    t.add_row("weights sha256", s["weights_sha256"])
+    t.add_row("created by", s["created_by"])
+    console.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("info")(command)

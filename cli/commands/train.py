@@ -1,0 +1,66 @@
+"""``squeeze train``: train directly in a random subspace (Li et al., 2018)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from squeeze import Subspace, SubspaceConfig
+from squeeze import format as fmt
+from squeeze.fit import TrainConfig, train
+from squeeze.projection import kinds
+from squeeze_cli import options
+from squeeze_cli.common import device as check_device, model_for_data
+from squeeze_cli.console import console, err_console
+
+
+def command(
+    arch: str = typer.Option(..., "--arch", "-a", help="Architecture: 'squeeze.zoo:MLP' or 'path/to/file.py:ClassName'."),
+    data: str = options.Data,
+    dim: int = typer.Option(..., "--dim", "-d", help="d: the number of trained values (the file holds about 2 bytes each)."),
+    output: Path = options.out_option("Where to write the .sqz file."),
+    projection: str = typer.Option("sorf", "--projection", help=f"Projection kind: {', '.join(kinds())}."),
+    seed: int = typer.Option(0, "--seed", help="Seed of theta_0 and P (any integer in [0, 2**64))."),
+    epochs: int = typer.Option(10, "--epochs", help="Passes over the training data."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate [default: 0.1 in the subspace, 0.001 dense]."),
+    batch_size: int = typer.Option(128, "--batch-size", help="Examples per step."),
+    dev: str = options.Device,
+    baseline: bool = typer.Option(False, "--baseline", help="Also train the dense model the same way and record its accuracy."),
+    dtype: str = typer.Option("float16", "--dtype", help="Storage of theta_d: float16 (half the bytes) or float32."),
+    layerwise: bool = typer.Option(False, "--layerwise", help="Learn one scale per tensor (SAID); the scales count in --dim."),
+    arch_kwargs: Optional[str] = options.ArchKwargs,
+) -> None:
+    """Train a model directly in a random d-dimensional subspace and save it as a .sqz file.
+
+    Example: squeeze train --arch squeeze.zoo:MLP --data mnist5k --dim 750 --baseline -o mlp.sqz
+    """
+    dev = check_device(dev)
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"--dtype must be float16 or float32, got {dtype!r}")
+    model, arch_rec, ds = model_for_data(arch, arch_kwargs, data)
+    sub = Subspace(model, SubspaceConfig(dim=dim, projection=projection, seed=seed, layerwise=layerwise))
+    err_console.print(f"training {arch} on {ds.name} in a {dim}-dimensional {projection} subspace of D={sub.D:,}")
+    result = train(sub, ds, TrainConfig(epochs=epochs, lr=lr or 0.1, batch_size=batch_size, device=dev), description="subspace")
+    fmt.round_for_storage_(sub, dtype)
+    from squeeze.fit import accuracy
+
+    metrics = {"data": ds.name, "metric": "accuracy", "test_accuracy": round(accuracy(sub, ds.x_test, ds.y_test, dev), 6), "val_accuracy": round(result.val_accuracy, 6), "epochs": result.epochs_run}
+    if baseline and not result.interrupted:
+        dense = __import__("squeeze.arch", fromlist=["build"]).build(arch_rec["ref"], arch_rec["kwargs"])
+        base_res = train(dense, ds, TrainConfig(epochs=epochs, lr=1e-3, batch_size=batch_size, device=dev), description="dense baseline")
+        metrics["dense_test_accuracy"] = round(base_res.test_accuracy, 6)
+        metrics["ratio_to_dense"] = round(metrics["test_accuracy"] / max(base_res.test_accuracy, 1e-12), 4)
+    f = fmt.save(sub, output, arch=arch_rec, metrics=metrics, data=ds.describe(), dtype=dtype)
+    line = f"test accuracy {metrics['test_accuracy']:.4f}"
+    if "dense_test_accuracy" in metrics:
+        line += f" (dense {metrics['dense_test_accuracy']:.4f}, ratio {metrics['ratio_to_dense']:.3f})"
+    console.print(f"{line}; wrote {output} ({f.size_bytes:,} bytes, {4 * f.D / f.size_bytes:,.0f}x smaller than float32)")
+    if result.interrupted:
+        err_console.print(f"interrupted after epoch {result.epochs_run}: saved the best result so far to {output}")
+        raise typer.Exit(130)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(command)

@@ -1,0 +1,21 @@
+"""Options shared by several commands (one definition, the same name everywhere)."""
+
+from __future__ import annotations
+
+
+import typer
+
+Arch = typer.Option(None, "--arch", "-a", help="Architecture: 'squeeze.zoo:MLP' or 'path/to/file.py:ClassName'. Defaults to the one recorded in the file.")
+ArchKwargs = typer.Option(None, "--arch-kwargs", help="Keyword arguments for the architecture, as JSON: '{\"hidden\": [100]}'.")
+Data = typer.Option(..., "--data", help="digits, mnist5k, mnist1d[:N], or a .npz/.pt/.csv file (x, y[, x_test, y_test]).")
+Device = typer.Option("cpu", "--device", help="cpu or cuda. Regeneration gives the same bits on both.")
+Base = typer.Option(None, "--base", help="Base checkpoint (.safetensors/.pt) of a fine-tune.")
+Json = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
+SqzFile = typer.Argument(..., help="A .sqz file.", show_default=False)
+
+
+def out_option(help: str):
+    return typer.Option(..., "--output", "-o", help=help)
+
+
+__all__ = ["Arch", "ArchKwargs", "Data", "Device", "Base", "Json", "SqzFile", "out_option"]

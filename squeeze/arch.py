@@ -1,0 +1,89 @@
+"""Architecture references: ``package.module:Factory`` or ``path/to/file.py:Factory``, with
+keyword arguments as a dict (JSON on the command line).
+
+Factories that accept ``input_shape`` and/or ``num_classes`` get them from the data when the
+caller does not pass them; what was used is stored in the file so the model rebuilds as-is.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import json
+import sys
+from pathlib import Path
+
+from torch import nn
+
+from squeeze.errors import ArchError
+
+
+def parse_kwargs(text: str | None) -> dict:
+    """JSON object text -> dict (None or empty -> {})."""
+    if not text:
+        return {}
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ArchError(f"--arch-kwargs is not valid JSON ({e.msg}); write it like '{{\"hidden\": 128}}'") from None
+    if not isinstance(obj, dict):
+        raise ArchError("--arch-kwargs must be a JSON object, like '{\"hidden\": 128}'")
+    return obj
+
+
+def resolve(ref: str):
+    """The factory (class or function) named by ``ref``."""
+    if not isinstance(ref, str) or ":" not in ref:
+        raise ArchError(f"architecture {ref!r} must look like 'squeeze.zoo:MLP' or 'path/to/file.py:ClassName'")
+    where, _, name = ref.rpartition(":")
+    if where.endswith(".py"):
+        path = Path(where)
+        if not path.is_file():
+            raise ArchError(f"architecture file {where} does not exist; check the path in --arch")
+        mod_name = f"squeeze_user_arch_{abs(hash(str(path.resolve())))}"
+        module = sys.modules.get(mod_name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(mod_name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[mod_name] = module
+            try:
+                spec.loader.exec_module(module)
+            except Exception as e:
+                del sys.modules[mod_name]
+                raise ArchError(f"importing {where} failed: {type(e).__name__}: {e}") from None
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ImportError as e:
+            raise ArchError(f"cannot import module {where!r} for the architecture ({e}); check --arch") from None
+    factory = getattr(module, name, None)
+    if factory is None or not callable(factory):
+        raise ArchError(f"{where} has no class or function {name!r}; check --arch")
+    return factory
+
+
+def complete_kwargs(ref: str, kwargs: dict, input_shape: tuple[int, ...] | None, num_classes: int | None) -> dict:
+    """``kwargs`` plus ``input_shape``/``num_classes`` when the factory takes them and they are missing."""
+    out = dict(kwargs)
+    try:
+        params = inspect.signature(resolve(ref)).parameters
+    except (TypeError, ValueError):
+        return out
+    if "input_shape" in params and "input_shape" not in out and input_shape is not None:
+        out["input_shape"] = list(input_shape)
+    if "num_classes" in params and "num_classes" not in out and num_classes is not None:
+        out["num_classes"] = int(num_classes)
+    return out
+
+
+def build(ref: str, kwargs: dict | None = None) -> nn.Module:
+    """Instantiate the architecture."""
+    factory = resolve(ref)
+    try:
+        model = factory(**(kwargs or {}))
+    except TypeError as e:
+        raise ArchError(f"{ref} did not accept the arguments {kwargs or {}}: {e}") from None
+    if not isinstance(model, nn.Module):
+        raise ArchError(f"{ref} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model

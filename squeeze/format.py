@@ -1,0 +1,391 @@
+"""The ``.sqz`` file, version 1: a safetensors file holding theta_d and a recipe.
+
+Tensors:
+  * ``theta_d``  -- float32 or float16 (metadata ``theta`` = ``{"enc": "f32"|"f16"}``), or an
+    encoding from :mod:`squeeze.coding` (codes + codebook, or an entropy-coded stream);
+  * ``scales``   -- float32 per-tensor scales of the layerwise variant;
+  * ``buf.NAME`` -- buffers learned from data (BatchNorm statistics), stored as they are.
+Metadata (strings; JSON where structured, compact, sorted keys):
+  ``format``, ``format_version``, ``spec`` (projection kind, seed as a decimal string, d, D,
+  generator, projection parameters, layerwise, include patterns), ``params`` (the manifest:
+  name, shape, init spec per tensor), ``arch`` (import reference + kwargs), ``base`` (the base
+  digest of a fine-tune), ``weights_sha256``, ``metrics``, ``data`` (input shape, classes and
+  preprocessing), ``theta``, ``created_by``.
+
+Readers reject unknown major versions, warn about unknown keys, and check every size before
+trusting it. ``load`` regenerates and refuses a digest mismatch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from squeeze import __version__, arch as arch_mod, coding_registry
+from squeeze.atomic import write_bytes
+from squeeze.base import base_digest, load_base
+from squeeze.errors import ArchError, DigestMismatch, FormatError, SqueezeError
+from squeeze.init import TensorSpec
+from squeeze.subspace import Subspace, SubspaceConfig, digest_of
+
+FORMAT = "squeeze"
+FORMAT_VERSION = 1
+GENERATOR = "threefry2x32-20"
+MAX_FILE_BYTES = 1 << 31  # a .sqz file is tiny; anything larger is not one
+MAX_HEADER_BYTES = 1 << 24
+KNOWN_KEYS = {"format", "format_version", "spec", "params", "arch", "base", "weights_sha256", "metrics", "data", "theta", "created_by"}
+REQUIRED_KEYS = ("format", "format_version", "spec", "params", "weights_sha256", "theta")
+
+
+def _json(obj) -> str:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True)
+
+
+@dataclass
+class SqzFile:
+    """A parsed ``.sqz`` file (nothing regenerated)."""
+
+    spec: dict
+    manifest: list[TensorSpec]
+    weights_sha256: str
+    theta_d: torch.Tensor  # (d - scales,) float32, decoded
+    encoding: dict
+    scales: torch.Tensor | None = None
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    arch: dict | None = None
+    base: str | None = None
+    metrics: dict = field(default_factory=dict)
+    data: dict | None = None
+    created_by: str = ""
+    size_bytes: int = 0
+
+    @property
+    def D(self) -> int:
+        return int(self.spec["D"])
+
+    @property
+    def d(self) -> int:
+        return int(self.spec["d"])
+
+    def config(self) -> SubspaceConfig:
+        return SubspaceConfig(
+            dim=self.d,
+            projection=self.spec["kind"],
+            seed=int(self.spec["seed"]),
+            layerwise=bool(self.spec.get("lw", False)),
+            include=tuple(self.spec.get("inc", ())),
+        )
+
+    def dense_bytes(self) -> int:
+        """Size of the same weights as a float32 safetensors file (tensor data only)."""
+        return 4 * self.D + sum(t.numel() * t.element_size() for t in self.extras.values())
+
+
+def storage_roundtrip(theta_d: torch.Tensor, dtype: str) -> torch.Tensor:
+    """theta_d as it will read back from a file stored in ``dtype`` (float32 result)."""
+    if dtype == "float32":
+        return theta_d.detach().float()
+    if dtype == "float16":
+        if theta_d.abs().max() > 65504:
+            raise SqueezeError("theta_d has values beyond the float16 range; save with dtype='float32'")
+        return theta_d.detach().half().float()
+    raise SqueezeError(f"unknown storage dtype {dtype!r}; use float16 or float32")
+
+
+def round_for_storage_(sub: Subspace, dtype: str) -> None:
+    """Round ``sub.theta_d`` in place to what ``dtype`` stores, so metrics measured next are
+    the metrics of the file."""
+    with torch.no_grad():
+        sub.theta_d.copy_(storage_roundtrip(sub.theta_d, dtype))
+
+
+def save(
+    sub: Subspace,
+    path: str | os.PathLike,
+    *,
+    arch: dict | None = None,
+    metrics: dict | None = None,
+    data: dict | None = None,
+    dtype: str = "float16",
+    encoded: dict | None = None,
+) -> SqzFile:
+    """Write ``sub`` as a ``.sqz`` file, atomically.
+
+    Args:
+        sub: the trained subspace model.
+        path: where to write.
+        arch: ``{"ref": "squeeze.zoo:MLP", "kwargs": {...}}`` to rebuild the module, if known.
+        metrics: what was measured (accuracy, dense baseline, ...), JSON-serialisable.
+        data: what the model expects as input (``Dataset.describe()``).
+        dtype: ``float16`` (default, half the bytes) or ``float32`` for theta_d.
+        encoded: a quantized/coded theta_d from :mod:`squeeze.coding_registry` (``{"enc": ..,
+            "tensors": {...}, "meta": {...}}``), used instead of ``dtype``.
+
+    Returns:
+        The file as it reads back.
+    """
+    from safetensors.torch import save as st_save
+
+    if encoded is None:
+        enc = {"enc": {"float32": "f32", "float16": "f16"}.get(dtype)}
+        if enc["enc"] is None:
+            raise SqueezeError(f"unknown storage dtype {dtype!r}; use float16 or float32")
+        tensors = {"theta_d": sub.theta_d.detach().to("cpu", getattr(torch, dtype)).contiguous()}
+    else:
+        enc = {"enc": encoded["enc"], **encoded.get("meta", {})}
+        tensors = {k: v.detach().cpu().contiguous() for k, v in encoded["tensors"].items()}
+    decoded = coding_registry.decode(enc, tensors, sub.theta_d.numel())
+    if sub.scales is not None:
+        tensors["scales"] = sub.scales.detach().to("cpu", torch.float32).contiguous()
+    for k, v in sub.extra_tensors().items():
+        tensors["buf." + k] = v.detach().cpu().contiguous()
+    with torch.no_grad():
+        digest = digest_of(sub.theta(theta_d=decoded.to(sub.theta_d.device)))
+    spec = {"kind": sub.config.projection, "seed": str(sub.config.seed), "d": sub.config.dim, "D": sub.D, "gen": GENERATOR, "p": sub.projection.spec()}
+    if sub.config.layerwise:
+        spec["lw"] = 1
+    if sub.config.include:
+        spec["inc"] = list(sub.config.include)
+    meta = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "spec": _json(spec),
+        "params": _json([s.to_json() for s in sub.manifest]),
+        "weights_sha256": digest,
+        "theta": _json(enc),
+        "created_by": f"squeeze {__version__}",
+    }
+    if arch:
+        meta["arch"] = _json(arch)
+    if sub.base_digest:
+        meta["base"] = sub.base_digest
+    if metrics:
+        meta["metrics"] = _json(metrics)
+    if data:
+        meta["data"] = _json(data)
+    write_bytes(path, st_save(tensors, metadata=meta))
+    return read(path)
+
+
+def _header(raw: bytes, name: str) -> dict:
+    if len(raw) < 8:
+        raise FormatError(f"{name} is not a .sqz file (only {len(raw)} bytes)")
+    (n,) = struct.unpack("<Q", raw[:8])
+    if n > MAX_HEADER_BYTES or 8 + n > len(raw):
+        raise FormatError(f"{name} is not a .sqz file, or it is truncated (header claims {n} bytes, file has {len(raw)})")
+    try:
+        header = json.loads(raw[8 : 8 + n])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise FormatError(f"{name} is not a .sqz file (its header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise FormatError(f"{name} is not a .sqz file (its header is not a JSON object)")
+    return header
+
+
+def _meta_json(meta: dict, key: str, kind: type, name: str):
+    try:
+        val = json.loads(meta[key])
+    except (TypeError, json.JSONDecodeError):
+        raise FormatError(f"{name}: metadata {key!r} is not valid JSON; the file is damaged") from None
+    if not isinstance(val, kind):
+        raise FormatError(f"{name}: metadata {key!r} should be a JSON {kind.__name__}; the file is damaged")
+    return val
+
+
+def read(path: str | os.PathLike) -> SqzFile:
+    """Parse and validate a ``.sqz`` file without regenerating anything.
+
+    Raises:
+        FormatError: missing, truncated, hostile or unsupported file.
+    """
+    path = Path(path)
+    name = path.name
+    if not path.is_file():
+        raise FormatError(f"{path} does not exist")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise FormatError(f"{name} is {size} bytes, too large to be a .sqz file")
+    raw = path.read_bytes()
+    return parse(raw, name)
+
+
+def parse(raw: bytes, name: str = "<bytes>") -> SqzFile:
+    """Parse the bytes of a ``.sqz`` file (see :func:`read`)."""
+    header = _header(raw, name)
+    meta = header.get("__metadata__")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise FormatError(f"{name} is not a .sqz file (no squeeze metadata); was it written by squeeze?")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise FormatError(f"{name}: metadata values must be strings; the file is damaged")
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise FormatError(f"{name} lacks required metadata {missing}; the file is damaged")
+    version = meta["format_version"]
+    if not version.isdigit() or int(version) != FORMAT_VERSION:
+        raise FormatError(f"{name} has format version {version!r}, but this squeeze reads version {FORMAT_VERSION}; upgrade squeeze")
+    unknown = sorted(set(meta) - KNOWN_KEYS)
+    if unknown:
+        warnings.warn(f"{name}: ignoring unknown metadata keys {unknown}", stacklevel=2)
+    spec = _meta_json(meta, "spec", dict, name)
+    params = _meta_json(meta, "params", list, name)
+    enc = _meta_json(meta, "theta", dict, name)
+    try:
+        manifest = [TensorSpec.from_json(e) for e in params]
+        D, d, seed = int(spec["D"]), int(spec["d"]), int(spec["seed"])
+        kind, gen, pspec = spec["kind"], spec["gen"], spec["p"]
+        if not isinstance(kind, str) or not isinstance(pspec, dict):
+            raise TypeError
+    except (KeyError, TypeError, ValueError):
+        raise FormatError(f"{name}: the projection spec or the manifest is malformed; the file is damaged") from None
+    if gen != GENERATOR:
+        raise FormatError(f"{name} uses generator {gen!r}; this squeeze implements {GENERATOR}")
+    if sum(s.numel for s in manifest) != D or not 1 <= d <= D or not 0 <= seed < 2**64:
+        raise FormatError(f"{name}: the spec (d={d}, D={D}) disagrees with its manifest; the file is damaged")
+    try:
+        from safetensors.torch import load as st_load
+
+        tensors = st_load(raw)
+    except Exception as e:
+        raise FormatError(f"{name} is truncated or damaged ({str(e).splitlines()[0][:160]})") from None
+    scales = tensors.pop("scales", None)
+    n_scales = 0
+    if spec.get("lw"):
+        n_scales = len(manifest) if not spec.get("inc") else -1  # checked against the model at load
+    if scales is not None and (scales.dtype != torch.float32 or scales.dim() != 1 or not torch.isfinite(scales).all()):
+        raise FormatError(f"{name}: 'scales' must be finite float32 values; the file is damaged")
+    if n_scales > 0 and (scales is None or scales.numel() != n_scales):
+        raise FormatError(f"{name}: expected {n_scales} layerwise scales; the file is damaged")
+    d_theta = d - (scales.numel() if scales is not None else 0)
+    extras = {k[4:]: v for k, v in tensors.items() if k.startswith("buf.")}
+    coded = {k: v for k, v in tensors.items() if not k.startswith("buf.")}
+    theta_d = coding_registry.decode(enc, coded, d_theta, name=name)
+    meta_obj = {k: _meta_json(meta, k, dict, name) for k in ("arch", "metrics", "data") if k in meta}
+    digest = meta["weights_sha256"]
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise FormatError(f"{name}: weights_sha256 is not a SHA-256 hex digest; the file is damaged")
+    return SqzFile(
+        spec=spec,
+        manifest=manifest,
+        weights_sha256=digest,
+        theta_d=theta_d,
+        encoding=enc,
+        scales=scales,
+        extras=extras,
+        arch=meta_obj.get("arch"),
+        base=meta.get("base"),
+        metrics=meta_obj.get("metrics", {}),
+        data=meta_obj.get("data"),
+        created_by=meta.get("created_by", ""),
+        size_bytes=len(raw),
+    )
+
+
+def build_model(f: SqzFile, arch: str | nn.Module | None = None, arch_kwargs: dict | None = None) -> nn.Module:
+    """The module the file was made for: ``arch`` if given, else the file's own reference."""
+    if isinstance(arch, nn.Module):
+        return arch
+    if arch is None:
+        if not f.arch:
+            raise ArchError("the file does not record its architecture; pass --arch (e.g. squeeze.zoo:MLP)")
+        return arch_mod.build(f.arch["ref"], f.arch.get("kwargs", {}))
+    kwargs = arch_kwargs if arch_kwargs is not None else (f.arch or {}).get("kwargs", {}) if f.arch and f.arch.get("ref") == arch else {}
+    return arch_mod.build(arch, kwargs)
+
+
+def _check_memory(f: SqzFile) -> None:
+    need = 16 * f.D  # theta_0, theta, the model's own copy, projection workspace (float32)
+    try:
+        avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > avail:
+        raise FormatError(f"the file describes {f.D:,} parameters, which need about {need / 2**30:.1f} GiB to regenerate; this machine has {avail / 2**30:.1f} GiB")
+
+
+def load_subspace(
+    source: str | os.PathLike | SqzFile,
+    arch: str | nn.Module | None = None,
+    *,
+    arch_kwargs: dict | None = None,
+    base=None,
+    device: str | torch.device = "cpu",
+    verify: bool = True,
+) -> Subspace:
+    """Rebuild the :class:`Subspace` of a file (and check its digest).
+
+    Args:
+        source: a path or a :class:`SqzFile`.
+        arch: an architecture reference or module; defaults to the one in the file.
+        arch_kwargs: keyword arguments for ``arch`` (defaults to the file's).
+        base: the base checkpoint of a fine-tune (path, state_dict or module).
+        device: where to regenerate.
+        verify: refuse regenerated weights whose digest differs from the file's.
+
+    Raises:
+        FormatError, ArchError, DigestMismatch, SqueezeError.
+    """
+    f = source if isinstance(source, SqzFile) else read(source)
+    _check_memory(f)
+    model = build_model(f, arch, arch_kwargs).to(device)
+    base_sd = None
+    if f.base is not None:
+        if base is None:
+            raise SqueezeError(f"this file is a fine-tune of a base model (digest {f.base[:16]}...); pass --base with that checkpoint")
+        base_sd = load_base(base)
+        names = [s.name for s in f.manifest if s.init[0] == "b"]
+        absent = [n for n in names if n not in base_sd]
+        if absent:
+            raise SqueezeError(f"the base lacks tensors the file needs: {', '.join(absent[:6])}; pass the base the file was made with")
+        got = base_digest(base_sd, names)
+        if got != f.base:
+            raise SqueezeError(f"the base checkpoint has digest {got[:16]}..., but the file was made against {f.base[:16]}...; pass the original base")
+    try:
+        sub = Subspace(model, f.config(), base=base_sd, manifest=f.manifest, projection_spec=f.spec["p"])
+    except ValueError as e:
+        raise ArchError(str(e)) from None
+    if sub.theta_d.numel() != f.theta_d.numel():
+        raise FormatError(f"the file holds {f.theta_d.numel()} theta_d values but its spec implies {sub.theta_d.numel()}; the file is damaged")
+    with torch.no_grad():
+        sub.theta_d.copy_(f.theta_d.to(device))
+        if sub.scales is not None:
+            if f.scales is None or f.scales.numel() != sub.scales.numel():
+                raise FormatError("the file's layerwise scales do not match its spec; the file is damaged")
+            sub.scales.copy_(f.scales.to(device))
+    _load_extras(sub, f.extras)
+    if verify:
+        got = sub.digest()
+        if got != f.weights_sha256:
+            raise DigestMismatch(f"regenerated weights have SHA-256 {got[:16]}..., the file says {f.weights_sha256[:16]}...; the file is damaged or was made by an incompatible squeeze")
+    return sub
+
+
+def _load_extras(sub: Subspace, extras: dict[str, torch.Tensor]) -> None:
+    want = sub.extra_tensors()
+    missing = [k for k in want if k not in extras]
+    unexpected = [k for k in extras if k not in want]
+    bad = [k for k in want if k in extras and (extras[k].shape != want[k].shape or extras[k].dtype != want[k].dtype)]
+    if missing or unexpected or bad:
+        raise ArchError(f"the file's buffers do not match the architecture (missing {missing[:6]}, unexpected {unexpected[:6]}, wrong shape or dtype {bad[:6]}); pass the architecture the file was made with")
+    with torch.no_grad():
+        for k, v in want.items():
+            v.copy_(extras[k])
+
+
+def load(path: str | os.PathLike, arch: str | nn.Module | None = None, *, base=None, device: str | torch.device = "cpu") -> nn.Module:
+    """Regenerate a plain ``nn.Module`` (eval mode) from a ``.sqz`` file, verifying its digest."""
+    return load_subspace(path, arch, base=base, device=device).materialize().eval()
+
+
+def dense_state_dict(sub: Subspace) -> dict[str, torch.Tensor]:
+    """The full state_dict of the regenerated model (loads with ``strict=True``)."""
+    return {k: v.detach().cpu().contiguous() for k, v in sub.materialize().state_dict().items()}
+
+
+__all__ = ["SqzFile", "save", "read", "parse", "load", "load_subspace", "dense_state_dict", "round_for_storage_", "storage_roundtrip"]

@@ -1,7 +1,25 @@
-"""squeeze: neural networks as a seed, a projection spec and a short vector theta_d."""
+"""squeeze: neural networks as a seed, a projection spec and a short vector theta_d.
 
-from squeeze.subspace import Subspace, SubspaceConfig
+Public API: ``Subspace`` and ``SubspaceConfig`` to train in a random subspace, ``save`` /
+``load`` / ``read`` for ``.sqz`` files, and the error types every user-facing failure raises.
+"""
 
 __version__ = "0.1.0"
 
-__all__ = ["Subspace", "SubspaceConfig", "__version__"]
+from squeeze.errors import ArchError, DataError, DigestMismatch, FormatError, SqueezeError  # noqa: E402
+from squeeze.subspace import Subspace, SubspaceConfig  # noqa: E402
+from squeeze.format import load, read, save  # noqa: E402
+
+__all__ = [
+    "Subspace",
+    "SubspaceConfig",
+    "save",
+    "load",
+    "read",
+    "SqueezeError",
+    "FormatError",
+    "DigestMismatch",
+    "ArchError",
+    "DataError",
+    "__version__",
+]

@@ -3,6 +3,7 @@ unless the user asks for it (``trust_pickle``)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -30,23 +31,41 @@ def load_state_dict(path: Path, trust_pickle: bool = False) -> dict[str, torch.T
         try:
             return load_file(str(path))
         except Exception as e:
-            raise SqueezeError(f"{path.name} is not a readable safetensors file ({str(e).splitlines()[0]})") from None
+            raise SqueezeError(f"{path.name} is not a readable safetensors file ({_detail(e)})") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
+        text = str(e)
+        if "Unsupported global" not in text:  # not a pickled object: a damaged or foreign file
+            raise SqueezeError(f"{path.name} is not a readable PyTorch checkpoint ({_detail(e)}); check the file, or save it again with torch.save(model.state_dict(), path)") from None
         if not trust_pickle:
+            found = re.search(r"GLOBAL ([\w.]+)", text)
+            what = f"a pickled {found.group(1)} object" if found else "pickled objects"
             raise SqueezeError(
-                f"{path.name} is not a plain state_dict (it needs pickle to load: {str(e).splitlines()[0][:120]}); "
-                "pickle can run code, so squeeze refuses it. Save model.state_dict() instead, or pass --trust-pickle if you trust the file"
+                f"{path.name} is not a plain state_dict: it holds {what}, and loading it needs pickle, which can run code, so squeeze refuses it. "
+                "Save model.state_dict() instead, or pass --trust-pickle if you trust the file"
             ) from None
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e2:
+            raise SqueezeError(f"{path.name} could not be unpickled ({_detail(e2)})") from None
     if isinstance(obj, torch.nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         raise SqueezeError(f"{path.name} does not hold a state_dict (a dict of tensors)")
     return obj
+
+
+def _detail(e: Exception) -> str:
+    """The informative part of a loader's error: its first sentence, or what torch's
+    weights-only unpickler objected to."""
+    text = str(e)
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    line = found.group(1) if found else next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    line = line.split(". ")[0].rstrip(".")[:160]
+    return f"{type(e).__name__}: {line}" if line else type(e).__name__
 
 
 def match_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:

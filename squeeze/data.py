@@ -23,6 +23,7 @@ import torch
 from squeeze.errors import DataError
 
 SPLIT_SEED = 0
+MAX_SPARSE_CLASSES = 1 << 16  # more classes than examples is refused beyond this many
 
 
 @dataclass
@@ -82,6 +83,8 @@ def _make(name, x, y, xt, yt, pre=None) -> Dataset:
     if len(y) == 0 or len(yt) == 0:
         raise DataError(f"{name}: needs at least one training and one test example")
     classes = int(max(y.max(), yt.max())) + 1
+    if classes > max(len(y) + len(yt), MAX_SPARSE_CLASSES):  # the model's head is sized by it
+        raise DataError(f"{name}: the largest label is {classes - 1:,}, which makes {classes:,} classes for {len(y) + len(yt):,} examples; labels must be integers 0..K-1")
     return Dataset(
         name,
         torch.as_tensor(x, dtype=torch.float32),

@@ -19,6 +19,7 @@ trusting it. ``load`` regenerates and refuses a digest mismatch.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import warnings
@@ -33,7 +34,8 @@ from squeeze.atomic import write_bytes
 from squeeze.base import base_digest, load_base
 from squeeze.errors import ArchError, DigestMismatch, FormatError, SqueezeError
 from squeeze.init import TensorSpec
-from squeeze.subspace import Subspace, SubspaceConfig, digest_of
+from squeeze.projection import kinds, projection_from_spec
+from squeeze.subspace import Subspace, SubspaceConfig, check_manifest, digest_of
 
 FORMAT = "squeeze"
 FORMAT_VERSION = 1
@@ -182,7 +184,7 @@ def _header(raw: bytes, name: str) -> dict:
         raise FormatError(f"{name} is not a .sqz file, or it is truncated (header claims {n} bytes, file has {len(raw)})")
     try:
         header = json.loads(raw[8 : 8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise FormatError(f"{name} is not a .sqz file (its header is not JSON)") from None
     if not isinstance(header, dict):
         raise FormatError(f"{name} is not a .sqz file (its header is not a JSON object)")
@@ -192,7 +194,7 @@ def _header(raw: bytes, name: str) -> dict:
 def _meta_json(meta: dict, key: str, kind: type, name: str):
     try:
         val = json.loads(meta[key])
-    except (TypeError, json.JSONDecodeError):
+    except (TypeError, ValueError, RecursionError):  # ValueError: bad JSON or a number of > 4300 digits
         raise FormatError(f"{name}: metadata {key!r} is not valid JSON; the file is damaged") from None
     if not isinstance(val, kind):
         raise FormatError(f"{name}: metadata {key!r} should be a JSON {kind.__name__}; the file is damaged")
@@ -216,6 +218,97 @@ def read(path: str | os.PathLike) -> SqzFile:
     return parse(raw, name)
 
 
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def _check_int(value, what: str, name: str, lo: int, hi: int | None = None) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo or (hi is not None and value > hi):
+        bounds = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise FormatError(f"{name}: {what} must be an integer {bounds}, got {value!r:.40}; the file is damaged")
+    return value
+
+
+def _check_spec(spec: dict, name: str) -> None:
+    """Types and ranges of every spec field, so that a hostile file fails here with a
+    FormatError rather than deep inside regeneration."""
+    missing = [k for k in ("kind", "seed", "d", "D", "gen", "p") if k not in spec]
+    if missing:
+        raise FormatError(f"{name}: the projection spec lacks {missing}; the file is damaged")
+    if spec["gen"] != GENERATOR:
+        raise FormatError(f"{name} uses generator {spec['gen']!r:.60}; this squeeze implements {GENERATOR}")
+    kind = spec["kind"]
+    if not isinstance(kind, str) or kind not in kinds():
+        raise FormatError(f"{name} uses projection {kind!r:.60}, which this squeeze does not know ({', '.join(kinds())}); upgrade squeeze")
+    D = _check_int(spec["D"], "D", name, 1)
+    d = _check_int(spec["d"], "d", name, 1, D)
+    seed = spec["seed"]  # a decimal string (seeds may exceed 2**53)
+    if isinstance(seed, str) and seed.isascii() and seed.isdigit() and len(seed) <= 20:
+        seed = int(seed)
+    seed = _check_int(seed, "the seed (a decimal string)", name, 0, 2**64 - 1)
+    p = spec["p"]
+    if not isinstance(p, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in p.values()):
+        raise FormatError(f"{name}: the projection parameters 'p' must be integers; the file is damaged")
+    # Ranges the projections rely on: 'e' is a float32 power-of-two scale exponent, 'k' the
+    # nonzeros per row of a sparse P (k <= d, which also bounds its D * k index table).
+    if "e" in p:
+        _check_int(p["e"], "the projection scale exponent 'e'", name, -149, 127)
+    if "k" in p:
+        _check_int(p["k"], "the projection's nonzeros per row 'k'", name, 1, d)
+    try:
+        keys = set(projection_from_spec(kind, D, d, seed, p).spec())
+    except (KeyError, TypeError, ValueError):
+        keys = None
+    if keys != set(p):
+        raise FormatError(f"{name}: the {kind} projection parameters {_json(p)[:80]} are malformed; the file is damaged")
+    inc = spec.get("inc", [])
+    if not isinstance(inc, list) or not all(isinstance(x, str) for x in inc):
+        raise FormatError(f"{name}: the include patterns 'inc' must be a list of strings; the file is damaged")
+
+
+def _parse_manifest(params: list, name: str) -> list[TensorSpec]:
+    """The manifest, each entry ``[name, [dims...], ["u", bound] | ["c", value] | ["b"]]``."""
+    out: list[TensorSpec] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(params):
+        ok = isinstance(entry, list) and len(entry) == 3 and isinstance(entry[1], list) and isinstance(entry[2], list)
+        ok = ok and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in entry[1])
+        if ok:
+            init = entry[2]
+            number = len(init) == 2 and isinstance(init[1], (int, float)) and not isinstance(init[1], bool)
+            ok = (init[:1] in (["u"], ["c"]) and number and math.isfinite(init[1])) or init == ["b"]
+        if ok:
+            try:
+                spec = TensorSpec.from_json(entry)
+            except (TypeError, ValueError, IndexError, OverflowError):
+                ok = False
+        if not ok or not spec.name or spec.name in seen:
+            what = "a duplicate" if ok and spec.name in seen else 'not [name, [dims], ["u" or "c", a finite number] or ["b"]]'
+            raise FormatError(f"{name}: manifest entry {i} ({json.dumps(entry)[:80]}) is {what}; the file is damaged")
+        seen.add(spec.name)
+        out.append(spec)
+    return out
+
+
+def _check_records(records: dict, name: str) -> None:
+    """The informational records: ``arch`` = {ref: str, kwargs: object}; ``data`` as written
+    by ``Dataset.describe()``."""
+    arch = records.get("arch")
+    if arch is not None and (not isinstance(arch.get("ref"), str) or not isinstance(arch.get("kwargs", {}), dict)):
+        raise FormatError(f"{name}: metadata 'arch' must be {{\"ref\": \"module:Class\", \"kwargs\": {{...}}}}; the file is damaged")
+    data = records.get("data")
+    if data is not None:
+        shape, classes = data.get("input_shape", []), data.get("classes", 1)
+        if (
+            not isinstance(shape, list)
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+            or not isinstance(classes, int)
+            or isinstance(classes, bool)
+            or not isinstance(data.get("pre", {}), dict)
+        ):
+            raise FormatError(f"{name}: metadata 'data' must hold input_shape (integers), classes (an integer) and pre (an object); the file is damaged")
+
+
 def parse(raw: bytes, name: str = "<bytes>") -> SqzFile:
     """Parse the bytes of a ``.sqz`` file (see :func:`read`)."""
     header = _header(raw, name)
@@ -228,26 +321,29 @@ def parse(raw: bytes, name: str = "<bytes>") -> SqzFile:
     if missing:
         raise FormatError(f"{name} lacks required metadata {missing}; the file is damaged")
     version = meta["format_version"]
-    if not version.isdigit() or int(version) != FORMAT_VERSION:
-        raise FormatError(f"{name} has format version {version!r}, but this squeeze reads version {FORMAT_VERSION}; upgrade squeeze")
+    if not (version.isascii() and version.isdigit() and len(version) <= 9):
+        raise FormatError(f"{name}: format_version {version[:20]!r} is not a version number; the file is damaged")
+    if int(version) > FORMAT_VERSION:
+        raise FormatError(f"{name} has format version {int(version)}, newer than the version {FORMAT_VERSION} this squeeze reads; upgrade squeeze")
+    if int(version) != FORMAT_VERSION:
+        raise FormatError(f"{name} has format version {int(version)}, which this squeeze does not read (it reads version {FORMAT_VERSION})")
+    for key in ("weights_sha256", "base"):
+        if key in meta and not _is_sha256(meta[key]):
+            raise FormatError(f"{name}: {key} is not a SHA-256 hex digest; the file is damaged")
     unknown = sorted(set(meta) - KNOWN_KEYS)
     if unknown:
         warnings.warn(f"{name}: ignoring unknown metadata keys {unknown}", stacklevel=2)
     spec = _meta_json(meta, "spec", dict, name)
     params = _meta_json(meta, "params", list, name)
     enc = _meta_json(meta, "theta", dict, name)
-    try:
-        manifest = [TensorSpec.from_json(e) for e in params]
-        D, d, seed = int(spec["D"]), int(spec["d"]), int(spec["seed"])
-        kind, gen, pspec = spec["kind"], spec["gen"], spec["p"]
-        if not isinstance(kind, str) or not isinstance(pspec, dict):
-            raise TypeError
-    except (KeyError, TypeError, ValueError):
-        raise FormatError(f"{name}: the projection spec or the manifest is malformed; the file is damaged") from None
-    if gen != GENERATOR:
-        raise FormatError(f"{name} uses generator {gen!r}; this squeeze implements {GENERATOR}")
-    if sum(s.numel for s in manifest) != D or not 1 <= d <= D or not 0 <= seed < 2**64:
+    _check_spec(spec, name)
+    manifest = _parse_manifest(params, name)
+    D, d = spec["D"], spec["d"]
+    if sum(s.numel for s in manifest) != D:
         raise FormatError(f"{name}: the spec (d={d}, D={D}) disagrees with its manifest; the file is damaged")
+    if any(s.init[0] == "b" for s in manifest) != ("base" in meta):
+        raise FormatError(f"{name}: the manifest and the base digest disagree about whether the file is a fine-tune; the file is damaged")
+    _check_memory(d, f"{name} holds d = {d:,} values of theta_d")
     try:
         from safetensors.torch import load as st_load
 
@@ -267,9 +363,8 @@ def parse(raw: bytes, name: str = "<bytes>") -> SqzFile:
     coded = {k: v for k, v in tensors.items() if not k.startswith("buf.")}
     theta_d = coding_registry.decode(enc, coded, d_theta, name=name)
     meta_obj = {k: _meta_json(meta, k, dict, name) for k in ("arch", "metrics", "data") if k in meta}
+    _check_records(meta_obj, name)
     digest = meta["weights_sha256"]
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-        raise FormatError(f"{name}: weights_sha256 is not a SHA-256 hex digest; the file is damaged")
     return SqzFile(
         spec=spec,
         manifest=manifest,
@@ -288,25 +383,70 @@ def parse(raw: bytes, name: str = "<bytes>") -> SqzFile:
 
 
 def build_model(f: SqzFile, arch: str | nn.Module | None = None, arch_kwargs: dict | None = None) -> nn.Module:
-    """The module the file was made for: ``arch`` if given, else the file's own reference."""
+    """The module the file was made for: ``arch`` if given, else the file's own reference.
+
+    A reference read from the file is only followed to a ``torch.nn.Module`` class of an
+    importable package: a file never makes squeeze run a Python file or call other code (pass
+    ``arch`` to choose such an architecture yourself). The module is first built on the meta
+    device and checked against the manifest, so arguments from a hostile file cannot make it
+    allocate more than the manifest (already checked against memory) describes.
+    """
     if isinstance(arch, nn.Module):
         return arch
     if arch is None:
         if not f.arch:
             raise ArchError("the file does not record its architecture; pass --arch (e.g. squeeze.zoo:MLP)")
-        return arch_mod.build(f.arch["ref"], f.arch.get("kwargs", {}))
-    kwargs = arch_kwargs if arch_kwargs is not None else (f.arch or {}).get("kwargs", {}) if f.arch and f.arch.get("ref") == arch else {}
-    return arch_mod.build(arch, kwargs)
-
-
-def _check_memory(f: SqzFile) -> None:
-    need = 16 * f.D  # theta_0, theta, the model's own copy, projection workspace (float32)
+        ref, kwargs = f.arch["ref"], f.arch.get("kwargs", {})
+        _check_recorded_ref(ref)
+    else:
+        ref = arch
+        kwargs = arch_kwargs if arch_kwargs is not None else (f.arch or {}).get("kwargs", {}) if f.arch and f.arch.get("ref") == arch else {}
     try:
-        avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        with torch.device("meta"):
+            probe = arch_mod.build(ref, kwargs)
+    except SqueezeError:
+        raise
+    except Exception:
+        probe = None  # not every module builds on the meta device; the real build decides
+    if probe is not None:
+        try:
+            check_manifest(f.manifest, probe)
+        except ValueError as e:
+            raise ArchError(str(e)) from None
+    try:
+        return arch_mod.build(ref, kwargs)
+    except SqueezeError:
+        raise
+    except Exception as e:
+        raise ArchError(f"building {ref} with arguments {_json(kwargs)[:200]} failed ({type(e).__name__}: {str(e)[:200]}); pass the architecture the file was made with") from None
+
+
+def _check_recorded_ref(ref: str) -> None:
+    hint = f"squeeze does not run code a file names; pass --arch {ref} if you trust it"
+    if ref.rpartition(":")[0].endswith(".py"):
+        raise ArchError(f"the file's architecture {ref!r} is code in a Python file; {hint}")
+    try:
+        factory = arch_mod.resolve(ref)
+    except SqueezeError:
+        raise
+    except Exception as e:  # e.g. a relative or empty module name
+        raise ArchError(f"the file's architecture {ref!r:.80} cannot be imported ({type(e).__name__}); pass --arch") from None
+    if not (isinstance(factory, type) and issubclass(factory, nn.Module)):
+        raise ArchError(f"the file's architecture {ref!r} is not a torch.nn.Module class; {hint}")
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
-        return
-    if need > avail:
-        raise FormatError(f"the file describes {f.D:,} parameters, which need about {need / 2**30:.1f} GiB to regenerate; this machine has {avail / 2**30:.1f} GiB")
+        return None
+
+
+def _check_memory(count: int, what: str, bytes_each: int = 16) -> None:
+    """Refuse, before allocating anything, work that needs more memory than this machine has."""
+    need, avail = bytes_each * count, _physical_memory()
+    if avail is not None and need > avail:
+        raise FormatError(f"{what}, which need about {need / 2**30:,.1f} GiB; this machine has {avail / 2**30:,.1f} GiB")
 
 
 def load_subspace(
@@ -332,7 +472,8 @@ def load_subspace(
         FormatError, ArchError, DigestMismatch, SqueezeError.
     """
     f = source if isinstance(source, SqzFile) else read(source)
-    _check_memory(f)
+    # theta_0, theta, the model's own copy and workspace (float32), and a sparse P's (D, k) table
+    _check_memory(f.D, f"the file describes {f.D:,} parameters", 16 + 40 * f.spec["p"].get("k", 0))
     model = build_model(f, arch, arch_kwargs).to(device)
     base_sd = None
     if f.base is not None:

@@ -1,0 +1,63 @@
+"""``squeeze export``: ONNX, checked against onnxruntime before it is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from squeeze.export import DEFAULT_OPSET, ExportMismatch, ExportReport, export_onnx, parse_shape
+from squeeze_cli import options
+from squeeze_cli.common import device as check_device
+from squeeze_cli.console import console, err_console
+
+
+def command(
+    file: Path = options.SqzFile,
+    output: Path = options.out_option("Where to write the .onnx file (weights embedded)."),
+    opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset, 18 or later."),
+    atol: float = typer.Option(1e-4, "--atol", help="Absolute tolerance of the onnxruntime check."),
+    rtol: float = typer.Option(1e-3, "--rtol", help="Relative tolerance: each output must satisfy |onnx - torch| <= atol + rtol * |torch|."),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape", help="One example's shape without the batch, e.g. 1,28,28. Defaults to the shape the file records."),
+    dev: str = options.Device,
+    arch: Optional[str] = options.Arch,
+    base: Optional[Path] = options.Base,
+) -> None:
+    """Regenerate FILE's weights and export them to ONNX with a dynamic batch dimension.
+
+    The model is checked with onnx.checker and run in onnxruntime on seeded inputs (batches of
+    1 and 7); it is written only if every output matches PyTorch within the tolerance. Exit 1
+    (and nothing written) when it does not.
+
+    Example: squeeze export mlp.sqz -o mlp.onnx
+    """
+    shape = parse_shape(input_shape) if input_shape is not None else None
+    if output.suffix != ".onnx":
+        raise ValueError(f"output {output} must end in .onnx")
+    try:
+        report = export_onnx(file, output, input_shape=shape, opset=opset, atol=atol, rtol=rtol, arch=arch, base=base, device=check_device(dev))
+    except ExportMismatch as e:
+        err_console.print(_table(e.report))
+        err_console.print(f"[bold red]FAILED[/] {e}", highlight=False)
+        raise typer.Exit(1)
+    console.print(_table(report))
+    console.print(
+        f"wrote {output}: {report.size_bytes:,} bytes, opset {report.opset}, input (batch{''.join(f', {n}' for n in report.input_shape)}), exported and checked in {report.seconds:.1f} s",
+        highlight=False,
+    )
+
+
+def _table(report: ExportReport) -> Table:
+    table = Table(title=f"onnxruntime vs PyTorch (batches {', '.join(map(str, report.batch_sizes))}; atol {report.atol:g}, rtol {report.rtol:g})")
+    for col in ("output", "shape", "max abs error", "max rel error", "beyond tolerance", ""):
+        table.add_column(col, justify="left" if col in ("output", "") else "right")
+    for o in report.outputs:
+        status = "[green]ok[/]" if o.ok else "[bold red]FAIL[/]"
+        table.add_row(o.name, "(batch" + "".join(f", {n}" for n in o.shape) + ")", f"{o.max_abs:.3g}", f"{o.max_rel:.3g}", f"{o.mismatched} of {o.total}", status)
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(command)

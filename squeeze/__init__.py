@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 from squeeze.errors import ArchError, DataError, DigestMismatch, FormatError, SqueezeError  # noqa: E402
 from squeeze.subspace import Subspace, SubspaceConfig  # noqa: E402
 from squeeze.format import load, read, save  # noqa: E402
+from squeeze.export import ExportReport, export_onnx  # noqa: E402
 
 __all__ = [
     "Subspace",
@@ -16,6 +17,8 @@ __all__ = [
     "save",
     "load",
     "read",
+    "export_onnx",
+    "ExportReport",
     "SqueezeError",
     "FormatError",
     "DigestMismatch",

@@ -13,7 +13,7 @@ import click
 import typer
 
 from squeeze.errors import SqueezeError
-from squeeze_cli.commands import decompress, export, info, train, verify
+from squeeze_cli.commands import decompress, export, info, mdl, quantize, train, verify
 from squeeze_cli.console import err_console
 
 app = typer.Typer(
@@ -25,7 +25,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-for module in (train, info, verify, decompress, export):
+for module in (train, info, verify, decompress, export, quantize, mdl):
     module.register(app)
 
 # Exception type -> exit code. The message is the exception's own sentence.

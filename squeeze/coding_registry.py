@@ -1,18 +1,35 @@
 """How theta_d is stored in a file: a tiny registry of encodings keyed by the ``enc`` name.
 
   * ``f32`` / ``f16`` -- the ``theta_d`` tensor in that dtype.
-Quantized and entropy-coded encodings register themselves here (see :mod:`squeeze.coding`).
+  * ``q``  -- quantized: ``codes`` (uint8 when L <= 256, else int16; (n,)) and a float32
+    ``codebook`` (L,); theta_d = ``codebook[codes]``.
+  * ``rc`` -- quantized and range coded (:mod:`squeeze.coding`): ``theta_words`` uint32 (m,),
+    ``symbol_counts`` int64 (L,), ``codebook`` float32 (L,); metadata ``levels`` = L and
+    ``coder`` = :data:`CODER` (constriction's queue range coder, 32-bit words, 24-bit
+    probabilities, ``Categorical(counts, perfect=False)`` over the used symbols).
+
 Every decoder checks what it reads against ``n`` (the number of values the spec implies)
-before allocating, and returns finite float32 values or raises FormatError.
+before allocating, and returns finite float32 values or raises FormatError. Decoding is exact:
+theta_d is ``codebook[codes]`` bit for bit, so the digest of a quantized file is the digest of
+the quantized weights.
+
+    encoded = encode_quantized(codebook, codes)      # the smaller of "q" and "rc"
+    format.save(sub, path, encoded=encoded)
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import json
+from collections.abc import Callable
 
+import numpy as np
 import torch
 
+from squeeze import coding
 from squeeze.errors import FormatError
+
+MAX_LEVELS = 1 << 15  # int16 codes; also bounds what a hostile file can make us allocate
+CODER = "range32-p24"
 
 _DECODERS: dict[str, Callable[[dict, dict, int], torch.Tensor]] = {}
 
@@ -33,6 +50,113 @@ def _decode_float(enc: dict, tensors: dict, n: int) -> torch.Tensor:
     if t is None or t.dtype != want or t.dim() != 1 or t.numel() != n:
         raise FormatError(f"'theta_d' must be a {want} vector of {n} values")
     return t.float()
+
+
+def _exact_keys(tensors: dict, want: tuple[str, ...]) -> None:
+    missing = [k for k in want if k not in tensors]
+    unexpected = sorted(k for k in tensors if k not in want)
+    if missing or unexpected:
+        raise FormatError(f"expected tensors {list(want)}, missing {missing}, unexpected {unexpected}")
+
+
+def _codebook(tensors: dict, levels: int | None = None) -> torch.Tensor:
+    cb = tensors["codebook"]
+    if cb.dtype != torch.float32 or cb.dim() != 1 or not 1 <= cb.numel() <= MAX_LEVELS:
+        raise FormatError(f"'codebook' must be a float32 vector of 1..{MAX_LEVELS} values, got {cb.dtype} {list(cb.shape)}")
+    if levels is not None and cb.numel() != levels:
+        raise FormatError(f"'codebook' holds {cb.numel()} values but the encoding says levels={levels}")
+    if not torch.isfinite(cb).all():
+        raise FormatError("'codebook' holds NaN or infinite values")
+    return cb
+
+
+def _levels(enc: dict) -> int:
+    L = enc.get("levels")
+    if not isinstance(L, int) or isinstance(L, bool) or not 1 <= L <= MAX_LEVELS:
+        raise FormatError(f"'levels' must be an integer in [1, {MAX_LEVELS}], got {L!r}")
+    return L
+
+
+@register("q")
+def _decode_q(enc: dict, tensors: dict, n: int) -> torch.Tensor:
+    _exact_keys(tensors, ("codebook", "codes"))
+    cb = _codebook(tensors)
+    codes = tensors["codes"]
+    if codes.dtype not in (torch.uint8, torch.int16) or codes.dim() != 1 or codes.numel() != n:
+        raise FormatError(f"'codes' must be a uint8 or int16 vector of {n} values, got {codes.dtype} {list(codes.shape)}")
+    if n and (int(codes.min()) < 0 or int(codes.max()) >= cb.numel()):
+        raise FormatError(f"'codes' must lie in [0, {cb.numel()}), got values in [{int(codes.min())}, {int(codes.max())}]")
+    return cb[codes.long()]
+
+
+@register("rc")
+def _decode_rc(enc: dict, tensors: dict, n: int) -> torch.Tensor:
+    _exact_keys(tensors, ("codebook", "symbol_counts", "theta_words"))
+    if enc.get("coder") != CODER:
+        raise FormatError(f"theta_d is coded with {enc.get('coder')!r}; this squeeze decodes {CODER!r}")
+    L = _levels(enc)
+    cb = _codebook(tensors, L)
+    counts, words = tensors["symbol_counts"], tensors["theta_words"]
+    if counts.dtype != torch.int64 or counts.dim() != 1 or counts.numel() != L:
+        raise FormatError(f"'symbol_counts' must be an int64 vector of {L} counts, got {counts.dtype} {list(counts.shape)}")
+    # Each count in [0, n] before summing: a hostile sum cannot overflow, and the decoder never
+    # allocates more than the n values the spec implies.
+    if bool((counts < 0).any()) or bool((counts > n).any()) or int(counts.sum()) != n:
+        raise FormatError(f"'symbol_counts' must be non-negative and add up to d = {n}")
+    if words.dtype != torch.uint32 or words.dim() != 1:
+        raise FormatError(f"'theta_words' must be a uint32 vector, got {words.dtype} {list(words.shape)}")
+    stored = coding.EncodedSymbols(words.numpy(), counts.numpy())
+    try:
+        codes = coding.decode(stored, n)
+    except ValueError as e:
+        raise FormatError(str(e).split(";")[0]) from None
+    # The stream must be the canonical one: re-encoding must give the same words (no trailing
+    # or altered bits that happen to decode).
+    if not np.array_equal(coding.encode(codes, L).words, stored.words):
+        raise FormatError("'theta_words' is not the canonical range code of the decoded symbols")
+    return cb[codes]
+
+
+def encode_quantized(codebook: torch.Tensor, codes: torch.Tensor, kind: str | None = None) -> dict:
+    """The stored form of a quantized theta_d, ready for ``format.save(..., encoded=...)``.
+
+    Args:
+        codebook: float tensor (L,), 1 <= L <= 32768 (stored as float32).
+        codes: integer tensor (d,) with values in [0, L).
+        kind: ``"q"`` (fixed-width codes), ``"rc"`` (range coded) or None for whichever makes
+            the smaller file (tensor bytes plus their safetensors header entries).
+
+    Returns:
+        ``{"enc": kind, "tensors": {...}, "meta": {...}}``; it decodes to exactly
+        ``codebook.float()[codes]``.
+    """
+    cb = codebook.detach().to("cpu", torch.float32).contiguous()
+    codes = codes.detach().to("cpu", torch.int64)
+    L = cb.numel()
+    if cb.dim() != 1 or not 1 <= L <= MAX_LEVELS:
+        raise ValueError(f"the codebook must be a vector of 1..{MAX_LEVELS} values, got shape {list(codebook.shape)}")
+    if not torch.isfinite(cb).all():
+        raise ValueError("the codebook holds NaN or infinite values")
+    if codes.dim() != 1 or (codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= L)):
+        raise ValueError(f"codes must be a vector with values in [0, {L})")
+    if kind not in (None, "q", "rc"):
+        raise ValueError(f"kind must be 'q', 'rc' or None, got {kind!r}")
+    out = {}
+    if kind in (None, "q"):
+        out["q"] = {"enc": "q", "tensors": {"codes": codes.to(torch.uint8 if L <= 256 else torch.int16), "codebook": cb}, "meta": {}}
+    if kind in (None, "rc"):
+        enc = coding.encode(codes, L)
+        tensors = {"theta_words": torch.from_numpy(enc.words.copy()), "symbol_counts": torch.from_numpy(enc.counts.copy()), "codebook": cb}
+        out["rc"] = {"enc": "rc", "tensors": tensors, "meta": {"levels": L, "coder": CODER}}
+    return min(out.values(), key=stored_bytes)
+
+
+def stored_bytes(encoded: dict) -> int:
+    """Bytes an encoding adds to a file: its safetensors tensors and their header entries."""
+    from safetensors.torch import save as st_save
+
+    theta = json.dumps({"enc": encoded["enc"], **encoded.get("meta", {})}, separators=(",", ":"), sort_keys=True)
+    return len(st_save({k: v.contiguous() for k, v in encoded["tensors"].items()}, metadata={"theta": theta}))
 
 
 def decode(enc: dict, tensors: dict, n: int, name: str = "the file") -> torch.Tensor:

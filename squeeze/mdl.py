@@ -48,16 +48,27 @@ Write ``B = (K ln 2 + ln(1/delta)) / n``.
   ``ln(1/delta)`` by ``ln(G/delta)``. The default grid is ``C = 2^(k/4)``, k = -24..24 (G = 49).
 
 Every bound is clipped to 1 (a larger value says nothing).
+
+For a whole ``.sqz`` file, :func:`file_description_length` costs theta_d as the file stores it
+(``rc``: the stored stream; ``q``: the cheaper of range coding its codes and fixed-width
+``ceil(log2 L)``-bit codes; ``f16``/``f32``: 16 or 32 bits per value, nothing quantized) and
+adds what else was learned (scales, buffers) and any non-default projection parameters;
+:func:`file_report` regenerates the model, measures its errors and computes the bounds
+(``squeeze mdl``). The formulas are written out in ``docs/mdl.md``.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import math
+import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 
-from squeeze.coding import EncodedSymbols, code_length_bits
+from squeeze.coding import EncodedSymbols, code_length_bits, encode
 
 DEFAULT_C_GRID: tuple[float, ...] = tuple(2.0 ** (k / 4) for k in range(-24, 25))
 
@@ -337,16 +348,238 @@ def generalization_bounds(
     )
 
 
+def fixed_width_description_length(
+    d: int,
+    *,
+    D: int,
+    value_bits: int,
+    levels: int = 0,
+    codebook_value_bits: int = 32,
+    seed_bits: int = 64,
+    spec_bits: int = 8,
+    search_bits: float = 0.0,
+    extra_bits: int = 0,
+) -> DescriptionLength:
+    """Description length of d values written with ``value_bits`` bits each, no entropy coding.
+
+    Used for an unquantized theta_d (``levels=0``, value_bits 16 or 32: no codebook, no symbol
+    model, prefix ``gamma(d)``) and for fixed-width codes of a codebook of ``levels`` values
+    (value_bits ``ceil(log2 L)``, codebook ``L * codebook_value_bits``, prefix
+    ``gamma(d) + gamma(L)``).
+
+    Args:
+        d: the number of values.
+        D: the number of dense weights (for ``dense_bits``).
+        value_bits: bits per value.
+        levels: L, or 0 when the values are not quantized.
+        codebook_value_bits, seed_bits, spec_bits, search_bits, extra_bits: as in
+            :func:`description_length`.
+
+    Returns:
+        A :class:`DescriptionLength` (``symbol_model_bits`` = 0).
+    """
+    for name, v in (("d", d), ("D", D), ("value_bits", value_bits), ("levels", levels), ("seed_bits", seed_bits), ("spec_bits", spec_bits), ("extra_bits", extra_bits)):
+        if not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+    if d < 1:
+        raise ValueError("d must be at least 1")
+    if not search_bits >= 0 or not math.isfinite(search_bits):
+        raise ValueError(f"search_bits must be a finite number >= 0 (log2 of the configurations tried), got {search_bits!r}")
+    return DescriptionLength(
+        message_bits=int(value_bits) * int(d),
+        codebook_bits=int(levels) * codebook_value_bits,
+        symbol_model_bits=0,
+        seed_and_spec_bits=int(seed_bits) + int(spec_bits),
+        prefix_bits=elias_gamma_bits(d) + (elias_gamma_bits(levels) if levels else 0),
+        search_bits=float(search_bits),
+        extra_bits=int(extra_bits),
+        d=int(d),
+        levels=int(levels),
+        D=int(D),
+    )
+
+
+@dataclass(frozen=True)
+class FileDescription:
+    """The description length of a ``.sqz`` file's model and how each part was costed.
+
+    Args:
+        length: the itemised :class:`DescriptionLength`.
+        encoding: how the file stores theta_d (``rc``, ``q``, ``f16``, ``f32``).
+        coding: how the message was costed (``range-coded``, ``fixed-width``, ``float16``, ``float32``).
+        note: one sentence saying so, for reports.
+    """
+
+    length: DescriptionLength
+    encoding: str
+    coding: str
+    note: str
+
+
+def _tensor_bits(t: torch.Tensor) -> int:
+    return 8 * t.numel() * t.element_size()
+
+
+def file_description_length(path: str | os.PathLike, *, search_bits: float = 0.0, seed_bits: int = 64, spec_bits: int = 8) -> FileDescription:
+    """Itemise the description length of the model in a ``.sqz`` file (nothing regenerated).
+
+    theta_d costs what its encoding costs (module docstring). ``extra_bits`` holds the
+    layerwise scales (32 bits each) and stored buffers (their bits as stored). The spec costs
+    ``spec_bits``, plus 8 bits per character of the JSON of any projection parameters that
+    differ from the defaults for (kind, D, d) and of the include patterns.
+
+    Args:
+        path: the file.
+        search_bits: ``log2`` of the number of configurations tried.
+        seed_bits: bits of the RNG seed.
+        spec_bits: bits of the projection kind and flags.
+
+    Returns:
+        A :class:`FileDescription`.
+
+    Raises:
+        FormatError: the file is not a valid ``.sqz`` file.
+    """
+    from safetensors.torch import load as st_load
+
+    from squeeze import format as fmt
+    from squeeze.projection import make_projection
+
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    f = fmt.parse(raw, os.path.basename(path))  # validates everything, decodes theta_d
+    tensors = st_load(raw)
+    d = f.theta_d.numel()
+    extra = sum(_tensor_bits(v) for v in f.extras.values()) + (_tensor_bits(f.scales) if f.scales is not None else 0)
+    inc = f.spec.get("inc") or []
+    D_sub = sum(s.numel for s in f.manifest if not inc or any(fnmatch.fnmatchcase(s.name, p) for p in inc))
+    default = make_projection(f.spec["kind"], D_sub, d, int(f.spec["seed"])).spec()
+    spec = spec_bits + (8 * len(json.dumps(f.spec["p"], separators=(",", ":"), sort_keys=True)) if f.spec["p"] != default else 0)
+    spec += 8 * len(json.dumps(inc, separators=(",", ":"))) if inc else 0
+    common = {"D": f.D, "seed_bits": seed_bits, "spec_bits": spec, "search_bits": search_bits, "extra_bits": extra}
+    kind = f.encoding["enc"]
+    if kind in ("f16", "f32"):
+        bits = 16 if kind == "f16" else 32
+        dl = fixed_width_description_length(d, value_bits=bits, **common)
+        return FileDescription(dl, kind, f"float{bits}", f"theta_d is not quantized: each of the {d} values costs {bits} bits (float{bits}, as stored); `squeeze quantize` makes it far shorter")
+    if kind == "rc":
+        enc = EncodedSymbols(tensors["theta_words"].numpy(), tensors["symbol_counts"].numpy())
+        dl = description_length(enc, **common)
+        return FileDescription(dl, kind, "range-coded", f"the stored range code of {d} codes over {enc.levels} levels")
+    if kind == "q":
+        L = tensors["codebook"].numel()
+        codes = tensors["codes"].long()
+        coded = description_length(encode(codes, L), **common)
+        fixed = fixed_width_description_length(d, value_bits=max(0, (L - 1).bit_length()), levels=L, **common)
+        if coded.total_bits <= fixed.total_bits:
+            return FileDescription(coded, kind, "range-coded", f"the file stores fixed-width codes; they are costed as their range code ({L} levels), which is shorter")
+        return FileDescription(fixed, kind, "fixed-width", f"{L}-level codes at {max(0, (L - 1).bit_length())} bits each (shorter than their range code)")
+    raise ValueError(f"no description length for theta_d encoding {kind!r}")
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """Everything ``squeeze mdl`` reports (see :func:`file_report`)."""
+
+    file: str
+    description: FileDescription
+    n_train: int
+    train_errors: int
+    n_test: int
+    test_errors: int
+    delta: float
+    bounds: Bounds
+
+    @property
+    def train_error(self) -> float:
+        return self.train_errors / self.n_train
+
+    @property
+    def test_error(self) -> float:
+        return self.test_errors / self.n_test
+
+    def as_dict(self) -> dict:
+        """JSON-ready: file, encoding, coding, note, bits (items, total, raw, dense), errors, bounds."""
+        dl = self.description.length
+        return {
+            "file": self.file,
+            "encoding": self.description.encoding,
+            "coding": self.description.coding,
+            "note": self.description.note,
+            "bits": dl.as_dict(),
+            "n_train": self.n_train,
+            "train_error": self.train_error,
+            "n_test": self.n_test,
+            "test_error": self.test_error,
+            "delta": self.delta,
+            "bounds": asdict(self.bounds),
+        }
+
+
+def errors(model, x: torch.Tensor, y: torch.Tensor, device: str = "cpu") -> int:
+    """How many examples of ``x`` the model misclassifies (0-1 loss, as an integer)."""
+    from squeeze.fit import predict
+
+    return int((predict(model, x, device=device).argmax(1) != y).sum())
+
+
+def file_report(
+    path: str | os.PathLike,
+    data,
+    *,
+    delta: float = 0.05,
+    search_bits: float = 0.0,
+    arch=None,
+    base=None,
+    device: str = "cpu",
+) -> FileReport:
+    """Description length, errors and bounds of the model in a ``.sqz`` file.
+
+    The model is regenerated (digest verified) and evaluated on ``data``: the bounds use the
+    error on the training split, with n = the number of training examples (which must be the
+    examples the model was trained on for the bound to mean anything).
+
+    Args:
+        path: the file.
+        data: a :class:`~squeeze.data.Dataset`.
+        delta: the bounds hold with probability 1 - delta.
+        search_bits: ``log2`` of the number of configurations tried.
+        arch, base, device: as in :func:`squeeze.format.load_subspace`.
+
+    Returns:
+        A :class:`FileReport`.
+    """
+    from squeeze import format as fmt
+    from squeeze.data import check_fits
+
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must lie in (0, 1), e.g. 0.05, got {delta!r}")
+    desc = file_description_length(path, search_bits=search_bits)
+    sub = fmt.load_subspace(path, arch, base=base, device=device)
+    check_fits(sub, data)
+    n, nt = len(data.y_train), len(data.y_test)
+    e_train = errors(sub, data.x_train, data.y_train, device)
+    e_test = errors(sub, data.x_test, data.y_test, device)
+    bounds = generalization_bounds(e_train / n, n, desc.length.total_bits, delta)
+    return FileReport(os.fspath(path), desc, n, e_train, nt, e_test, delta, bounds)
+
+
 __all__ = [
-    "Bounds",
     "DEFAULT_C_GRID",
+    "Bounds",
     "DescriptionLength",
+    "FileDescription",
+    "FileReport",
     "binary_kl",
     "catoni_bound",
     "catoni_bound_optimized",
     "complexity",
     "description_length",
     "elias_gamma_bits",
+    "errors",
+    "file_description_length",
+    "file_report",
+    "fixed_width_description_length",
     "generalization_bounds",
     "kl_inverse",
     "occam_bound",

@@ -19,16 +19,25 @@ Compression Bounds So Tight That They Can Explain Generalization" (NeurIPS 2022)
   entry as the sum of the gradients of the values assigned to it.
 - **Quantization-aware fine-tuning** trains theta_d and the codebook together through the STE,
   then writes the quantized values into ``subspace.theta_d``.
+- :func:`quantize_subspace` is the whole recipe on a data set (what ``squeeze quantize`` and
+  ``squeeze train --quantize`` run): k-means, then QAT on the training split with the labels
+  and, by default, distillation from the unquantized model; the result with the better
+  validation accuracy (k-means alone or after QAT) is kept.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+
+if TYPE_CHECKING:
+    from squeeze.data import Dataset
 
 
 def nearest(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -218,4 +227,152 @@ def _cycle(batches: Iterable[Any]):
             raise ValueError("batches is empty (or a one-shot iterator that is used up); pass a list or a DataLoader")
 
 
-__all__ = ["STEQuantizer", "dequantize", "kmeans_quantize", "nearest", "quantization_aware_finetune", "ste_quantize"]
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """How :func:`quantize_subspace` quantizes.
+
+    Args:
+        levels: L, the number of codebook values (2 bits per value at L = 4 before coding).
+        steps: QAT optimizer steps on the training data (0: k-means only).
+        lr: Adam learning rate of the QAT steps (theta_d and the codebook).
+        batch_size: examples per QAT step.
+        distill_weight: weight of matching the unquantized model's outputs (KL divergence)
+            against the labels' cross-entropy; 0 trains on the labels alone.
+        val_fraction: share of the training set held out to choose between k-means and QAT
+            (the same split :func:`squeeze.fit.train` holds out).
+        seed: seed of the batch order (torch's CPU generator: order only, never weights).
+        device: ``cpu`` or ``cuda``.
+    """
+
+    levels: int
+    steps: int = 1000
+    lr: float = 1e-2
+    batch_size: int = 128
+    distill_weight: float = 0.5
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if not isinstance(self.levels, int) or isinstance(self.levels, bool) or not 1 <= self.levels <= 1 << 15:
+            raise ValueError(f"levels must be an integer in [1, 32768], got {self.levels!r}")
+        if not isinstance(self.steps, int) or self.steps < 0:
+            raise ValueError(f"steps must be a non-negative integer, got {self.steps!r}")
+        if not self.lr > 0 or self.batch_size < 1:
+            raise ValueError(f"lr and batch_size must be positive, got {self.lr!r} and {self.batch_size!r}")
+        if not 0 <= self.distill_weight <= 1:
+            raise ValueError(f"distill_weight must lie in [0, 1], got {self.distill_weight!r}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must lie in (0, 1), got {self.val_fraction!r}")
+
+
+@dataclass
+class QuantizeResult:
+    """What :func:`quantize_subspace` chose.
+
+    Args:
+        codebook: float32 (L,), sorted ascending.
+        codes: int64 (d,); ``subspace.theta_d == codebook[codes]``.
+        method: ``"kmeans"`` or ``"qat"``, whichever had the better validation accuracy.
+        val_accuracy: validation accuracy of each candidate (``{"float", "kmeans", "qat"}``),
+            empty without data.
+    """
+
+    codebook: torch.Tensor
+    codes: torch.Tensor
+    method: str
+    val_accuracy: dict[str, float]
+
+
+class _Batches:
+    """Random minibatches ``(x, y)`` of a data set, a new order on every pass."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, device: str):
+        self.x, self.y, self.batch_size, self.device = x, y, batch_size, device
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(len(self.y), generator=self.gen)
+        for i in range(0, len(order), self.batch_size):
+            idx = order[i : i + self.batch_size]
+            yield self.x[idx].to(self.device), self.y[idx].to(self.device)
+
+
+def quantize_subspace(subspace: nn.Module, config: QuantizeConfig, data: Dataset | None = None) -> QuantizeResult:
+    """Quantize ``subspace.theta_d`` to ``config.levels`` values, fine-tuning on ``data`` if given.
+
+    Without data (or with ``steps=0``) this is :func:`kmeans_quantize`. With data, QAT runs on
+    the training split (validation held out as in :func:`squeeze.fit.train`), its loss
+    ``(1 - w) CE(labels) + w KL(float model || quantized)`` with w = ``distill_weight``; then
+    k-means alone and QAT are compared on the validation split and the better one is kept
+    (ties go to k-means). The model runs in eval mode throughout, so stored buffers
+    (BatchNorm statistics) are left unchanged.
+
+    Args:
+        subspace: a :class:`~squeeze.subspace.Subspace` (its layerwise scales stay as they are).
+        config: a :class:`QuantizeConfig`.
+        data: the training data, or None.
+
+    Returns:
+        A :class:`QuantizeResult`; ``subspace.theta_d`` holds ``codebook[codes]`` on return.
+    """
+    from squeeze.fit import accuracy
+
+    dev = config.device
+    subspace.to(dev).eval()
+    theta_d = subspace.theta_d
+    start = theta_d.detach().clone()
+    codebook, codes = kmeans_quantize(start, config.levels)
+    if data is None:
+        with torch.no_grad():
+            theta_d.copy_(codebook[codes])
+        return QuantizeResult(codebook.cpu(), codes.cpu(), "kmeans", {})
+    train_set, val_set = data.validation_split(config.val_fraction)
+
+    def val_acc() -> float:
+        return accuracy(subspace, val_set.x_train, val_set.y_train, dev)
+
+    scores = {"float": val_acc()}
+    with torch.no_grad():
+        theta_d.copy_(codebook[codes])
+    scores["kmeans"] = val_acc()
+    best = ("kmeans", codebook, codes)
+    if config.steps:
+        with torch.no_grad():
+            theta_d.copy_(start)
+        teacher = subspace.materialize().eval() if config.distill_weight > 0 else None
+        w = config.distill_weight
+
+        def loss_fn(model: Callable[..., torch.Tensor], batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+            xb, yb = batch
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            if teacher is None:
+                return loss
+            with torch.no_grad():
+                t = teacher(xb)
+            kd = F.kl_div(F.log_softmax(logits, 1), F.log_softmax(t, 1), log_target=True, reduction="batchmean")
+            return (1 - w) * loss + w * kd
+
+        batches = _Batches(train_set.x_train, train_set.y_train, config.batch_size, config.seed, dev)
+        q_codebook, q_codes = quantization_aware_finetune(subspace, loss_fn, batches, config.levels, config.steps, config.lr)
+        scores["qat"] = val_acc()
+        if scores["qat"] > scores["kmeans"]:
+            best = ("qat", q_codebook, q_codes)
+    method, codebook, codes = best
+    with torch.no_grad():
+        theta_d.copy_(codebook[codes])
+    return QuantizeResult(codebook.detach().cpu(), codes.cpu(), method, scores)
+
+
+__all__ = [
+    "QuantizeConfig",
+    "QuantizeResult",
+    "STEQuantizer",
+    "dequantize",
+    "kmeans_quantize",
+    "nearest",
+    "quantization_aware_finetune",
+    "quantize_subspace",
+    "ste_quantize",
+]

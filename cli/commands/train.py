@@ -31,6 +31,7 @@ def command(
     dtype: str = typer.Option("float16", "--dtype", help="Storage of theta_d: float16 (half the bytes) or float32."),
     layerwise: bool = typer.Option(False, "--layerwise", help="Learn one scale per tensor (SAID); the scales count in --dim."),
     arch_kwargs: Optional[str] = options.ArchKwargs,
+    quantize: Optional[int] = typer.Option(None, "--quantize", help="At the end, quantize theta_d to this many levels (k-means + quantization-aware fine-tuning on the training data) and store it entropy-coded, as `squeeze quantize` does."),
 ) -> None:
     """Train a model directly in a random d-dimensional subspace and save it as a .sqz file.
 
@@ -43,17 +44,31 @@ def command(
     sub = Subspace(model, SubspaceConfig(dim=dim, projection=projection, seed=seed, layerwise=layerwise))
     err_console.print(f"training {arch} on {ds.name} in a {dim}-dimensional {projection} subspace of D={sub.D:,}")
     result = train(sub, ds, TrainConfig(epochs=epochs, lr=lr or 0.1, batch_size=batch_size, device=dev), description="subspace")
-    fmt.round_for_storage_(sub, dtype)
     from squeeze.fit import accuracy
 
+    encoded, float_accuracy = None, None
+    if quantize is not None:
+        from squeeze import coding_registry
+        from squeeze.quantize import QuantizeConfig, quantize_subspace
+
+        float_accuracy = round(accuracy(sub, ds.x_test, ds.y_test, dev), 6)
+        q = quantize_subspace(sub, QuantizeConfig(levels=quantize, device=dev), ds)
+        encoded = coding_registry.encode_quantized(q.codebook, q.codes)
+    else:
+        fmt.round_for_storage_(sub, dtype)
+
     metrics = {"data": ds.name, "metric": "accuracy", "test_accuracy": round(accuracy(sub, ds.x_test, ds.y_test, dev), 6), "val_accuracy": round(result.val_accuracy, 6), "epochs": result.epochs_run}
+    if encoded is not None:
+        metrics.update(levels=quantize, theta=encoded["enc"], float_test_accuracy=float_accuracy, val_accuracy=round(q.val_accuracy[q.method], 6))
     if baseline and not result.interrupted:
         dense = __import__("squeeze.arch", fromlist=["build"]).build(arch_rec["ref"], arch_rec["kwargs"])
         base_res = train(dense, ds, TrainConfig(epochs=epochs, lr=1e-3, batch_size=batch_size, device=dev), description="dense baseline")
         metrics["dense_test_accuracy"] = round(base_res.test_accuracy, 6)
         metrics["ratio_to_dense"] = round(metrics["test_accuracy"] / max(base_res.test_accuracy, 1e-12), 4)
-    f = fmt.save(sub, output, arch=arch_rec, metrics=metrics, data=ds.describe(), dtype=dtype)
+    f = fmt.save(sub, output, arch=arch_rec, metrics=metrics, data=ds.describe(), dtype=dtype, encoded=encoded)
     line = f"test accuracy {metrics['test_accuracy']:.4f}"
+    if encoded is not None:
+        line += f" with {quantize} levels ({float_accuracy:.4f} before quantization)"
     if "dense_test_accuracy" in metrics:
         line += f" (dense {metrics['dense_test_accuracy']:.4f}, ratio {metrics['ratio_to_dense']:.3f})"
     console.print(f"{line}; wrote {output} ({f.size_bytes:,} bytes, {4 * f.D / f.size_bytes:,.0f}x smaller than float32)")

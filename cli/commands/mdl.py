@@ -1,0 +1,78 @@
+"""``squeeze mdl``: the description length of a model in bits and the generalization bounds it implies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+from squeeze_cli import options
+from squeeze_cli.common import device as check_device
+from squeeze_cli.console import console, err_console
+
+from squeeze import format as fmt
+from squeeze.data import load_data
+from squeeze.mdl import file_report
+
+ITEMS = (
+    ("message_bits", "coded message (theta_d)"),
+    ("codebook_bits", "codebook"),
+    ("symbol_model_bits", "symbol model (counts)"),
+    ("seed_and_spec_bits", "seed + projection spec"),
+    ("prefix_bits", "prefix-code overhead (d, L, length)"),
+    ("search_bits", "hyperparameter search"),
+    ("extra_bits", "other learned numbers (scales, buffers)"),
+)
+
+
+def command(
+    file: Path = options.SqzFile,
+    data: str = typer.Option(..., "--data", help="The data the model was trained on (digits, mnist5k, mnist1d[:N], or a file): the bound uses its training split."),
+    delta: float = typer.Option(0.05, "--delta", help="The bounds hold with probability 1 - delta."),
+    search_bits: float = typer.Option(0.0, "--search-bits", help="log2 of the number of configurations (d, L, learning rates, ...) tried before choosing this one."),
+    as_json: bool = options.Json,
+    dev: str = options.Device,
+    arch: str | None = options.Arch,
+    base: Path | None = options.Base,
+) -> None:
+    """Description length of FILE's model in bits, itemised, and the test-error bounds it implies
+    (Occam, kl-Occam, Catoni) from its error on the training split of --data.
+
+    Example: squeeze mdl mlp-q4.sqz --data mnist5k --search-bits 3
+    """
+    ds = load_data(data)
+    recorded = (fmt.read(file).data or {}).get("name")
+    if recorded and recorded != ds.name:
+        err_console.print(f"warning: {file} records training data {recorded!r}, but the bound uses the training split of {ds.name!r}; it only holds for the data the model was trained on", highlight=False)
+    r = file_report(file, ds, delta=delta, search_bits=search_bits, arch=arch, base=base, device=check_device(dev))
+    out = r.as_dict()
+    if as_json:
+        console.print_json(json.dumps(out))
+        return
+    bits = out["bits"]
+    t = Table(title=f"{file}: description length", title_justify="left")
+    t.add_column("item")
+    t.add_column("bits", justify="right")
+    for key, label in ITEMS:
+        v = bits[key]
+        t.add_row(label, f"{v:,.2f}" if isinstance(v, float) and not v.is_integer() else f"{int(v):,}")
+    t.add_row("[bold]total K[/]", f"[bold]{bits['total_bits']:,.2f}[/]", end_section=True)
+    t.add_row(f"theta_d as float32 (32 x d = 32 x {bits['d']:,})", f"{bits['raw_bits']:,}")
+    t.add_row(f"dense weights as float32 (32 x D = 32 x {bits['D']:,})", f"{bits['dense_bits']:,}")
+    console.print(t)
+    err_console.print(f"theta_d: {r.description.note}.", highlight=False)
+    b = out["bounds"]
+    e = Table(title=f"errors on {ds.name} and bounds on the test error (confidence {1 - delta:.3g})", title_justify="left")
+    e.add_column("")
+    e.add_column("value", justify="right")
+    e.add_row(f"train error (n = {r.n_train:,})", f"{r.train_error:.4f}")
+    e.add_row(f"test error ({r.n_test:,} examples)", f"{r.test_error:.4f}", end_section=True)
+    e.add_row("Occam bound, sqrt form", f"{b['occam_sqrt']:.4f}")
+    e.add_row("[bold]Occam bound, kl-inverse form[/]", f"[bold]{b['occam_kl']:.4f}[/]")
+    e.add_row(f"Catoni bound (best C = {b['catoni_c']:.3g} of the grid)", f"{b['catoni']:.4f}")
+    console.print(e)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("mdl")(command)

@@ -3,18 +3,21 @@
 One loop serves every case: the optimiser updates whatever parameters require gradients
 (theta_d and the layerwise scales of a :class:`Subspace`, or all weights of a dense model).
 The best state by validation accuracy is kept; Ctrl-C stops early and keeps it too.
+Under ``torchrun`` the same loop runs data-parallel (see :mod:`squeeze.distributed`).
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from squeeze import distributed
 from squeeze.data import Dataset
 
 
@@ -54,6 +57,9 @@ class TrainResult:
     seconds: float
     interrupted: bool = False
     history: list = field(default_factory=list)
+    world_size: int = 1
+    bytes_per_step: int = 0  # gradient all-reduce payload per rank per step (4 * d for a subspace)
+    bytes_total: int = 0  # everything this rank put into collectives
 
 
 @torch.no_grad()
@@ -66,9 +72,13 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, device: s
     return out
 
 
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str = "cpu") -> float:
-    """Share of ``x`` that ``model`` classifies as ``y``."""
-    return float((predict(model, x, device=device).argmax(1) == y).float().mean())
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str = "cpu", dist: distributed.Replicas | None = None) -> float:
+    """Share of ``x`` that ``model`` classifies as ``y`` (split across ``dist``'s ranks, same answer on each)."""
+    if dist is None or not dist.active:
+        return float((predict(model, x, device=device).argmax(1) == y).float().mean())
+    part = dist.shard(torch.arange(len(y)))
+    correct = int((predict(model, x[part], device=device).argmax(1) == y[part]).sum()) if len(part) else 0
+    return dist.sum_int(correct) / max(len(y), 1)
 
 
 def train(
@@ -79,6 +89,8 @@ def train(
     teacher: nn.Module | None = None,
     progress: bool = True,
     description: str = "training",
+    dist: distributed.Replicas | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place and leave it at its best validation epoch.
 
@@ -89,12 +101,19 @@ def train(
         teacher: a dense model to distil from (its logits on each batch are matched).
         progress: show a rich progress bar.
         description: label of the progress bar.
+        dist: the process group to train data-parallel in (:func:`squeeze.distributed.init`);
+            default: the initialized default group if any, else this process alone. Each
+            rank takes a slice of every global batch of ``config.batch_size``; only rank 0
+            shows progress.
+        on_step: called with the step number (from 1) after each optimiser step.
 
     Returns:
         A :class:`TrainResult`; ``interrupted`` is True when Ctrl-C stopped it early.
     """
     dev = config.device
+    dist = dist or distributed.current(dev)
     model.to(dev)
+    dist.check_same_subspace(model)
     if teacher is not None:
         teacher.to(dev).eval()
     train_set, val_set = data.validation_split(config.val_fraction) if config.val_fraction > 0 else (data, data)
@@ -104,8 +123,8 @@ def train(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15)
     gen = torch.Generator().manual_seed(config.seed)
     best, best_state, history = -1.0, None, []
-    start, epoch, interrupted = time.time(), 0, False
-    bar = _Bar(progress, description, config.epochs * steps_per_epoch)
+    start, epoch, step, interrupted, sent = time.time(), 0, 0, False, dist.bytes_total
+    bar = _Bar(progress and dist.is_main, description, config.epochs * steps_per_epoch)
     try:
         with bar:
             for epoch in range(1, config.epochs + 1):
@@ -113,20 +132,29 @@ def train(
                 order = torch.randperm(len(train_set.y_train), generator=gen)
                 for i in range(0, len(order), config.batch_size):
                     idx = order[i : i + config.batch_size]
-                    xb, yb = train_set.x_train[idx].to(dev), train_set.y_train[idx].to(dev)
-                    logits = model(xb)
-                    loss = F.cross_entropy(logits, yb)
-                    if teacher is not None:
-                        with torch.no_grad():
-                            t = teacher(xb)
-                        kd = F.kl_div(F.log_softmax(logits, 1), F.log_softmax(t, 1), log_target=True, reduction="batchmean")
-                        loss = (1 - config.distill_weight) * loss + config.distill_weight * kd
+                    local = dist.shard(idx)
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    if len(local):
+                        xb, yb = train_set.x_train[local].to(dev), train_set.y_train[local].to(dev)
+                        logits = model(xb)
+                        loss = F.cross_entropy(logits, yb)
+                        if teacher is not None:
+                            with torch.no_grad():
+                                t = teacher(xb)
+                            kd = F.kl_div(F.log_softmax(logits, 1), F.log_softmax(t, 1), log_target=True, reduction="batchmean")
+                            loss = (1 - config.distill_weight) * loss + config.distill_weight * kd
+                        loss.backward()
+                    dist.sync_gradients(params, len(local), len(idx))
                     opt.step()
                     sched.step()
-                    bar.advance(loss=loss.item())
-                val = accuracy(model, val_set.x_train, val_set.y_train, dev)
+                    step += 1
+                    if on_step is not None:
+                        on_step(step)
+                    if len(local):
+                        bar.advance(loss=loss.item())
+                dist.sync_buffers(model)
+                dist.check_in_sync(model)
+                val = accuracy(model, val_set.x_train, val_set.y_train, dev, dist)
                 history.append({"epoch": epoch, "val_accuracy": val})
                 bar.note(f"epoch {epoch}/{config.epochs} val acc {val:.4f}")
                 if val > best:
@@ -138,12 +166,15 @@ def train(
     model.eval()
     return TrainResult(
         val_accuracy=max(best, 0.0),
-        test_accuracy=accuracy(model, data.x_test, data.y_test, dev),
-        train_accuracy=accuracy(model, data.x_train, data.y_train, dev),
+        test_accuracy=accuracy(model, data.x_test, data.y_test, dev, dist),
+        train_accuracy=accuracy(model, data.x_train, data.y_train, dev, dist),
         epochs_run=epoch,
         seconds=time.time() - start,
         interrupted=interrupted,
         history=history,
+        world_size=dist.world_size,
+        bytes_per_step=dist.bytes_per_step,
+        bytes_total=dist.bytes_total - sent,
     )
 
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from squeeze import Subspace, SubspaceConfig
+from squeeze import Subspace, SubspaceConfig, distributed
 from squeeze import format as fmt
 from squeeze.fit import TrainConfig, train
 from squeeze.projection import kinds
@@ -36,14 +36,20 @@ def command(
     """Train a model directly in a random d-dimensional subspace and save it as a .sqz file.
 
     Example: squeeze train --arch squeeze.zoo:MLP --data mnist5k --dim 750 --baseline -o mlp.sqz
+
+    Data-parallel: torchrun --nproc-per-node 2 -m squeeze_cli train ... (see docs/distributed.md);
+    --batch-size stays the global batch, and only rank 0 prints and writes the file.
     """
     dev = check_device(dev)
+    dist = distributed.init(dev)
+    dev = dist.device
     if dtype not in ("float16", "float32"):
         raise ValueError(f"--dtype must be float16 or float32, got {dtype!r}")
     model, arch_rec, ds = model_for_data(arch, arch_kwargs, data)
     sub = Subspace(model, SubspaceConfig(dim=dim, projection=projection, seed=seed, layerwise=layerwise))
-    err_console.print(f"training {arch} on {ds.name} in a {dim}-dimensional {projection} subspace of D={sub.D:,}")
-    result = train(sub, ds, TrainConfig(epochs=epochs, lr=lr or 0.1, batch_size=batch_size, device=dev), description="subspace")
+    if dist.is_main:
+        err_console.print(f"training {arch} on {ds.name} in a {dim}-dimensional {projection} subspace of D={sub.D:,}")
+    result = train(sub, ds, TrainConfig(epochs=epochs, lr=lr or 0.1, batch_size=batch_size, device=dev), description="subspace", dist=dist)
     from squeeze.fit import accuracy
 
     encoded, float_accuracy = None, None
@@ -51,20 +57,25 @@ def command(
         from squeeze import coding_registry
         from squeeze.quantize import QuantizeConfig, quantize_subspace
 
-        float_accuracy = round(accuracy(sub, ds.x_test, ds.y_test, dev), 6)
+        float_accuracy = round(accuracy(sub, ds.x_test, ds.y_test, dev, dist), 6)
         q = quantize_subspace(sub, QuantizeConfig(levels=quantize, device=dev), ds)
         encoded = coding_registry.encode_quantized(q.codebook, q.codes)
     else:
         fmt.round_for_storage_(sub, dtype)
 
-    metrics = {"data": ds.name, "metric": "accuracy", "test_accuracy": round(accuracy(sub, ds.x_test, ds.y_test, dev), 6), "val_accuracy": round(result.val_accuracy, 6), "epochs": result.epochs_run}
+    metrics = {"data": ds.name, "metric": "accuracy", "test_accuracy": round(accuracy(sub, ds.x_test, ds.y_test, dev, dist), 6), "val_accuracy": round(result.val_accuracy, 6), "epochs": result.epochs_run}
     if encoded is not None:
         metrics.update(levels=quantize, theta=encoded["enc"], float_test_accuracy=float_accuracy, val_accuracy=round(q.val_accuracy[q.method], 6))
     if baseline and not result.interrupted:
         dense = __import__("squeeze.arch", fromlist=["build"]).build(arch_rec["ref"], arch_rec["kwargs"])
-        base_res = train(dense, ds, TrainConfig(epochs=epochs, lr=1e-3, batch_size=batch_size, device=dev), description="dense baseline")
+        base_res = train(dense, ds, TrainConfig(epochs=epochs, lr=1e-3, batch_size=batch_size, device=dev), description="dense baseline", dist=dist)
         metrics["dense_test_accuracy"] = round(base_res.test_accuracy, 6)
         metrics["ratio_to_dense"] = round(metrics["test_accuracy"] / max(base_res.test_accuracy, 1e-12), 4)
+    dist.close()
+    if not dist.is_main:
+        raise typer.Exit(130 if result.interrupted else 0)
+    if dist.active:
+        err_console.print(f"data-parallel over {dist.world_size} processes: {result.bytes_per_step:,} bytes of gradient all-reduced per step per process (4 x d = 4 x {dim}; a dense model would need 4 x D = {4 * sub.D:,})")
     f = fmt.save(sub, output, arch=arch_rec, metrics=metrics, data=ds.describe(), dtype=dtype, encoded=encoded)
     line = f"test accuracy {metrics['test_accuracy']:.4f}"
     if encoded is not None:

@@ -24,6 +24,7 @@ so a complete report means 0 crashes. Exit status 1 when anything unexpected hap
 from __future__ import annotations
 
 import argparse
+import base64
 import collections
 import io
 import json
@@ -38,6 +39,7 @@ import time
 import traceback
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +60,8 @@ HOSTILE_VALUES = [
     {"ref": "os:system", "kwargs": {"command": "echo fuzz-pwned >&2"}}, {"ref": "squeeze.zoo:MLP", "kwargs": {"hidden": [3 * 10**9]}},
     {"ref": "subprocess:getoutput", "kwargs": {"cmd": "echo fuzz-pwned >&2"}}, {"ref": "x.py:Net"}, {"ref": ".x:Y"}, {"ref": ":Y"},
     {"pre": [1]}, {"input_shape": "ab", "classes": 1.5},
+    "zlib:", "zlib:!!!!", "zlib:" + base64.b64encode(zlib.compress(b"[]")).decode(), "zlib:" + base64.b64encode(zlib.compress(b"[" * 100_000)).decode(),
+    "zlib:" + base64.b64encode(zlib.compress(b" " * 20_000_000, 9)).decode(),  # a 20 MB decompression bomb
 ]
 SPEC_KEYS = ["kind", "seed", "d", "D", "gen", "p", "lw", "inc"]
 META_KEYS = ["format", "format_version", "spec", "params", "arch", "base", "weights_sha256", "metrics", "data", "theta", "created_by"]

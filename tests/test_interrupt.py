@@ -1,0 +1,256 @@
+"""Interrupted runs lose nothing: every output is written to a temporary file, fsynced and
+renamed into place, so Ctrl-C (or any failure) leaves the previous file or nothing, never half a
+file; an interrupted ``train`` saves the best result so far and says where."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from squeeze import Subspace, SubspaceConfig
+from squeeze import format as fmt
+from squeeze.atomic import atomic_path, write_bytes
+from squeeze.data import load_data
+from squeeze.fit import accuracy
+from squeeze.zoo import MLP
+from squeeze_cli.app import main
+
+ARCH = {"ref": "squeeze.zoo:MLP", "kwargs": {"input_shape": [1, 8, 8], "num_classes": 10, "hidden": [16]}}
+TRAIN = ["train", "--arch", "squeeze.zoo:MLP", "--arch-kwargs", '{"hidden": [32]}', "--data", "digits", "--dim", "60", "--batch-size", "64"]
+
+
+def _sqz(path: Path, seed: int = 3) -> Path:
+    sub = Subspace(MLP(**ARCH["kwargs"]), SubspaceConfig(dim=20, seed=seed))
+    with torch.no_grad():
+        sub.theta_d.copy_(torch.linspace(-1, 1, 20))
+    fmt.save(sub, path, arch=ARCH)
+    return path
+
+
+def _leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+class Interrupt:
+    """A stand-in for a writer that is interrupted half-way: it writes half of what the real
+    writer would, then raises KeyboardInterrupt (as Ctrl-C does)."""
+
+    def __init__(self, real, path_arg: int = 1):
+        self.real, self.path_arg, self.calls = real, path_arg, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        self.real(*args, **kwargs)
+        path = Path(args[self.path_arg])
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        raise KeyboardInterrupt
+
+
+# --------------------------------------------------------------------------- the atomic writer
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError, SystemExit])
+@pytest.mark.parametrize("previous", [b"the previous file", None])
+def test_a_failed_write_leaves_the_previous_file_or_nothing(tmp_path, error, previous):
+    target = tmp_path / "out.bin"
+    if previous is not None:
+        target.write_bytes(previous)
+    with pytest.raises(error):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half of the new")
+            raise error
+    assert (target.read_bytes() if target.exists() else None) == previous
+    assert _leftovers(tmp_path) == []
+
+
+def test_an_interrupt_after_the_bytes_are_written_but_before_the_rename(tmp_path, monkeypatch):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+
+    def interrupted_fsync(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted_fsync)
+    with pytest.raises(KeyboardInterrupt):
+        write_bytes(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_written_file_is_complete_and_has_an_ordinary_mode(tmp_path):
+    target = tmp_path / "new" / "dir" / "out.bin"
+    write_bytes(target, b"x" * 10_000)
+    assert target.read_bytes() == b"x" * 10_000
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+    assert _leftovers(target.parent) == []
+
+
+# --------------------------------------------------------------------------- train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data("digits")
+
+
+def test_train_interrupted_saves_the_best_so_far_and_says_where(tmp_path, monkeypatch, capsys, digits):
+    out = tmp_path / "model.sqz"
+    per_epoch = -(-len(digits.validation_split(0.1)[0].y_train) // 64)
+    stop = 2 * per_epoch + per_epoch // 2  # Ctrl-C in the middle of the third epoch
+    real_step, steps = torch.optim.Adam.step, []
+
+    def step(self, *args, **kwargs):
+        steps.append(1)
+        if len(steps) == stop:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    assert main([*TRAIN, "--epochs", "4", "-o", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert len(steps) == stop  # it stopped at the interrupt
+    assert f"saved the best result so far to {out}" in " ".join(err.split())
+    assert "Traceback" not in err
+    f = fmt.read(out)
+    model = fmt.load(out)  # complete, and its digest verifies
+    assert f.metrics["epochs"] == 3  # interrupted in its third epoch
+    assert f.metrics["test_accuracy"] == round(accuracy(model, digits.x_test, digits.y_test), 6)  # the file's own numbers
+    assert f.metrics["test_accuracy"] > 0.25  # trained for two epochs: not a random model (0.1)
+    assert _leftovers(tmp_path) == []
+
+
+def test_train_interrupted_while_saving_keeps_the_previous_file(tmp_path, monkeypatch, capsys):
+    import safetensors.torch
+
+    out = _sqz(tmp_path / "model.sqz")
+    before = out.read_bytes()
+    real = safetensors.torch.save
+
+    def interrupted_save(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.torch, "save", interrupted_save)
+    assert main([*TRAIN, "--epochs", "1", "-o", str(out)]) == 130
+    assert "Traceback" not in capsys.readouterr().err
+    assert out.read_bytes() == before
+    assert _leftovers(tmp_path) == []
+
+
+def test_sigint_to_a_training_process(tmp_path):
+    """Ctrl-C as a user sends it: SIGINT to ``squeeze train`` once training has started."""
+    out = tmp_path / "model.sqz"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "500"}
+    # torch.optim imports torch._dynamo on first use, which takes seconds and happens after the
+    # "training" line but before the loop: import it first, so the signal lands in the loop.
+    cmd = [sys.executable, "-c", "import torch._dynamo; from squeeze_cli.app import run; run()", *TRAIN, "--epochs", "100000", "-o", str(out)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        seen = ""
+        while not seen.startswith("training"):  # "training ... subspace of D=..." comes right before the loop
+            line = proc.stderr.readline()
+            assert line, f"squeeze train ended before training: {seen}"
+            seen = line
+        time.sleep(3.0)  # a few epochs
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    stderr = " ".join((seen + stderr).split())
+    assert "Traceback" not in stderr, stderr
+    assert f"saved the best result so far to {out}" in stderr, stderr
+    assert "wrote" in stdout
+    assert proc.returncode == 130
+    fmt.load(out)  # complete, and its digest verifies
+    assert _leftovers(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- decompress
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+@pytest.mark.parametrize("previous", [True, False])
+def test_decompress_interrupted_while_writing(tmp_path, monkeypatch, capsys, suffix, previous):
+    import safetensors.torch
+
+    sqz = _sqz(tmp_path / "m.sqz")
+    out = tmp_path / f"weights{suffix}"
+    if previous:
+        assert main(["decompress", str(_sqz(tmp_path / "other.sqz", seed=9)), "-o", str(out)]) == 0
+        before = out.read_bytes()
+    if suffix == ".safetensors":
+        writer = Interrupt(safetensors.torch.save_file)
+        monkeypatch.setattr(safetensors.torch, "save_file", writer)
+    else:
+        writer = Interrupt(torch.save)
+        monkeypatch.setattr(torch, "save", writer)
+    assert main(["decompress", str(sqz), "-o", str(out)]) == 130
+    assert writer.calls == 1
+    if previous:
+        assert out.read_bytes() == before
+    else:
+        assert not out.exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_decompress_writes_complete_weights(tmp_path):
+    sqz = _sqz(tmp_path / "m.sqz")
+    out = tmp_path / "w.safetensors"
+    assert main(["decompress", str(sqz), "-o", str(out)]) == 0
+    from safetensors.torch import load_file
+
+    model = MLP(**ARCH["kwargs"])
+    model.load_state_dict(load_file(str(out)), strict=True)
+    ref = fmt.load(sqz)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.state_dict().values()))
+
+
+# --------------------------------------------------------------------------- export
+
+
+@pytest.mark.parametrize("previous", [True, False])
+def test_export_interrupted_while_writing(tmp_path, monkeypatch, previous):
+    import onnx_ir
+
+    sqz = _sqz(tmp_path / "m.sqz")
+    out = tmp_path / "m.onnx"
+    if previous:
+        out.write_bytes(b"the previous export")
+    writer = Interrupt(onnx_ir.save)
+    monkeypatch.setattr(onnx_ir, "save", writer)
+    assert main(["export", str(sqz), "-o", str(out), "--input-shape", "1,8,8"]) == 130
+    assert writer.calls == 1
+    assert (out.read_bytes() if out.exists() else None) == (b"the previous export" if previous else None)
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("stage", ["writing", "checking"])
+def test_export_with_external_data_interrupted_leaves_the_previous_pair(tmp_path, monkeypatch, stage):
+    import onnx_ir
+
+    import squeeze.export as export
+
+    out, data = tmp_path / "m.onnx", tmp_path / "m.onnx.data"
+    out.write_bytes(b"previous graph")
+    data.write_bytes(b"previous weights")
+    if stage == "writing":
+        monkeypatch.setattr(onnx_ir, "save", Interrupt(onnx_ir.save))
+    else:
+
+        def interrupted_check(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(export, "compare_onnx", interrupted_check)
+    with pytest.raises(KeyboardInterrupt):
+        export.export_onnx(_sqz(tmp_path / "m.sqz"), out, input_shape=(1, 8, 8), external_data=True)
+    assert out.read_bytes() == b"previous graph" and data.read_bytes() == b"previous weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data", "m.sqz"]

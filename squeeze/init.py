@@ -71,11 +71,15 @@ def _fan_in(weight: torch.Tensor) -> int:
 def _kaiming_default(module: nn.Module, pname: str, p: torch.Tensor) -> tuple | None:
     # nn.Linear / nn.ConvNd / nn.ConvTransposeNd: kaiming_uniform_(a=sqrt(5)) for the weight,
     # U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the bias; fan_in from the weight in both cases.
+    if pname not in ("weight", "bias"):
+        return None  # a parameter a subclass added: measured
     fan_in = _fan_in(module.weight)
     return ("u", 1.0 / math.sqrt(fan_in)) if fan_in > 0 else ("c", 0.0)
 
 
-def _norm_default(module: nn.Module, pname: str, p: torch.Tensor) -> tuple:
+def _norm_default(module: nn.Module, pname: str, p: torch.Tensor) -> tuple | None:
+    if pname not in ("weight", "bias"):
+        return None
     return ("c", 1.0 if pname == "weight" else 0.0)
 
 
@@ -92,7 +96,7 @@ def _mha_default(module: nn.Module, pname: str, p: torch.Tensor) -> tuple | None
     if pname == "in_proj_bias":
         return ("c", 0.0)
     if pname in ("bias_k", "bias_v"):
-        return ("u", SQRT3 * math.sqrt(2.0 / (p.shape[-1] + p.shape[0])))  # xavier_normal_
+        return ("u", SQRT3 / math.sqrt(p.shape[-1]))  # xavier_normal_ of (1, 1, E): std 1/sqrt(E)
     return None
 
 
@@ -116,9 +120,11 @@ def _measured(p: torch.Tensor) -> tuple:
     return ("u", SQRT3 * float(flat.std(unbiased=False)))
 
 
-def init_spec(module: nn.Module, pname: str, p: torch.Tensor) -> tuple:
-    """The init spec of parameter ``pname`` owned directly by ``module``."""
-    if isinstance(module, nn.Bilinear):
+def init_spec(module: nn.Module, pname: str, p: torch.Tensor, parent: nn.Module | None = None) -> tuple:
+    """The init spec of parameter ``pname`` owned directly by ``module`` (child of ``parent``)."""
+    if isinstance(parent, nn.MultiheadAttention) and module is parent.out_proj and pname == "bias":
+        spec = ("c", 0.0)  # MultiheadAttention._reset_parameters zeroes out_proj.bias
+    elif isinstance(module, nn.Bilinear) and pname in ("weight", "bias"):
         spec = ("u", 1.0 / math.sqrt(module.weight.shape[1]))
     else:
         spec = None
@@ -152,7 +158,8 @@ def build_manifest(model: nn.Module, base_names: set[str] | frozenset = frozense
             spec = ("b",)
         else:
             mod_name, _, pname = name.rpartition(".")
-            spec = init_spec(owners[mod_name], pname, p)
+            parent = owners[mod_name.rpartition(".")[0]] if mod_name else None
+            spec = init_spec(owners[mod_name], pname, p, parent)
         out.append(TensorSpec(name, tuple(p.shape), spec))
     return out
 

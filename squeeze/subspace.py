@@ -50,7 +50,7 @@ class SubspaceConfig:
             raise ValueError(f"dim must be a positive integer, got {self.dim!r}")
         if self.projection not in kinds():
             raise ValueError(f"unknown projection {self.projection!r}; choose one of {', '.join(kinds())}")
-        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**64:
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**64:
             raise ValueError(f"seed must be an integer in [0, 2**64), got {self.seed!r}")
         object.__setattr__(self, "include", tuple(self.include))
 

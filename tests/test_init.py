@@ -73,31 +73,12 @@ MODULES = {
     "custom": Custom,
 }
 
-MHA_BIAS = (
-    "MultiheadAttention._reset_parameters sets out_proj.bias to 0, but init.py applies the "
-    "nn.Linear rule to out_proj (owner module) and draws it U(+-1/sqrt(E)); fix: in "
-    "init_spec, give an nn.MultiheadAttention's out_proj.bias ('c', 0.0) when the MHA has "
-    "in_proj_bias (check the parent module, e.g. in build_manifest)"
-)
-MHA_BIAS_KV = (
-    "bias_k/bias_v have shape (1, 1, E); xavier_normal_ sees fan_in = fan_out = E (size(1)*E, "
-    "size(0)*E), std = 1/sqrt(E); _mha_default uses 2/(shape[-1] + shape[0]) = 2/(E + 1), "
-    "about twice the variance; fix: ('u', SQRT3 * math.sqrt(1.0 / p.shape[-1]))"
-)
-XFAIL = {
-    ("mha", "out_proj.bias"): MHA_BIAS,
-    ("mha_kdim_vdim", "out_proj.bias"): MHA_BIAS,
-    ("mha", "bias_k"): MHA_BIAS_KV,
-    ("mha", "bias_v"): MHA_BIAS_KV,
-}
-
 
 def _cases():
     out = []
     for case, factory in MODULES.items():
         for name, _ in factory().named_parameters():
-            marks = [pytest.mark.xfail(strict=True, reason=XFAIL[case, name])] if (case, name) in XFAIL else []
-            out.append(pytest.param(case, name, marks=marks, id=f"{case}:{name}"))
+            out.append(pytest.param(case, name, id=f"{case}:{name}"))
     return out
 
 
@@ -135,12 +116,6 @@ def test_theta0_variance_matches_pytorch_default(case, name):
     assert abs(float(regen.mean())) < 5 * math.sqrt(v_regen / regen.numel())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "rules match on isinstance and ignore the parameter name: every parameter of an nn.Linear "
-    "subclass gets the kaiming rule, so an extra ones/constant parameter is drawn "
-    "U(+-1/sqrt(fan_in)); fix: _kaiming_default returns None unless pname in ('weight', 'bias') "
-    "(and _norm_default likewise), so the measured fallback applies"
-))
 def test_extra_parameter_on_a_known_module_subclass_uses_the_measured_fallback():
     spec = {s.name: s for s in build_manifest(ScaledLinear(64, 128))}
     assert spec["weight"].init == ("u", round_bits(1 / 8))

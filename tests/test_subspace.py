@@ -334,10 +334,6 @@ def test_bad_seed_is_a_clear_error(seed):
         SubspaceConfig(dim=10, seed=seed)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "SubspaceConfig rejects a bool dim but accepts seed=True (bool is an int); fix: add "
-    "`isinstance(self.seed, bool) or` to the seed check in SubspaceConfig.__post_init__"
-))
 def test_bool_seed_is_rejected_like_a_bool_dim():
     with pytest.raises(ValueError, match="seed"):
         SubspaceConfig(dim=10, seed=True)

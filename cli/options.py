@@ -9,7 +9,7 @@ Arch = typer.Option(None, "--arch", "-a", help="Architecture: 'squeeze.zoo:MLP' 
 ArchKwargs = typer.Option(None, "--arch-kwargs", help="Keyword arguments for the architecture, as JSON: '{\"hidden\": [100]}'.")
 Data = typer.Option(..., "--data", help="digits, mnist5k, mnist1d[:N], or a .npz/.pt/.csv file (x, y[, x_test, y_test]).")
 Device = typer.Option("cpu", "--device", help="cpu or cuda. Regeneration gives the same bits on both.")
-Base = typer.Option(None, "--base", help="Base checkpoint (.safetensors/.pt) of a fine-tune.")
+Base = typer.Option(None, "--base", help="Base of a fine-tune: a checkpoint (.safetensors/.pt), 'arch' (the weights the architecture loads itself), or 'package.module:factory'. Its digest must match the file's.")
 Json = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
 SqzFile = typer.Argument(..., help="A .sqz file.", show_default=False)
 

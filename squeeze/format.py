@@ -8,7 +8,9 @@ Tensors:
 Metadata (strings; JSON where structured, compact, sorted keys):
   ``format``, ``format_version``, ``spec`` (projection kind, seed as a decimal string, d, D,
   generator, projection parameters, layerwise, include patterns), ``params`` (the manifest:
-  name, shape, init spec per tensor), ``arch`` (import reference + kwargs), ``base`` (the base
+  name, shape, init spec per tensor; a manifest of more than 2 KiB of JSON, as a pretrained
+  transformer's hundred tensors make, is stored as ``zlib:`` + base64 of its zlib-compressed
+  JSON, so that it does not outweigh theta_d), ``arch`` (import reference + kwargs), ``base`` (the base
   digest of a fine-tune), ``weights_sha256``, ``metrics``, ``data`` (input shape, classes and
   preprocessing), ``theta``, ``created_by``.
 
@@ -18,11 +20,14 @@ trusting it. ``load`` regenerates and refuses a digest mismatch.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import os
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +47,8 @@ FORMAT_VERSION = 1
 GENERATOR = "threefry2x32-20"
 MAX_FILE_BYTES = 1 << 31  # a .sqz file is tiny; anything larger is not one
 MAX_HEADER_BYTES = 1 << 24
+PACKED = "zlib:"  # prefix of a compressed manifest in ``params``
+PACK_PARAMS_OVER = 2048  # manifests with more JSON than this are stored compressed
 KNOWN_KEYS = {"format", "format_version", "spec", "params", "arch", "base", "weights_sha256", "metrics", "data", "theta", "created_by"}
 REQUIRED_KEYS = ("format", "format_version", "spec", "params", "weights_sha256", "theta")
 
@@ -159,7 +166,7 @@ def save(
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "spec": _json(spec),
-        "params": _json([s.to_json() for s in sub.manifest]),
+        "params": _pack_params(_json([s.to_json() for s in sub.manifest])),
         "weights_sha256": digest,
         "theta": _json(enc),
         "created_by": f"squeeze {__version__}",
@@ -189,6 +196,27 @@ def _header(raw: bytes, name: str) -> dict:
     if not isinstance(header, dict):
         raise FormatError(f"{name} is not a .sqz file (its header is not a JSON object)")
     return header
+
+
+def _pack_params(text: str) -> str:
+    """The manifest JSON as stored: itself, or ``zlib:`` + base64(zlib(JSON)) when over 2 KiB."""
+    if len(text) <= PACK_PARAMS_OVER:
+        return text
+    return PACKED + base64.b64encode(zlib.compress(text.encode(), 9)).decode("ascii")
+
+
+def _unpack_params(value: str, name: str) -> str:
+    """The manifest JSON from a stored ``params`` value (decompressed at most to the header limit)."""
+    if not value.startswith(PACKED):
+        return value
+    try:
+        z = zlib.decompressobj()
+        text = z.decompress(base64.b64decode(value[len(PACKED) :], validate=True), MAX_HEADER_BYTES)
+        if not z.eof or z.unconsumed_tail:
+            raise ValueError
+        return text.decode()
+    except (binascii.Error, zlib.error, ValueError):  # UnicodeDecodeError is a ValueError
+        raise FormatError(f"{name}: the packed manifest 'params' is damaged or over {MAX_HEADER_BYTES:,} bytes; the file is damaged") from None
 
 
 def _meta_json(meta: dict, key: str, kind: type, name: str):
@@ -334,7 +362,7 @@ def parse(raw: bytes, name: str = "<bytes>") -> SqzFile:
     if unknown:
         warnings.warn(f"{name}: ignoring unknown metadata keys {unknown}", stacklevel=2)
     spec = _meta_json(meta, "spec", dict, name)
-    params = _meta_json(meta, "params", list, name)
+    params = _meta_json({"params": _unpack_params(meta["params"], name)}, "params", list, name)
     enc = _meta_json(meta, "theta", dict, name)
     _check_spec(spec, name)
     manifest = _parse_manifest(params, name)
@@ -464,7 +492,8 @@ def load_subspace(
         source: a path or a :class:`SqzFile`.
         arch: an architecture reference or module; defaults to the one in the file.
         arch_kwargs: keyword arguments for ``arch`` (defaults to the file's).
-        base: the base checkpoint of a fine-tune (path, state_dict or module).
+        base: the base of a fine-tune: a checkpoint path, ``"arch"`` (the weights the architecture
+            builds itself with), a ``module:factory`` reference, a state_dict or a module.
         device: where to regenerate.
         verify: refuse regenerated weights whose digest differs from the file's.
 
@@ -478,8 +507,8 @@ def load_subspace(
     base_sd = None
     if f.base is not None:
         if base is None:
-            raise SqueezeError(f"this file is a fine-tune of a base model (digest {f.base[:16]}...); pass --base with that checkpoint")
-        base_sd = load_base(base)
+            raise SqueezeError(f"this file is a fine-tune of a base model (digest {f.base[:16]}...); pass --base with that checkpoint, or --base arch if the architecture loads its pretrained weights itself")
+        base_sd = load_base(base, model=model)
         names = [s.name for s in f.manifest if s.init[0] == "b"]
         absent = [n for n in names if n not in base_sd]
         if absent:

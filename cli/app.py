@@ -13,7 +13,7 @@ import click
 import typer
 
 from squeeze.errors import SqueezeError
-from squeeze_cli.commands import decompress, export, info, mdl, quantize, train, verify
+from squeeze_cli.commands import compress, decompress, export, info, intrinsic_dim, mdl, quantize, train, verify
 from squeeze_cli.console import err_console
 
 app = typer.Typer(
@@ -25,7 +25,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-for module in (train, info, verify, decompress, export, quantize, mdl):
+for module in (train, info, verify, decompress, export, quantize, mdl, compress, intrinsic_dim):
     module.register(app)
 
 # Exception type -> exit code. The message is the exception's own sentence.
@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     try:
-        app(args=args, prog_name="squeeze", standalone_mode=False)
-        return 0
+        code = app(args=args, prog_name="squeeze", standalone_mode=False)
+        return code if isinstance(code, int) else 0  # click returns typer.Exit's code here
     except click.exceptions.Exit as e:
         return e.exit_code
     except click.exceptions.Abort:

@@ -13,7 +13,7 @@ the same way (accuracy only; its description length is 32 D bits).
 
 ``--search-bits`` (default 10) pays for choosing this configuration among up to 2^10 tried
 (d, L, epochs, learning rates): far more than were tried when writing this script.
-Single-threaded (the CPU is shared); about 5-10 minutes.
+Single-threaded (the CPU is shared); about 3-5 minutes.
 """
 
 from __future__ import annotations
@@ -47,16 +47,16 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--samples", type=int, default=62500, help="mnist1d samples generated (80%% train)")
     p.add_argument("--dim", type=int, default=1500)
-    p.add_argument("--levels", type=int, default=8)
+    p.add_argument("--levels", type=int, default=6)
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--qat-steps", type=int, default=2000)
+    p.add_argument("--qat-steps", type=int, default=3000)
     p.add_argument("--qat-lr", type=float, default=1e-2)
     p.add_argument("--channels", type=int, default=25)
     p.add_argument("--search-bits", type=float, default=10.0)
     p.add_argument("--delta", type=float, default=0.05)
-    p.add_argument("--dense-epochs", type=int, default=4, help="epochs of the dense baseline (0: skip)")
+    p.add_argument("--dense-epochs", type=int, default=6, help="epochs of the dense baseline (0: skip)")
     p.add_argument("--keep", type=Path, default=None, help="also write the .sqz file here")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
         t = time.time()
         torch.manual_seed(0)  # the dense baseline's own init (not part of any file)
         dense = ConvNet1D(**kwargs)
-        res = train(dense, ds, TrainConfig(epochs=args.dense_epochs, lr=3e-3, batch_size=args.batch_size), progress=False)
+        res = train(dense, ds, TrainConfig(epochs=args.dense_epochs, lr=1e-2, batch_size=args.batch_size), progress=False)
         dense_acc = res.test_accuracy
         print(f"dense baseline D={sub.D:,}, {args.dense_epochs} epochs: test accuracy {dense_acc:.4f} ({time.time() - t:.0f} s)", flush=True)
 
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     print()
     print(f"file: {f.size_bytes:,} bytes ({f.encoding['enc']}); description length K = {dl.total_bits:,.1f} bits:")
     for k, v in dl.as_dict().items():
-        if k.endswith("_bits") and k not in ("total_bits",):
+        if k.endswith("_bits") and k not in ("total_bits", "raw_bits", "dense_bits"):
             print(f"  {k:20s} {v:>12,.1f}")
     print(f"n = {report.n_train:,}, train error {report.train_error:.4f}, test error {report.test_error:.4f}, delta {args.delta}")
     print(f"{'':34s}{'quantized+coded':>16s}{'float32 theta_d':>16s}")

@@ -445,10 +445,9 @@ def file_description_length(path: str | os.PathLike, *, search_bits: float = 0.0
     from squeeze import format as fmt
     from squeeze.projection import make_projection
 
+    f = fmt.read(path)  # checks the size, validates everything, decodes theta_d
     with open(path, "rb") as fh:
-        raw = fh.read()
-    f = fmt.parse(raw, os.path.basename(path))  # validates everything, decodes theta_d
-    tensors = st_load(raw)
+        tensors = st_load(fh.read())
     d = f.theta_d.numel()
     extra = sum(_tensor_bits(v) for v in f.extras.values()) + (_tensor_bits(f.scales) if f.scales is not None else 0)
     inc = f.spec.get("inc") or []

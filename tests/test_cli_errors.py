@@ -184,3 +184,13 @@ def test_a_tampered_file_fails_verify_with_exit_code_1_and_the_reason(capsys, tm
     err = " ".join(capsys.readouterr().err.split())
     assert "FAILED" in err and "regenerated weights have SHA-256" in err and "the file is damaged" in err
 
+
+
+def test_a_pickled_checkpoint_needs_trust_pickle(capsys, tmp_path):
+    torch.save(MLP(input_shape=(1, 8, 8), num_classes=10, hidden=(16,)), tmp_path / "model.pt")  # the whole module: pickle
+    args = ["compress", tmp_path / "model.pt", "--arch", "squeeze.zoo:MLP", "--arch-kwargs", '{"hidden": [16]}', "--data", "digits", "--dim", "20", "--epochs", "1", "-o", tmp_path / "c.sqz"]
+    msg = run(capsys, args)
+    assert "model.pt is not a plain state_dict: it holds a pickled squeeze.zoo.MLP object" in msg and "pass --trust-pickle if you trust the file" in msg
+    assert not (tmp_path / "c.sqz").exists()
+    assert main([str(a) for a in args] + ["--trust-pickle"]) == 0
+    assert fmt.read(tmp_path / "c.sqz").d == 20

@@ -254,3 +254,58 @@ def test_export_with_external_data_interrupted_leaves_the_previous_pair(tmp_path
         export.export_onnx(_sqz(tmp_path / "m.sqz"), out, input_shape=(1, 8, 8), external_data=True)
     assert out.read_bytes() == b"previous graph" and data.read_bytes() == b"previous weights"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data", "m.sqz"]
+
+
+# --------------------------------------------------------------------------- compress
+
+
+@pytest.fixture
+def teacher(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "teacher.safetensors"
+    save_file(MLP(input_shape=(1, 8, 8), num_classes=10, hidden=(32,)).state_dict(), str(path))
+    return path
+
+
+def _compress(teacher, out, *extra):
+    return ["compress", str(teacher), "--arch", "squeeze.zoo:MLP", "--arch-kwargs", '{"hidden": [32]}', "--data", "digits", "--batch-size", "64", "-o", str(out), *extra]
+
+
+def test_compress_interrupted_saves_the_best_so_far_and_says_where(tmp_path, monkeypatch, capsys, teacher, digits):
+    out = tmp_path / "c.sqz"
+    per_epoch = -(-len(digits.validation_split(0.1)[0].y_train) // 64)
+    stop = per_epoch + per_epoch // 2  # Ctrl-C in the middle of the second epoch
+    real_step, steps = torch.optim.Adam.step, []
+
+    def step(self, *args, **kwargs):
+        steps.append(1)
+        if len(steps) == stop:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    assert main(_compress(teacher, out, "--dim", "50", "--epochs", "3")) == 130
+    err = " ".join(capsys.readouterr().err.split())
+    assert len(steps) == stop
+    assert f"saved the best result so far (d = 50) to {out}" in err and "Traceback" not in err
+    assert fmt.load(out) is not None  # complete, and its digest verifies
+    assert fmt.read(out).d == 50
+    assert _leftovers(tmp_path) == []
+
+
+def test_compress_interrupted_while_saving_keeps_the_previous_file(tmp_path, monkeypatch, teacher):
+    import safetensors.torch
+
+    out = _sqz(tmp_path / "c.sqz")
+    before = out.read_bytes()
+    real = safetensors.torch.save
+
+    def interrupted_save(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.torch, "save", interrupted_save)
+    assert main(_compress(teacher, out, "--dim", "30", "--epochs", "1")) == 130
+    assert out.read_bytes() == before
+    assert _leftovers(tmp_path) == []

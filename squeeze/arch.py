@@ -64,16 +64,18 @@ def resolve(ref: str):
 
 
 def complete_kwargs(ref: str, kwargs: dict, input_shape: tuple[int, ...] | None, num_classes: int | None) -> dict:
-    """``kwargs`` plus ``input_shape``/``num_classes`` when the factory takes them and they are missing."""
+    """``kwargs`` plus ``input_shape``/``num_classes`` when the factory takes them, they are
+    missing, and the data's differ from the factory's defaults (files stay small)."""
     out = dict(kwargs)
     try:
         params = inspect.signature(resolve(ref)).parameters
     except (TypeError, ValueError):
         return out
-    if "input_shape" in params and "input_shape" not in out and input_shape is not None:
-        out["input_shape"] = list(input_shape)
-    if "num_classes" in params and "num_classes" not in out and num_classes is not None:
-        out["num_classes"] = int(num_classes)
+    for key, value in (("input_shape", None if input_shape is None else list(input_shape)), ("num_classes", None if num_classes is None else int(num_classes))):
+        if key in params and key not in out and value is not None:
+            default = params[key].default
+            if default is inspect.Parameter.empty or (list(default) if isinstance(default, (tuple, list)) else default) != value:
+                out[key] = value
     return out
 
 

@@ -3,10 +3,12 @@
   * ``f32`` / ``f16`` -- the ``theta_d`` tensor in that dtype.
   * ``q``  -- quantized: ``codes`` (uint8 when L <= 256, else int16; (n,)) and a float32
     ``codebook`` (L,); theta_d = ``codebook[codes]``.
-  * ``rc`` -- quantized and range coded (:mod:`squeeze.coding`): ``theta_words`` uint32 (m,),
-    ``symbol_counts`` int64 (L,), ``codebook`` float32 (L,); metadata ``levels`` = L and
-    ``coder`` = :data:`CODER` (constriction's queue range coder, 32-bit words, 24-bit
-    probabilities, ``Categorical(counts, perfect=False)`` over the used symbols).
+  * ``rc`` -- quantized and range coded (:mod:`squeeze.coding`): one uint8 tensor ``theta_d``
+    packing, little-endian, the L symbol counts (uint32), the codebook (L float32) and the
+    range-coder words (uint32), one tensor rather than three because each safetensors entry
+    costs ~65 header bytes in files of a few hundred; metadata ``levels`` = L and ``coder`` =
+    :data:`CODER` (constriction's queue range coder, 32-bit words, 24-bit probabilities,
+    ``Categorical(counts, perfect=False)`` over the used symbols).
 
 Every decoder checks what it reads against ``n`` (the number of values the spec implies)
 before allocating, and returns finite float32 values or raises FormatError. Decoding is exact:
@@ -89,23 +91,37 @@ def _decode_q(enc: dict, tensors: dict, n: int) -> torch.Tensor:
     return cb[codes.long()]
 
 
+def pack_rc(words: np.ndarray, counts: np.ndarray, codebook: torch.Tensor) -> torch.Tensor:
+    """The ``rc`` tensor: counts (uint32) | codebook (float32) | words (uint32), little-endian."""
+    parts = [np.asarray(counts).astype("<u4"), codebook.detach().cpu().numpy().astype("<f4"), np.asarray(words).astype("<u4")]
+    return torch.from_numpy(np.concatenate([p.view(np.uint8) for p in parts]))
+
+
+def unpack_rc(blob: torch.Tensor, levels: int) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """(words uint32, counts int64, codebook float32) from an ``rc`` tensor; FormatError if its
+    size does not fit ``levels``."""
+    if blob.dtype != torch.uint8 or blob.dim() != 1 or blob.numel() < 8 * levels or (blob.numel() - 8 * levels) % 4:
+        raise FormatError(f"'theta_d' must be uint8 bytes: {levels} counts, {levels} codebook values and whole 32-bit words; got {blob.dtype} {list(blob.shape)}")
+    raw = blob.numpy().tobytes()
+    counts = np.frombuffer(raw[: 4 * levels], "<u4").astype(np.int64)
+    codebook = torch.from_numpy(np.frombuffer(raw[4 * levels : 8 * levels], "<f4").astype(np.float32))
+    words = np.frombuffer(raw[8 * levels :], "<u4").astype(np.uint32)
+    return words, counts, codebook
+
+
 @register("rc")
 def _decode_rc(enc: dict, tensors: dict, n: int) -> torch.Tensor:
-    _exact_keys(tensors, ("codebook", "symbol_counts", "theta_words"))
+    _exact_keys(tensors, ("theta_d",))
     if enc.get("coder") != CODER:
         raise FormatError(f"theta_d is coded with {enc.get('coder')!r}; this squeeze decodes {CODER!r}")
     L = _levels(enc)
-    cb = _codebook(tensors, L)
-    counts, words = tensors["symbol_counts"], tensors["theta_words"]
-    if counts.dtype != torch.int64 or counts.dim() != 1 or counts.numel() != L:
-        raise FormatError(f"'symbol_counts' must be an int64 vector of {L} counts, got {counts.dtype} {list(counts.shape)}")
+    words, counts, cb = unpack_rc(tensors["theta_d"], L)
+    cb = _codebook({"codebook": cb}, L)
     # Each count in [0, n] before summing: a hostile sum cannot overflow, and the decoder never
     # allocates more than the n values the spec implies.
-    if bool((counts < 0).any()) or bool((counts > n).any()) or int(counts.sum()) != n:
-        raise FormatError(f"'symbol_counts' must be non-negative and add up to d = {n}")
-    if words.dtype != torch.uint32 or words.dim() != 1:
-        raise FormatError(f"'theta_words' must be a uint32 vector, got {words.dtype} {list(words.shape)}")
-    stored = coding.EncodedSymbols(words.numpy(), counts.numpy())
+    if bool((counts > n).any()) or int(counts.sum()) != n:
+        raise FormatError(f"the symbol counts must add up to d = {n}")
+    stored = coding.EncodedSymbols(words, counts)
     try:
         codes = coding.decode(stored, n)
     except ValueError as e:
@@ -113,7 +129,7 @@ def _decode_rc(enc: dict, tensors: dict, n: int) -> torch.Tensor:
     # The stream must be the canonical one: re-encoding must give the same words (no trailing
     # or altered bits that happen to decode).
     if not np.array_equal(coding.encode(codes, L).words, stored.words):
-        raise FormatError("'theta_words' is not the canonical range code of the decoded symbols")
+        raise FormatError("the range-coder words are not the canonical code of the decoded symbols")
     return cb[codes]
 
 
@@ -146,7 +162,7 @@ def encode_quantized(codebook: torch.Tensor, codes: torch.Tensor, kind: str | No
         out["q"] = {"enc": "q", "tensors": {"codes": codes.to(torch.uint8 if L <= 256 else torch.int16), "codebook": cb}, "meta": {}}
     if kind in (None, "rc"):
         enc = coding.encode(codes, L)
-        tensors = {"theta_words": torch.from_numpy(enc.words.copy()), "symbol_counts": torch.from_numpy(enc.counts.copy()), "codebook": cb}
+        tensors = {"theta_d": pack_rc(enc.words, enc.counts, cb)}
         out["rc"] = {"enc": "rc", "tensors": tensors, "meta": {"levels": L, "coder": CODER}}
     return min(out.values(), key=stored_bytes)
 

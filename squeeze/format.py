@@ -5,14 +5,17 @@ Tensors:
     encoding from :mod:`squeeze.coding` (codes + codebook, or an entropy-coded stream);
   * ``scales``   -- float32 per-tensor scales of the layerwise variant;
   * ``buf.NAME`` -- buffers learned from data (BatchNorm statistics), stored as they are.
-Metadata (strings; JSON where structured, compact, sorted keys):
+Metadata (strings; JSON where structured, compact, sorted keys; every byte counts in a file
+of a few hundred):
   ``format``, ``format_version``, ``spec`` (projection kind, seed as a decimal string, d, D,
-  generator, projection parameters, layerwise, include patterns), ``params`` (the manifest:
-  name, shape, init spec per tensor; a manifest of more than 2 KiB of JSON, as a pretrained
-  transformer's hundred tensors make, is stored as ``zlib:`` + base64 of its zlib-compressed
-  JSON, so that it does not outweigh theta_d), ``arch`` (import reference + kwargs), ``base`` (the base
-  digest of a fine-tune), ``weights_sha256``, ``metrics``, ``data`` (input shape, classes and
-  preprocessing), ``theta``, ``created_by``.
+  generator, projection parameters, layerwise, include patterns), ``params`` (the manifest,
+  :func:`squeeze.init.manifest_text`: ``name:dims:init`` entries such as
+  ``fc.weight:200x784:u73p-11``; over 2 KiB, as a pretrained transformer's hundred tensors
+  make, it is stored as ``zlib:`` + base64 of its zlib-compressed text), ``arch`` (import
+  reference + the keyword arguments that differ from the factory's defaults), ``base`` (the
+  base digest of a fine-tune), ``weights_sha256`` (the regenerated weights),
+  ``buffers_sha256`` (the stored buffers, when there are any), ``metrics``, ``data`` (input
+  shape, classes and preprocessing), ``theta`` (the encoding), ``created_by``.
 
 Readers reject unknown major versions, warn about unknown keys, and check every size before
 trusting it. ``load`` regenerates and refuses a digest mismatch.
@@ -38,7 +41,7 @@ from squeeze import __version__, arch as arch_mod, coding_registry
 from squeeze.atomic import write_bytes
 from squeeze.base import base_digest, load_base
 from squeeze.errors import ArchError, DigestMismatch, FormatError, SqueezeError
-from squeeze.init import TensorSpec
+from squeeze.init import TensorSpec, manifest_text
 from squeeze.projection import kinds, projection_from_spec
 from squeeze.subspace import Subspace, SubspaceConfig, check_manifest, digest_of
 
@@ -49,7 +52,7 @@ MAX_FILE_BYTES = 1 << 31  # a .sqz file is tiny; anything larger is not one
 MAX_HEADER_BYTES = 1 << 24
 PACKED = "zlib:"  # prefix of a compressed manifest in ``params``
 PACK_PARAMS_OVER = 2048  # manifests with more JSON than this are stored compressed
-KNOWN_KEYS = {"format", "format_version", "spec", "params", "arch", "base", "weights_sha256", "metrics", "data", "theta", "created_by"}
+KNOWN_KEYS = {"format", "format_version", "spec", "params", "arch", "base", "weights_sha256", "buffers_sha256", "metrics", "data", "theta", "created_by"}
 REQUIRED_KEYS = ("format", "format_version", "spec", "params", "weights_sha256", "theta")
 
 
@@ -68,6 +71,7 @@ class SqzFile:
     encoding: dict
     scales: torch.Tensor | None = None
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    buffers_sha256: str | None = None
     arch: dict | None = None
     base: str | None = None
     metrics: dict = field(default_factory=dict)
@@ -166,13 +170,16 @@ def save(
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "spec": _json(spec),
-        "params": _pack_params(_json([s.to_json() for s in sub.manifest])),
+        "params": _pack_params(manifest_text(sub.manifest)),
         "weights_sha256": digest,
         "theta": _json(enc),
         "created_by": f"squeeze {__version__}",
     }
     if arch:
-        meta["arch"] = _json(arch)
+        meta["arch"] = _json({k: v for k, v in arch.items() if v or k == "ref"})
+    buffers = {k[4:]: v for k, v in tensors.items() if k.startswith("buf.")}
+    if buffers:
+        meta["buffers_sha256"] = buffers_digest(buffers)
     if sub.base_digest:
         meta["base"] = sub.base_digest
     if metrics:
@@ -181,6 +188,22 @@ def save(
         meta["data"] = _json(data)
     write_bytes(path, st_save(tensors, metadata=meta))
     return read(path)
+
+
+def buffers_digest(buffers: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the stored buffers in sorted name order: each as its UTF-8 name, a NUL
+    byte, its dtype name, a NUL byte, its shape as little-endian int64s, and its raw bytes."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for name in sorted(buffers):
+        t = buffers[name].detach().cpu().contiguous()
+        h.update(name.encode() + b"\0" + str(t.dtype).encode() + b"\0")
+        h.update(np.asarray(t.shape, dtype="<i8").tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _header(raw: bytes, name: str) -> dict:
@@ -199,14 +222,14 @@ def _header(raw: bytes, name: str) -> dict:
 
 
 def _pack_params(text: str) -> str:
-    """The manifest JSON as stored: itself, or ``zlib:`` + base64(zlib(JSON)) when over 2 KiB."""
+    """The manifest text as stored: itself, or ``zlib:`` + base64(zlib(text)) when over 2 KiB."""
     if len(text) <= PACK_PARAMS_OVER:
         return text
     return PACKED + base64.b64encode(zlib.compress(text.encode(), 9)).decode("ascii")
 
 
 def _unpack_params(value: str, name: str) -> str:
-    """The manifest JSON from a stored ``params`` value (decompressed at most to the header limit)."""
+    """The manifest text from a stored ``params`` value (decompressed at most to the header limit)."""
     if not value.startswith(PACKED):
         return value
     try:
@@ -294,25 +317,17 @@ def _check_spec(spec: dict, name: str) -> None:
         raise FormatError(f"{name}: the include patterns 'inc' must be a list of strings; the file is damaged")
 
 
-def _parse_manifest(params: list, name: str) -> list[TensorSpec]:
-    """The manifest, each entry ``[name, [dims...], ["u", bound] | ["c", value] | ["b"]]``."""
+def _parse_manifest(params: str, name: str) -> list[TensorSpec]:
+    """The manifest (:func:`squeeze.init.manifest_text`), every entry checked."""
     out: list[TensorSpec] = []
     seen: set[str] = set()
-    for i, entry in enumerate(params):
-        ok = isinstance(entry, list) and len(entry) == 3 and isinstance(entry[1], list) and isinstance(entry[2], list)
-        ok = ok and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in entry[1])
-        if ok:
-            init = entry[2]
-            number = len(init) == 2 and isinstance(init[1], (int, float)) and not isinstance(init[1], bool)
-            ok = (init[:1] in (["u"], ["c"]) and number and math.isfinite(init[1])) or init == ["b"]
-        if ok:
-            try:
-                spec = TensorSpec.from_json(entry)
-            except (TypeError, ValueError, IndexError, OverflowError):
-                ok = False
-        if not ok or not spec.name or spec.name in seen:
-            what = "a duplicate" if ok and spec.name in seen else 'not [name, [dims], ["u" or "c", a finite number] or ["b"]]'
-            raise FormatError(f"{name}: manifest entry {i} ({json.dumps(entry)[:80]}) is {what}; the file is damaged")
+    for i, entry in enumerate(params.split(";") if params else []):
+        try:
+            spec = TensorSpec.from_text(entry)
+        except (ValueError, OverflowError, UnicodeError):
+            raise FormatError(f"{name}: manifest entry {i} ({entry[:80]!r}) is not name:dims:init; the file is damaged") from None
+        if spec.name in seen:
+            raise FormatError(f"{name}: manifest entry {i} ({entry[:80]!r}) is a duplicate; the file is damaged")
         seen.add(spec.name)
         out.append(spec)
     return out
@@ -355,14 +370,14 @@ def parse(raw: bytes, name: str = "<bytes>") -> SqzFile:
         raise FormatError(f"{name} has format version {int(version)}, newer than the version {FORMAT_VERSION} this squeeze reads; upgrade squeeze")
     if int(version) != FORMAT_VERSION:
         raise FormatError(f"{name} has format version {int(version)}, which this squeeze does not read (it reads version {FORMAT_VERSION})")
-    for key in ("weights_sha256", "base"):
+    for key in ("weights_sha256", "base", "buffers_sha256"):
         if key in meta and not _is_sha256(meta[key]):
             raise FormatError(f"{name}: {key} is not a SHA-256 hex digest; the file is damaged")
     unknown = sorted(set(meta) - KNOWN_KEYS)
     if unknown:
         warnings.warn(f"{name}: ignoring unknown metadata keys {unknown}", stacklevel=2)
     spec = _meta_json(meta, "spec", dict, name)
-    params = _meta_json({"params": _unpack_params(meta["params"], name)}, "params", list, name)
+    params = _unpack_params(meta["params"], name)
     enc = _meta_json(meta, "theta", dict, name)
     _check_spec(spec, name)
     manifest = _parse_manifest(params, name)
@@ -407,6 +422,7 @@ def parse(raw: bytes, name: str = "<bytes>") -> SqzFile:
         data=meta_obj.get("data"),
         created_by=meta.get("created_by", ""),
         size_bytes=len(raw),
+        buffers_sha256=meta.get("buffers_sha256"),
     )
 
 
@@ -530,6 +546,8 @@ def load_subspace(
             sub.scales.copy_(f.scales.to(device))
     _load_extras(sub, f.extras)
     if verify:
+        if (f.buffers_sha256 or f.extras) and (f.buffers_sha256 is None or buffers_digest(f.extras) != f.buffers_sha256):
+            raise DigestMismatch("the stored buffers (BatchNorm statistics) do not match their SHA-256 in the file; the file is damaged")
         got = sub.digest()
         if got != f.weights_sha256:
             raise DigestMismatch(f"regenerated weights have SHA-256 {got[:16]}..., the file says {f.weights_sha256[:16]}...; the file is damaged or was made by an incompatible squeeze")

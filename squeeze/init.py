@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from urllib.parse import quote, unquote
 
 import torch
 from torch import nn
@@ -45,22 +46,58 @@ class TensorSpec:
     def numel(self) -> int:
         return math.prod(self.shape)
 
-    def to_json(self) -> list:
-        return [self.name, list(self.shape), list(self.init)]
+    def to_text(self) -> str:
+        """``name:dims:init``, e.g. ``fc.weight:200x784:u73p-11`` (see :func:`manifest_text`)."""
+        dims = "x".join(str(n) for n in self.shape)
+        init = "b" if self.init[0] == "b" else self.init[0] + _dyadic(self.init[1])
+        return f"{quote(self.name, safe='._-')}:{dims}:{init}"
 
     @classmethod
-    def from_json(cls, obj) -> "TensorSpec":
-        name, shape, init = obj
-        if not isinstance(name, str) or not all(isinstance(s, int) and s >= 0 for s in shape):
-            raise ValueError(f"bad manifest entry {obj!r}")
-        kind = init[0]
-        if kind == "u" or kind == "c":
-            init = (kind, float(init[1]))
-        elif kind == "b":
-            init = ("b",)
-        else:
-            raise ValueError(f"unknown init kind {kind!r} in manifest entry for {name!r}")
-        return cls(name, tuple(shape), init)
+    def from_text(cls, text: str) -> "TensorSpec":
+        """Inverse of :meth:`to_text`; ValueError on anything malformed."""
+        parts = text.split(":")
+        if len(parts) != 3:
+            raise ValueError(f"manifest entry {text[:60]!r} is not name:dims:init")
+        name, dims, init = unquote(parts[0], errors="strict"), parts[1], parts[2]
+        if not name or (dims and not all(p.isascii() and p.isdigit() and len(p) <= 18 for p in dims.split("x"))):
+            raise ValueError(f"manifest entry {text[:60]!r} has a bad name or dims")
+        shape = tuple(int(p) for p in dims.split("x")) if dims else ()
+        if init == "b":
+            return cls(name, shape, ("b",))
+        if init[:1] not in ("u", "c"):
+            raise ValueError(f"manifest entry {text[:60]!r} has an unknown init kind")
+        return cls(name, shape, (init[0], _from_dyadic(init[1:])))
+
+
+def _dyadic(x: float) -> str:
+    """A float as ``MpE`` meaning M * 2**E (exact, short for the 8-bit bounds squeeze draws)."""
+    if not math.isfinite(x):
+        raise ValueError(f"init value {x} is not finite")
+    num, den = float(x).as_integer_ratio()
+    return f"{num}p{-(den.bit_length() - 1)}"
+
+
+def _from_dyadic(text: str) -> float:
+    m, sep, e = text.partition("p")
+    if not sep or not m.lstrip("-").isdigit() or not e.lstrip("-").isdigit() or len(m) > 20 or len(e) > 5:
+        raise ValueError(f"init value {text[:30]!r} is not M p E")
+    value = math.ldexp(int(m), int(e))
+    if not math.isfinite(value):
+        raise ValueError(f"init value {text[:30]!r} is not a finite float")
+    return value
+
+
+def manifest_text(manifest: list[TensorSpec]) -> str:
+    """The manifest as stored in a file: entries ``name:dims:init`` joined by ``;``. Names are
+    percent-encoded beyond ``[A-Za-z0-9._-]``; dims are joined by ``x`` (empty for a scalar);
+    init is ``u`` + bound or ``c`` + value, each written ``MpE`` = M * 2**E exactly, or ``b``
+    (taken from the base checkpoint)."""
+    return ";".join(s.to_text() for s in manifest)
+
+
+def parse_manifest_text(text: str) -> list[TensorSpec]:
+    """Inverse of :func:`manifest_text`; ValueError on anything malformed."""
+    return [TensorSpec.from_text(entry) for entry in text.split(";")] if text else []
 
 
 def _fan_in(weight: torch.Tensor) -> int:

@@ -443,6 +443,7 @@ def file_description_length(path: str | os.PathLike, *, search_bits: float = 0.0
     from safetensors.torch import load as st_load
 
     from squeeze import format as fmt
+    from squeeze.coding_registry import unpack_rc
     from squeeze.projection import make_projection
 
     f = fmt.read(path)  # checks the size, validates everything, decodes theta_d
@@ -462,7 +463,8 @@ def file_description_length(path: str | os.PathLike, *, search_bits: float = 0.0
         dl = fixed_width_description_length(d, value_bits=bits, **common)
         return FileDescription(dl, kind, f"float{bits}", f"theta_d is not quantized: each of the {d} values costs {bits} bits (float{bits}, as stored); `squeeze quantize` makes it far shorter")
     if kind == "rc":
-        enc = EncodedSymbols(tensors["theta_words"].numpy(), tensors["symbol_counts"].numpy())
+        words, counts, _ = unpack_rc(tensors["theta_d"], int(f.encoding["levels"]))
+        enc = EncodedSymbols(words, counts)
         dl = description_length(enc, **common)
         return FileDescription(dl, kind, "range-coded", f"the stored range code of {d} codes over {enc.levels} levels")
     if kind == "q":

@@ -77,9 +77,10 @@ def with_spec(raw: bytes, **changes) -> bytes:
 
 
 def with_entry(raw: bytes, i: int, entry) -> bytes:
-    params = json.loads(split(raw)[0]["__metadata__"]["params"])
-    params[i] = entry
-    return with_meta(raw, params=params)
+    """``raw`` with manifest entry ``i`` (``name:dims:init``) replaced; non-strings become JSON text."""
+    params = split(raw)[0]["__metadata__"]["params"].split(";")
+    params[i] = entry if isinstance(entry, str) else json.dumps(entry)
+    return with_meta(raw, params=";".join(params))
 
 
 def theta_span(raw: bytes) -> tuple[int, int]:
@@ -226,21 +227,23 @@ def test_malformed_spec(sqz, change, words):
 @pytest.mark.parametrize(
     "entry, words",
     [
-        (["layers.0.weight", [16, 64], []], "manifest entry 0"),
-        (["layers.0.weight", [16, 64], "u"], "manifest entry 0"),
-        (["layers.0.weight", [16, 64], ["u", "0.125"]], "manifest entry 0"),
-        (["layers.0.weight", [16, 64], ["u", float("nan")]], "a finite number"),
-        (["layers.0.weight", [16, 64], ["u", float("inf")]], "a finite number"),
-        (["layers.0.weight", [16, 64], ["z", 1]], "manifest entry 0"),
-        (["layers.0.weight", [16, -64], ["u", 0.125]], "manifest entry 0"),
-        (["layers.0.weight", [True] * 2, ["u", 0.125]], "manifest entry 0"),
-        (["layers.0.weight", "ab", ["u", 0.125]], "manifest entry 0"),
-        (["layers.0.bias", [16, 64], ["u", 0.125]], "is a duplicate"),
-        ([7, [16, 64], ["u", 0.125]], "manifest entry 0"),
+        ("layers.0.weight:16x64:", "manifest entry 0"),
+        ("layers.0.weight:16x64:u", "manifest entry 0"),
+        ("layers.0.weight:16x64:u0.125", "manifest entry 0"),
+        ("layers.0.weight:16x64:unan", "manifest entry 0"),
+        ("layers.0.weight:16x64:u1p2000", "manifest entry 0"),
+        ("layers.0.weight:16x64:u1p-99999", "manifest entry 0"),
+        ("layers.0.weight:16x64:z1p0", "manifest entry 0"),
+        ("layers.0.weight:16x-64:u1p-3", "manifest entry 0"),
+        ("layers.0.weight:16xx64:u1p-3", "manifest entry 0"),
+        ("layers.0.weight:ab:u1p-3", "manifest entry 0"),
+        ("layers.0.bias:16x64:u1p-3", "is a duplicate"),
+        (":16x64:u1p-3", "manifest entry 0"),
+        ("layers.0.weight:16x64:u1p-3:extra", "manifest entry 0"),
         ({"a": 1, "b": 2, "c": 3}, "manifest entry 0"),
         ("abc", "manifest entry 0"),
-        (["layers.0.weight", [16, 64]], "manifest entry 0"),
-        (["layers.0.weight", [16, 65], ["u", 0.125]], "disagrees with its manifest"),
+        ("layers.0.weight:16x64", "manifest entry 0"),
+        ("layers.0.weight:16x65:u1p-3", "disagrees with its manifest"),
     ],
 )
 def test_malformed_manifest(sqz, entry, words):
@@ -295,7 +298,7 @@ def test_unknown_keys_warn_but_load(sqz):
 
 
 def test_a_huge_manifest_is_refused_by_the_memory_check_before_allocating(sqz):
-    entry = ["layers.0.weight", [10**7, 10**7], ["u", 0.125]]
+    entry = "layers.0.weight:10000000x10000000:u1p-3"
     D = 10**14 + 1210 - 1024
     f = fmt.parse(with_spec(with_entry(sqz, 0, entry), D=D), "t.sqz")
     assert f.D == D
@@ -370,9 +373,9 @@ def _nonfinite(raw: bytes) -> bool:
     [
         lambda raw: with_spec(raw, seed="4"),
         lambda raw: with_spec(raw, p={"e": -9}),
-        lambda raw: with_entry(raw, 0, ["layers.0.weight", [16, 64], ["u", 0.25]]),
-        lambda raw: with_entry(raw, 1, ["layers.0.bias", [16], ["c", 0.0]]),
-        lambda raw: with_entry(raw, 3, ["head.bias", [10], ["u", 0.2578125]]),
+        lambda raw: with_entry(raw, 0, "layers.0.weight:16x64:u1p-2"),
+        lambda raw: with_entry(raw, 1, "layers.0.bias:16:c0p0"),
+        lambda raw: with_entry(raw, 3, "head.bias:10:u33p-7"),
         lambda raw: with_spec(raw, kind="dense"),
     ],
     ids=["seed", "scale", "init-bound", "init-kind", "last-bound", "projection"],

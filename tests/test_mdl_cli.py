@@ -64,18 +64,18 @@ def quantized(float_file, one_thread):
     return out, cap.get()
 
 
-def _tensors(path) -> dict:
-    return st_load(path.read_bytes())
+def _rc(path) -> tuple:
+    """(words, counts, codebook) of an ``rc`` file."""
+    return coding_registry.unpack_rc(st_load(path.read_bytes())["theta_d"], 4)
 
 
 def test_quantized_file_decodes_exactly_to_its_codes_and_verifies(quantized, digits, capsys):
     path, printed = quantized
     f = fmt.read(path)
     assert f.encoding["enc"] == "rc" and f.encoding["levels"] == 4 and f.encoding["coder"] == coding_registry.CODER
-    t = _tensors(path)
-    assert t["theta_words"].dtype == torch.uint32 and t["symbol_counts"].dtype == torch.int64 and t["codebook"].dtype == torch.float32
-    codes = coding.decode(coding.EncodedSymbols(t["theta_words"].numpy(), t["symbol_counts"].numpy()), f.theta_d.numel())
-    assert torch.equal(f.theta_d, t["codebook"][codes])  # bit-exact decode
+    words, counts, codebook = _rc(path)
+    codes = coding.decode(coding.EncodedSymbols(words, counts), f.theta_d.numel())
+    assert torch.equal(f.theta_d, codebook[codes])  # bit-exact decode
     assert torch.unique(f.theta_d).numel() <= 4
     assert main(["verify", str(path)]) == 0
     assert "OK" in capsys.readouterr().out
@@ -89,13 +89,12 @@ def test_quantized_file_decodes_exactly_to_its_codes_and_verifies(quantized, dig
 
 def test_coded_length_is_within_one_percent_of_the_empirical_entropy(quantized):
     path, _ = quantized
-    t = _tensors(path)
-    counts = t["symbol_counts"].numpy()
+    words, counts, _ = _rc(path)
     nh = coding.entropy_bits_of_counts(counts)
-    bits = 32 * t["theta_words"].numel()
+    bits = 32 * words.size
     assert nh - 64 <= bits <= 1.01 * nh + 64, (bits, nh)
     # and the codes really have the stored histogram
-    codes = coding.decode(coding.EncodedSymbols(t["theta_words"].numpy(), counts))
+    codes = coding.decode(coding.EncodedSymbols(words, counts))
     assert np.array_equal(np.bincount(codes.numpy(), minlength=4), counts)
 
 
@@ -111,8 +110,7 @@ def test_mdl_json_is_consistent_with_the_library(quantized, digits, capsys):
     bits = out["bits"]
     assert bits["total_bits"] == pytest.approx(sum(bits[k] for k in ITEMS), abs=1e-9)
     assert bits["search_bits"] == 3.5
-    t = _tensors(path)
-    assert bits["message_bits"] == 32 * t["theta_words"].numel()
+    assert bits["message_bits"] == 32 * _rc(path)[0].size
     assert bits["codebook_bits"] == 32 * 4 and bits["levels"] == 4 and bits["d"] == fmt.read(path).d
     assert bits["raw_bits"] == 32 * bits["d"] and bits["dense_bits"] == 32 * fmt.read(path).D
     # The errors are the regenerated model's own, on the training split (n = all training examples).
@@ -181,24 +179,26 @@ def test_rc_decoder_rejects_hostile_and_inconsistent_input():
     enc, t, codes = _rc_parts()
     n = codes.numel()
     assert torch.equal(coding_registry.decode(enc, t, n), torch.tensor([-1.0, 0.0, 0.5, 2.0])[codes])
-    counts = t["symbol_counts"]
-    _bad(enc, {**t, "symbol_counts": counts + torch.tensor([1, 0, 0, 0])}, n, "add up")
-    _bad(enc, {**t, "symbol_counts": torch.tensor([2**62, 0, 0, 0])}, n, "add up")  # never allocated
-    _bad(enc, {**t, "symbol_counts": torch.tensor([2**62, -(2**62) + n, 0, 0])}, n, "non-negative")
-    _bad(enc, {**t, "symbol_counts": counts.to(torch.int32)}, n, "int64")
+    words, counts, cb = coding_registry.unpack_rc(t["theta_d"], 4)
+
+    def packed(w=words, c=counts, b=cb) -> dict:
+        return {"theta_d": coding_registry.pack_rc(w, c, b)}
+
+    _bad(enc, packed(c=counts + np.array([1, 0, 0, 0])), n, "add up")
+    _bad(enc, packed(c=np.array([2**32 - 1, 0, 0, 0])), n, "add up")  # never allocated
     _bad(enc, t, n + 1, "add up")
-    _bad({**enc, "levels": 5}, t, n, "levels")
+    _bad({**enc, "levels": 5}, t, n, "add up|uint8 bytes")
     _bad({**enc, "levels": 10**9}, t, n, "levels")
     _bad({**enc, "levels": "4"}, t, n, "levels")
     _bad({**enc, "coder": "other"}, t, n, "coded with")
     _bad({k: v for k, v in enc.items() if k != "coder"}, t, n, "coded with")
-    _bad(enc, {**t, "codebook": torch.tensor([0.0, float("nan"), 1.0, 2.0])}, n, "NaN")
-    _bad(enc, {**t, "codebook": t["codebook"].double()}, n, "float32")
-    _bad(enc, {**t, "theta_words": t["theta_words"].to(torch.int64)}, n, "uint32")
-    words = t["theta_words"]
-    _bad(enc, {**t, "theta_words": torch.cat([words, torch.tensor([7], dtype=torch.uint32)])}, n, "canonical")
-    _bad(enc, {**t, "theta_words": words[: words.numel() // 2]}, n, "decode|symbol counts")
-    _bad(enc, {k: v for k, v in t.items() if k != "codebook"}, n, "missing")
+    _bad(enc, packed(b=torch.tensor([0.0, float("nan"), 1.0, 2.0])), n, "NaN")
+    _bad(enc, {"theta_d": t["theta_d"].to(torch.int16)}, n, "uint8")
+    _bad(enc, {"theta_d": t["theta_d"][:-1]}, n, "whole 32-bit words")
+    _bad(enc, {"theta_d": t["theta_d"][:20]}, n, "uint8 bytes")
+    _bad(enc, packed(w=np.concatenate([words, np.array([7], dtype=np.uint32)])), n, "canonical")
+    _bad(enc, packed(w=words[: words.size // 2]), n, "decode|symbol counts")
+    _bad(enc, {}, n, "missing")
     _bad(enc, {**t, "extra": torch.zeros(1)}, n, "unexpected")
 
 
@@ -221,7 +221,8 @@ def test_a_tampered_file_is_refused_on_read(quantized, tmp_path):
     (n,) = struct.unpack("<Q", raw[:8])
     meta = json.loads(raw[8 : 8 + n])["__metadata__"]
     t = st_load(raw)
-    t["symbol_counts"] = t["symbol_counts"].flip(0)  # same total, wrong histogram
+    words, counts, cb = coding_registry.unpack_rc(t["theta_d"], 4)
+    t["theta_d"] = coding_registry.pack_rc(words, counts[::-1], cb)  # same total, wrong histogram
     bad = tmp_path / "bad.sqz"
     bad.write_bytes(st_save(t, metadata=meta))
     with pytest.raises(FormatError, match="damaged"):
@@ -252,14 +253,6 @@ def test_train_with_quantize_writes_a_coded_file(tmp_path, one_thread, capsys, d
 # ---------------------------------------------------------------------------------------------
 # Slow: the MLP of Li et al. on mnist5k in about 1,000 bytes.
 
-HEADER_NOTE = (
-    "format.py's safetensors header is 952 of the 1,256 bytes of the smallest file it writes for this model "
-    "(tensor data 296): the JSON manifest 'params' takes 309 bytes, 'spec' 114, 'arch' 97, 'weights_sha256' 84, "
-    "'theta' 66, format/format_version/created_by 69, the three tensor entries 195; a manifest hash in place of "
-    "'params' alone would make it 976 bytes (see docs/mdl.md)"
-)
-
-
 @pytest.fixture(scope="module")
 def mnist5k_run(tmp_path_factory, one_thread):
     """``squeeze train --dim 1000 --epochs 30 --baseline --quantize 4`` on mnist5k, in process."""
@@ -283,10 +276,8 @@ def test_mnist5k_quantized_mlp_keeps_90_percent_of_dense(mnist5k_run):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=HEADER_NOTE)
 def test_mnist5k_quantized_mlp_fits_in_1000_bytes(mnist5k_run, tmp_path):
-    # The smallest file format.save writes today for this model: the architecture only (no
-    # metrics, no data record), theta_d range coded.
+    # The lean file: the architecture only (no metrics, no data record), theta_d range coded.
     sub = fmt.load_subspace(mnist5k_run)
     f = fmt.read(mnist5k_run)
     t = st_load(mnist5k_run.read_bytes())

@@ -272,20 +272,17 @@ def mutate_structure(data: bytes, rng: random.Random) -> bytes:
                 spec[key] = value
             meta["spec"] = json.dumps(spec)
         return _join_safetensors(header, body)
-    if choice in (6, 7) and isinstance(meta.get("params"), str):  # a manifest entry
-        try:
-            params = json.loads(meta["params"])
-        except ValueError:
-            params = []
-        if isinstance(params, list) and params:
-            i = rng.randrange(len(params))
-            entry = params[i]
-            if isinstance(entry, list) and len(entry) == 3 and rng.random() < 0.7:
-                j = rng.randrange(3)
-                entry[j] = _hostile(rng) if rng.random() < 0.5 else rng.choice([[10**6, 10**6], [0], [-4], ["u", 0.5], ["u", 1e300], ["c", float("nan")], ["b"], ["z", 1]])
-            else:
-                params[i] = _hostile(rng)
-            meta["params"] = json.dumps(params)
+    if choice in (6, 7) and isinstance(meta.get("params"), str):  # a manifest entry name:dims:init
+        params = meta["params"].split(";")
+        i = rng.randrange(len(params))
+        fields = params[i].split(":")
+        if len(fields) == 3 and rng.random() < 0.7:
+            j = rng.randrange(3)
+            fields[j] = str(_hostile(rng)) if rng.random() < 0.5 else rng.choice(["1000000x1000000", "0", "-4", "u1p-1", "u1p2000", "cnan", "b", "z1p0", "", "%FF"])
+            params[i] = ":".join(fields)
+        else:
+            params[i] = str(_hostile(rng))
+        meta["params"] = ";".join(params)
         return _join_safetensors(header, body)
     key = rng.choice(META_KEYS)  # a whole metadata value
     value = _hostile(rng)

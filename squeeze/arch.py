@@ -55,8 +55,8 @@ def resolve(ref: str):
     else:
         try:
             module = importlib.import_module(where)
-        except ImportError as e:
-            raise ArchError(f"cannot import module {where!r} for the architecture ({e}); check --arch") from None
+        except Exception as e:  # ImportError, or a TypeError for a relative name like '.x'
+            raise ArchError(f"cannot import module {where!r} for the architecture ({type(e).__name__}: {e}); check --arch") from None
     factory = getattr(module, name, None)
     if factory is None or not callable(factory):
         raise ArchError(f"{where} has no class or function {name!r}; check --arch")
@@ -84,8 +84,8 @@ def build(ref: str, kwargs: dict | None = None) -> nn.Module:
     factory = resolve(ref)
     try:
         model = factory(**(kwargs or {}))
-    except TypeError as e:
-        raise ArchError(f"{ref} did not accept the arguments {kwargs or {}}: {e}") from None
+    except Exception as e:  # a TypeError for unknown arguments, or whatever the factory raises on bad values
+        raise ArchError(f"building {ref} with arguments {kwargs or {}} failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); check --arch-kwargs") from None
     if not isinstance(model, nn.Module):
         raise ArchError(f"{ref} returned a {type(model).__name__}, not a torch.nn.Module")
     return model

@@ -78,8 +78,12 @@ def command(
         dense = __import__("squeeze.arch", fromlist=["build"]).build(arch_rec["ref"], arch_rec["kwargs"])
         metrics["baseline"] = _start_from_base(dense, sub, base_sd)
         base_res = train(dense, ds, TrainConfig(epochs=epochs, lr=1e-3, batch_size=batch_size, device=dev), description="dense baseline", dist=dist)
-        metrics["dense_test_accuracy"] = round(base_res.test_accuracy, 6)
-        metrics["ratio_to_dense"] = round(metrics["test_accuracy"] / max(base_res.test_accuracy, 1e-12), 4)
+        if base_res.interrupted:  # a partial baseline is no baseline: save the subspace model without it
+            del metrics["baseline"]
+            result.interrupted = True
+        else:
+            metrics["dense_test_accuracy"] = round(base_res.test_accuracy, 6)
+            metrics["ratio_to_dense"] = round(metrics["test_accuracy"] / max(base_res.test_accuracy, 1e-12), 4)
     dist.close()
     if not dist.is_main:
         raise typer.Exit(130 if result.interrupted else 0)
@@ -93,7 +97,7 @@ def command(
         line += f" (dense {metrics['dense_test_accuracy']:.4f}, ratio {metrics['ratio_to_dense']:.3f})"
     console.print(f"{line}; wrote {output} ({f.size_bytes:,} bytes, {4 * f.D / f.size_bytes:,.0f}x smaller than float32)")
     if result.interrupted:
-        err_console.print(f"interrupted after epoch {result.epochs_run}: saved the best result so far to {output}")
+        err_console.print(f"interrupted (subspace training ran {result.epochs_run} epochs): saved the best result so far to {output}")
         raise typer.Exit(130)
 
 

@@ -18,6 +18,18 @@ def device(name: str) -> str:
     return name
 
 
+def base_arg(base, trust_pickle: bool):
+    """--base as given, with a checkpoint file loaded here so that --trust-pickle applies to it
+    ('arch' and 'module:factory' bases are resolved later, against the architecture)."""
+    from pathlib import Path
+
+    from squeeze.checkpoint import load_state_dict
+
+    if base is None or not Path(base).is_file():
+        return base
+    return load_state_dict(Path(base), trust_pickle=trust_pickle)
+
+
 def model_for_data(ref: str, kwargs_json: str | None, data_source: str) -> tuple[torch.nn.Module, dict, Dataset]:
     """Load the data, build the architecture for it, and check one batch fits.
 

@@ -49,7 +49,7 @@ def command(
     batch_size: int = typer.Option(128, "--batch-size", help="Examples per step."),
     dev: str = options.Device,
     dtype: str = typer.Option("float16", "--dtype", help="Storage of theta_d: float16 (half the bytes) or float32."),
-    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow a checkpoint that needs pickle (a whole saved module). Pickle runs code from the file: only for files you trust."),
+    trust_pickle: bool = options.TrustPickle,
     arch_kwargs: Optional[str] = options.ArchKwargs,
     as_json: bool = options.Json,
 ) -> None:

@@ -12,7 +12,7 @@ from squeeze import format as fmt
 from squeeze.atomic import atomic_path
 from squeeze.errors import SqueezeError
 from squeeze_cli import options
-from squeeze_cli.common import device as check_device
+from squeeze_cli.common import base_arg, device as check_device
 from squeeze_cli.console import console
 
 
@@ -22,12 +22,13 @@ def command(
     dev: str = options.Device,
     arch: Optional[str] = options.Arch,
     base: Optional[Path] = options.Base,
+    trust_pickle: bool = options.TrustPickle,
 ) -> None:
     """Regenerate FILE's dense weights (checked against the stored digest) as a state_dict
     that loads with strict=True into the architecture."""
     if output.suffix not in (".safetensors", ".pt"):
         raise SqueezeError(f"output {output} must end in .safetensors or .pt")
-    sub = fmt.load_subspace(file, arch, base=base, device=check_device(dev))
+    sub = fmt.load_subspace(file, arch, base=base_arg(base, trust_pickle), device=check_device(dev))
     state = fmt.dense_state_dict(sub)
     with atomic_path(output) as tmp:
         if output.suffix == ".safetensors":

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from squeeze.export import DEFAULT_OPSET, ExportMismatch, ExportReport, export_onnx, parse_shape
 from squeeze_cli import options
-from squeeze_cli.common import device as check_device
+from squeeze_cli.common import base_arg, device as check_device
 from squeeze_cli.console import console, err_console
 
 
@@ -24,6 +24,7 @@ def command(
     dev: str = options.Device,
     arch: Optional[str] = options.Arch,
     base: Optional[Path] = options.Base,
+    trust_pickle: bool = options.TrustPickle,
 ) -> None:
     """Regenerate FILE's weights and export them to ONNX with a dynamic batch dimension.
 
@@ -37,7 +38,7 @@ def command(
     if output.suffix != ".onnx":
         raise ValueError(f"output {output} must end in .onnx")
     try:
-        report = export_onnx(file, output, input_shape=shape, opset=opset, atol=atol, rtol=rtol, arch=arch, base=base, device=check_device(dev))
+        report = export_onnx(file, output, input_shape=shape, opset=opset, atol=atol, rtol=rtol, arch=arch, base=base_arg(base, trust_pickle), device=check_device(dev))
     except ExportMismatch as e:
         err_console.print(_table(e.report))
         err_console.print(f"[bold red]FAILED[/] {e}", highlight=False)

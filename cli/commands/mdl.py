@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 from squeeze_cli import options
-from squeeze_cli.common import device as check_device
+from squeeze_cli.common import base_arg, device as check_device
 from squeeze_cli.console import console, err_console
 
 from squeeze import format as fmt
@@ -35,6 +35,7 @@ def command(
     dev: str = options.Device,
     arch: str | None = options.Arch,
     base: Path | None = options.Base,
+    trust_pickle: bool = options.TrustPickle,
 ) -> None:
     """Description length of FILE's model in bits, itemised, and the test-error bounds it implies
     (Occam, kl-Occam, Catoni) from its error on the training split of --data.
@@ -45,7 +46,7 @@ def command(
     recorded = (fmt.read(file).data or {}).get("name")
     if recorded and recorded != ds.name:
         err_console.print(f"warning: {file} records training data {recorded!r}, but the bound uses the training split of {ds.name!r}; it only holds for the data the model was trained on", highlight=False)
-    r = file_report(file, ds, delta=delta, search_bits=search_bits, arch=arch, base=base, device=check_device(dev))
+    r = file_report(file, ds, delta=delta, search_bits=search_bits, arch=arch, base=base_arg(base, trust_pickle), device=check_device(dev))
     out = r.as_dict()
     if as_json:
         console.print_json(json.dumps(out))

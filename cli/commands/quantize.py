@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 from squeeze_cli import options
-from squeeze_cli.common import device as check_device
+from squeeze_cli.common import base_arg, device as check_device
 from squeeze_cli.console import console, err_console
 
 from squeeze import coding_registry
@@ -31,6 +31,7 @@ def command(
     dev: str = options.Device,
     arch: str | None = options.Arch,
     base: Path | None = options.Base,
+    trust_pickle: bool = options.TrustPickle,
 ) -> None:
     """Quantize FILE's theta_d to L values (k-means + quantization-aware fine-tuning) and store it entropy-coded.
 
@@ -38,7 +39,7 @@ def command(
     """
     dev = check_device(dev)
     f = fmt.read(file)
-    sub = fmt.load_subspace(f, arch, base=base, device=dev)
+    sub = fmt.load_subspace(f, arch, base=base_arg(base, trust_pickle), device=dev)
     ds = None
     if data is not None:
         ds = load_data(data)

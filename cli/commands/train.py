@@ -15,7 +15,7 @@ from squeeze.errors import SqueezeError
 from squeeze.fit import TrainConfig, train
 from squeeze.projection import kinds
 from squeeze_cli import options
-from squeeze_cli.common import device as check_device, model_for_data
+from squeeze_cli.common import base_arg, device as check_device, model_for_data
 from squeeze_cli.console import console, err_console
 
 
@@ -36,6 +36,7 @@ def command(
     arch_kwargs: Optional[str] = options.ArchKwargs,
     base: Optional[str] = typer.Option(None, "--base", help="Fine-tune against a pretrained base instead of a random theta_0: a checkpoint (.safetensors/.pt), 'arch' (the weights the architecture loads itself), or 'module:factory'. The file records the base's digest, never its weights; tensors the base lacks (a new head) are drawn from the seed. With --baseline, the baseline is full fine-tuning from the base."),
     include: Optional[list[str]] = typer.Option(None, "--include", help="Put only the tensors whose names match this pattern (fnmatch, e.g. 'head.*', repeatable) in the subspace; the others stay at theta_0."),
+    trust_pickle: bool = options.TrustPickle,
     quantize: Optional[int] = typer.Option(None, "--quantize", help="At the end, quantize theta_d to this many levels (k-means + quantization-aware fine-tuning on the training data) and store it entropy-coded, as `squeeze quantize` does."),
 ) -> None:
     """Train a model directly in a random d-dimensional subspace and save it as a .sqz file.
@@ -51,7 +52,7 @@ def command(
     if dtype not in ("float16", "float32"):
         raise ValueError(f"--dtype must be float16 or float32, got {dtype!r}")
     model, arch_rec, ds = model_for_data(arch, arch_kwargs, data)
-    base_sd = load_base(base, model=model) if base else None
+    base_sd = load_base(base_arg(base, trust_pickle), model=model) if base else None
     sub = Subspace(model, SubspaceConfig(dim=dim, projection=projection, seed=seed, layerwise=layerwise, include=tuple(include or ())), base=base_sd)
     if base_sd is not None:
         _report_base(sub, base, base_sd, arch, show=dist.is_main)

@@ -10,7 +10,7 @@ import typer
 from squeeze import format as fmt
 from squeeze.errors import DigestMismatch
 from squeeze_cli import options
-from squeeze_cli.common import device as check_device
+from squeeze_cli.common import base_arg, device as check_device
 from squeeze_cli.console import console, err_console
 
 
@@ -19,11 +19,12 @@ def command(
     dev: str = options.Device,
     arch: Optional[str] = options.Arch,
     base: Optional[Path] = options.Base,
+    trust_pickle: bool = options.TrustPickle,
 ) -> None:
     """Regenerate FILE's weights and compare their SHA-256 with the file's. Exit 0 when equal, 1 when not."""
     f = fmt.read(file)
     try:
-        fmt.load_subspace(f, arch, base=base, device=check_device(dev))
+        fmt.load_subspace(f, arch, base=base_arg(base, trust_pickle), device=check_device(dev))
     except DigestMismatch as e:
         err_console.print(f"[bold red]FAILED[/] {file}: {e}", highlight=False)
         raise typer.Exit(1)

@@ -1,0 +1,162 @@
+"""Regeneration speed: theta = theta_0 + P @ theta_d, reference torch path vs numba kernels,
+against reading the same dense weights with ``safetensors.torch.load_file`` (page cache warm).
+
+``load_file`` memory-maps by default and returns before reading a byte, so two baselines are
+timed: the default call (``mmap``, lazy) and ``backend="pread"``, which copies the data into
+memory the way regeneration produces it; the ratio column compares with the latter.
+
+    python benchmarks/regen.py                       # D = 1M and 10M, d = 1000, every kind
+    python benchmarks/regen.py --sizes 10M --kinds sorf --repeats 5
+
+Each row builds the projection from scratch (as ``decompress`` does), draws theta_0 for a
+manifest shaped like a stack of linear layers, and adds P @ theta_d. Times are wall-clock
+(best of ``--repeats``); CPU seconds are printed too, since a busy machine inflates wall time.
+A reference run expected to exceed ``--budget`` seconds is timed on a smaller D and scaled
+linearly (marked ``~``): every path is linear in D at a fixed row density (the sparse probe
+keeps the full size's k non-zeros per row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from safetensors.torch import load_file, save_file
+
+from squeeze import kernels
+from squeeze.init import TensorSpec, regenerate_theta0
+from squeeze.projection import make_projection
+
+SEED = 20240611
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().upper()
+    mult = {"K": 10**3, "M": 10**6, "G": 10**9}.get(text[-1:], 1)
+    return int(float(text.rstrip("KMG")) * mult)
+
+
+def manifest_for(D: int) -> list[TensorSpec]:
+    """Linear layers of 1024 x 1024 (uniform), each with a bias (0) and a norm weight (1),
+    cut to exactly D values."""
+    out: list[TensorSpec] = []
+    left, i = D, 0
+    while left > 0:
+        for name, numel, init in ((f"l{i}.weight", 1024 * 1024, ("u", 0.03125)), (f"l{i}.bias", 1024, ("c", 0.0)), (f"n{i}.weight", 1024, ("c", 1.0))):
+            numel = min(numel, left)
+            if numel:
+                out.append(TensorSpec(name, (numel,), init))
+                left -= numel
+        i += 1
+    return out
+
+
+@contextlib.contextmanager
+def kernel_path(path: str):
+    old = os.environ.get(kernels.ENV_VAR)
+    os.environ[kernels.ENV_VAR] = path
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(kernels.ENV_VAR, None)
+        else:
+            os.environ[kernels.ENV_VAR] = old
+
+
+def regenerate(path: str, kind: str, D: int, d: int, x: torch.Tensor, **options) -> torch.Tensor:
+    manifest = manifest_for(D)
+    proj = make_projection(kind, D, d, SEED, **options)
+    if path == "numba":
+        return kernels.regenerate(proj, x, manifest, SEED)
+    with kernel_path("reference"), torch.no_grad():
+        return regenerate_theta0(manifest, SEED) + proj.forward(x)
+
+
+def timed(fn, repeats: int) -> tuple[float, float, object]:
+    """Best wall seconds, the CPU seconds of that run, and the last result."""
+    best_wall, best_cpu, result = float("inf"), 0.0, None
+    for _ in range(repeats):
+        result = None
+        c, w = time.process_time(), time.perf_counter()
+        result = fn()
+        w, c = time.perf_counter() - w, time.process_time() - c
+        if w < best_wall:
+            best_wall, best_cpu = w, c
+    return best_wall, best_cpu, result
+
+
+def digest(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.numpy().tobytes()).hexdigest()[:12]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="1M,10M", help="comma-separated D values (K/M suffixes)")
+    ap.add_argument("--d", type=int, default=1000)
+    ap.add_argument("--kinds", default="sorf,dense,sparse")
+    ap.add_argument("--paths", default="reference,numba")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--budget", type=float, default=60.0, help="seconds a reference run may take before it is scaled from a smaller D")
+    args = ap.parse_args()
+
+    console = Console(width=150)
+    paths = [p for p in args.paths.split(",") if p]
+    if "numba" in paths and not kernels.available():
+        console.print("numba kernels unavailable here: timing the reference only")
+        paths = [p for p in paths if p != "numba"]
+    x = torch.randn(args.d, generator=torch.Generator().manual_seed(0))
+    for kind in args.kinds.split(","):  # compile the kernels outside the timings
+        if "numba" in paths:
+            regenerate("numba", kind, 5000, args.d, x)
+
+    table = Table(title=f"theta_0 + P @ theta_d, d = {args.d}, {kernels.cpu_module().threads() if 'numba' in paths else torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
+    for col in ("D", "kind", "path", "wall ms", "cpu ms", "Mparams/s", "vs load_file", "bits"):
+        table.add_column(col, justify="right" if col not in ("kind", "path", "bits") else "left")
+
+    for D in (parse_size(s) for s in args.sizes.split(",")):
+        with tempfile.TemporaryDirectory() as tmp:
+            file = Path(tmp) / "theta.safetensors"
+            save_file({"theta": torch.randn(D)}, str(file))
+            load_file(str(file), backend="pread")  # warm the page cache
+            mmap_s, mmap_cpu, _ = timed(lambda: load_file(str(file)), max(3, args.repeats))
+            load_s, load_cpu, _ = timed(lambda: load_file(str(file), backend="pread"), max(3, args.repeats))
+        table.add_row(f"{D:,}", "-", "load_file (mmap, lazy)", f"{mmap_s * 1e3:.2f}", f"{mmap_cpu * 1e3:.2f}", f"{D / mmap_s / 1e6:.0f}", f"{load_s / mmap_s:.2f}", "")
+        table.add_row(f"{D:,}", "-", "load_file (pread)", f"{load_s * 1e3:.1f}", f"{load_cpu * 1e3:.1f}", f"{D / load_s / 1e6:.0f}", "1.00", "")
+
+        for kind in args.kinds.split(","):
+            digests = {}
+            for path in paths:
+                probe = min(D, 20_000)
+                same_k = {"k": make_projection(kind, D, args.d, SEED).k} if kind == "sparse" else {}
+                p_wall, p_cpu, _ = timed(lambda: regenerate(path, kind, probe, args.d, x, **same_k), 1)
+                scaled = path == "reference" and p_wall * D / probe > args.budget
+                if scaled:
+                    wall, cpu = p_wall * D / probe, p_cpu * D / probe
+                    bits = f"~ from D={probe:,}"
+                else:
+                    wall, cpu, out = timed(lambda: regenerate(path, kind, D, args.d, x), 1 if path == "reference" else args.repeats)
+                    digests[path] = digest(out)
+                    bits = digests[path]
+                    del out
+                mark = "~" if scaled else ""
+                table.add_row(
+                    f"{D:,}", kind, path, f"{mark}{wall * 1e3:.1f}", f"{mark}{cpu * 1e3:.1f}", f"{mark}{D / wall / 1e6:.1f}", f"{mark}{load_s / wall:.3f}", bits
+                )
+            if len(digests) == 2:
+                same = digests["reference"] == digests["numba"]
+                table.add_row("", kind, "same bits", "", "", "", "", "yes" if same else "NO")
+    console.print(table)
+    console.print("vs load_file: load_file(pread) time / this time (above 1: faster than reading the dense weights from a warm page cache).")
+
+
+if __name__ == "__main__":
+    main()

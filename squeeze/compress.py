@@ -152,7 +152,7 @@ def load_teacher(path: str | Path, model: nn.Module, *, trust_pickle: bool = Fal
     return model.eval()
 
 
-def fit(teacher: nn.Module, student: nn.Module, data: Dataset, dim: int, config: CompressConfig, *, teacher_pred: torch.Tensor | None = None, progress: bool = True) -> Trial:
+def distill(teacher: nn.Module, student: nn.Module, data: Dataset, dim: int, config: CompressConfig, *, teacher_pred: torch.Tensor | None = None, progress: bool = True) -> Trial:
     """Distil ``teacher`` into a ``dim``-dimensional subspace of ``student`` and measure it.
 
     Args:
@@ -215,7 +215,7 @@ def compress(
     threshold = config.target * teacher_acc
 
     def evaluate(d: int) -> Trial:
-        return fit(teacher, build(), data, d, config, teacher_pred=teacher_pred, progress=progress)
+        return distill(teacher, build(), data, d, config, teacher_pred=teacher_pred, progress=progress)
 
     if config.dim is not None:
         t = evaluate(config.dim)
@@ -242,4 +242,4 @@ def compress(
     )
 
 
-__all__ = ["CompressConfig", "CompressResult", "load_teacher", "fit", "compress"]
+__all__ = ["CompressConfig", "CompressResult", "load_teacher", "distill", "compress"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import os
 import tempfile
@@ -127,8 +128,8 @@ def main() -> None:
             file = Path(tmp) / "theta.safetensors"
             save_file({"theta": torch.randn(D)}, str(file))
             load_file(str(file), backend="pread")  # warm the page cache
-            mmap_s, mmap_cpu, _ = timed(lambda: load_file(str(file)), max(3, args.repeats))
-            load_s, load_cpu, _ = timed(lambda: load_file(str(file), backend="pread"), max(3, args.repeats))
+            mmap_s, mmap_cpu, _ = timed(functools.partial(load_file, str(file)), max(3, args.repeats))
+            load_s, load_cpu, _ = timed(functools.partial(load_file, str(file), backend="pread"), max(3, args.repeats))
         table.add_row(f"{D:,}", "-", "load_file (mmap, lazy)", f"{mmap_s * 1e3:.2f}", f"{mmap_cpu * 1e3:.2f}", f"{D / mmap_s / 1e6:.0f}", f"{load_s / mmap_s:.2f}", "")
         table.add_row(f"{D:,}", "-", "load_file (pread)", f"{load_s * 1e3:.1f}", f"{load_cpu * 1e3:.1f}", f"{D / load_s / 1e6:.0f}", "1.00", "")
 
@@ -137,13 +138,13 @@ def main() -> None:
             for path in paths:
                 probe = min(D, 20_000)
                 same_k = {"k": make_projection(kind, D, args.d, SEED).k} if kind == "sparse" else {}
-                p_wall, p_cpu, _ = timed(lambda: regenerate(path, kind, probe, args.d, x, **same_k), 1)
+                p_wall, p_cpu, _ = timed(functools.partial(regenerate, path, kind, probe, args.d, x, **same_k), 1)
                 scaled = path == "reference" and p_wall * D / probe > args.budget
                 if scaled:
                     wall, cpu = p_wall * D / probe, p_cpu * D / probe
                     bits = f"~ from D={probe:,}"
                 else:
-                    wall, cpu, out = timed(lambda: regenerate(path, kind, D, args.d, x), 1 if path == "reference" else args.repeats)
+                    wall, cpu, out = timed(functools.partial(regenerate, path, kind, D, args.d, x), 1 if path == "reference" else args.repeats)
                     digests[path] = digest(out)
                     bits = digests[path]
                     del out
@@ -155,6 +156,7 @@ def main() -> None:
                 same = digests["reference"] == digests["numba"]
                 table.add_row("", kind, "same bits", "", "", "", "", "yes" if same else "NO")
     console.print(table)
+    console.print(f"load average now {os.getloadavg()[0]:.1f} (a busy machine inflates wall times; cpu ms is the process's CPU time).")
     console.print("vs load_file: load_file(pread) time / this time (above 1: faster than reading the dense weights from a warm page cache).")
 
 

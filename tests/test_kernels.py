@@ -230,7 +230,7 @@ BIG_DENSE = textwrap.dedent(
 
 @pytest.mark.slow
 def test_dense_large_runs_in_bounded_memory():
-    out = subprocess.run([sys.executable, "-c", BIG_DENSE], capture_output=True, text=True, timeout=1800)
+    out = subprocess.run([sys.executable, "-c", BIG_DENSE], check=False, capture_output=True, text=True, timeout=1800)
     assert out.returncode == 0, out.stderr
     peak_kib = int(out.stdout.split()[-1])
     assert peak_kib < 2 * 1024 * 1024, f"peak RSS {peak_kib / 1024:.0f} MiB"

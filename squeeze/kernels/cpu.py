@@ -3,8 +3,9 @@
 Each forward kernel does, element for element, the IEEE operations of the reference in
 ``squeeze/rng.py``, ``squeeze/init.py`` and ``squeeze/projection/*.py``:
 
-* a product by a sign of +-1.0 is done as an xor of the float's sign bit (the same bits:
-  the sign of an IEEE product is the xor of the signs, and |x * 1| = |x|, zeros included);
+* a product by a sign is a product by +-1.0 (as in the reference) or an xor of the float's
+  sign bit, which gives the same bits: the sign of an IEEE product is the xor of the signs,
+  and |x * 1| = |x|, zeros included;
 * the Walsh-Hadamard butterflies run stage by stage in the order h = 1, 2, 4, ...; within a
   stage each element is one addition or one subtraction of the same two inputs, so the loop
   order inside a stage does not change any bit, and neither does doing two to four
@@ -24,26 +25,31 @@ Threads instead of ``prange`` because a ``parallel=True`` wrapper adds 3-4 s of 
 per kernel (numba re-optimises the whole call chain for the gufunc), which would double the
 cold start; the chunking never changes a forward bit.
 Hot loops index with uint64 (``U``) so that numba emits no negative-index wraparound, which
-would stop LLVM from vectorising them.
+would stop LLVM from vectorising them. Numba caches compiled code on disk keyed by source,
+so module constants here must never depend on the machine or the environment.
 """
 
 from __future__ import annotations
 
-import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import numba
 import numpy as np
 from numba import njit
 
-_JIT = dict(cache=True, nogil=True, fastmath=False)
+_JIT = {"cache": True, "nogil": True, "fastmath": False}
 
 U = np.uint64
 _PARITY = np.uint32(0x1BD11BDA)
 _M32 = np.uint64(0xFFFFFFFF)
 _M16 = np.uint32(0xFFFF)
+_SIGN = np.uint32(0x80000000)
+# The 32 sign bits of a word are expanded by loops of ``WORD`` steps, a bound passed at run
+# time: LLVM fully unrolls a loop of a constant 32 steps into scalar code, while a loop of
+# unknown length is vectorised (2x faster for the dense projection).
+WORD = 32
 _U16_SCALE = np.float32(2.0**-16)
 
 # Segment kinds of a theta_0 manifest (see ``theta0_into``).
@@ -277,15 +283,26 @@ def _fwht_radix2(v, n, h):
         h *= U(2)
 
 
+@njit(inline="always")
+def _sg(w, t):
+    """+1.0 or -1.0 from bit t of w (a product by it is the reference's ``v * s``)."""
+    return np.float32(np.int32(1) - np.int32(2) * np.int32((w >> np.uint32(t)) & np.uint32(1)))
+
+
 @njit(**_JIT)
-def _fwht16(v, n):
-    """Stages 1, 2, 4, 8 on each group of 16 consecutive values (n a multiple of 16)."""
+def _fwht16(v, n, words, g0):
+    """Signs, then stages 1, 2, 4, 8, on each group of 16 consecutive values (n a multiple of
+    16): v[j] is first multiplied by the sign of stream value g0 + j (words from
+    ``_sign_words``, g0 a multiple of 16), in the same pass."""
     for c in range(n // U(16)):
         o = c * U(16)
-        x0, x1, x2, x3 = v[o], v[o + U(1)], v[o + U(2)], v[o + U(3)]
-        x4, x5, x6, x7 = v[o + U(4)], v[o + U(5)], v[o + U(6)], v[o + U(7)]
-        x8, x9, x10, x11 = v[o + U(8)], v[o + U(9)], v[o + U(10)], v[o + U(11)]
-        x12, x13, x14, x15 = v[o + U(12)], v[o + U(13)], v[o + U(14)], v[o + U(15)]
+        p = g0 % U(64) + o
+        w = words[p // U(32)] >> np.uint32(p % U(32))
+        x0, x1, x2, x3 = v[o] * _sg(w, 0), v[o + U(1)] * _sg(w, 1), v[o + U(2)] * _sg(w, 2), v[o + U(3)] * _sg(w, 3)
+        x4, x5, x6, x7 = v[o + U(4)] * _sg(w, 4), v[o + U(5)] * _sg(w, 5), v[o + U(6)] * _sg(w, 6), v[o + U(7)] * _sg(w, 7)
+        x8, x9, x10, x11 = v[o + U(8)] * _sg(w, 8), v[o + U(9)] * _sg(w, 9), v[o + U(10)] * _sg(w, 10), v[o + U(11)] * _sg(w, 11)
+        x12, x13 = v[o + U(12)] * _sg(w, 12), v[o + U(13)] * _sg(w, 13)
+        x14, x15 = v[o + U(14)] * _sg(w, 14), v[o + U(15)] * _sg(w, 15)
         # h = 1
         x0, x1, x2, x3 = x0 + x1, x0 - x1, x2 + x3, x2 - x3
         x4, x5, x6, x7 = x4 + x5, x4 - x5, x6 + x7, x6 - x7
@@ -334,13 +351,15 @@ def _fwht_radix8(v, n, h):
 
 
 @njit(**_JIT)
-def _fwht(v, n):
-    """In-place unnormalised Walsh-Hadamard transform of v[0:n] (float32, n a power of two),
-    with the butterflies of ``sorf.fwht``: stages h = 1, 2, 4, ..., (a, b) -> (a + b, a - b)."""
+def _signed_fwht(v, bits, n, g0, words, wbits):
+    """H S v in place (bits aliases v): S the signs of stream values g0 .. g0+n-1 (words from
+    ``_sign_words``; all-zero words give plain H), H the unnormalised Walsh-Hadamard
+    transform with the butterflies of ``sorf.fwht``: stages h = 1, 2, 4, ..., (a, b) -> (a + b, a - b)."""
     if n >= U(16):
-        _fwht16(v, n)
+        _fwht16(v, n, words, g0)
         _fwht_radix8(v, n, U(16))
     else:
+        _apply_signs(bits, n, g0, words, wbits)
         _fwht_radix2(v, n, U(1))
 
 
@@ -353,14 +372,14 @@ def _sign_words(k0, k1, g0, n, words):
 
 
 @njit(**_JIT)
-def _apply_signs(bits, n, g0, words):
+def _apply_signs(bits, n, g0, words, wbits):
     """bits[j] ^= the sign bit of stream value g0 + j, for j < n (words from ``_sign_words``)."""
     if n >= U(64):  # g0 is a multiple of n, so of 64: word j // 32, bit j % 32
         for wi in range(n // U(32)):
             w = words[wi]
             o = wi * U(32)
-            for t in range(U(32)):
-                bits[o + t] ^= ((w >> np.uint32(t)) & np.uint32(1)) << np.uint32(31)
+            for t in range(U(wbits)):
+                bits[o + t] ^= (w << np.uint32(U(31) - t)) & _SIGN
     else:
         off = g0 % U(64)
         for j in range(n):
@@ -369,7 +388,7 @@ def _apply_signs(bits, n, g0, words):
 
 
 @njit(**_JIT)
-def _sorf_blocks(xbits, n, b0, b1, keys, scale, seg_start, seg_kind, seg_val, seg_k0, seg_k1, seg_off, given, out):
+def _sorf_blocks(xbits, n, b0, b1, keys, scale, seg_start, seg_kind, seg_val, seg_k0, seg_k1, seg_off, given, out, wbits):
     """Blocks b0 .. b1-1 of the SORF forward, 2**e H S3 H S2 H S1 x, into ``out``; with
     segments (``seg_kind`` not empty), theta_0 is drawn into ``out`` first and the
     projection added to it."""
@@ -386,8 +405,7 @@ def _sorf_blocks(xbits, n, b0, b1, keys, scale, seg_start, seg_kind, seg_val, se
             bits[j] = xbits[j]
         for r in range(3):
             _sign_words(keys[r, 0], keys[r, 1], o, n, words)
-            _apply_signs(bits, n, o, words)
-            _fwht(v, n)
+            _signed_fwht(v, bits, n, o, words, wbits)
         if fused:
             _theta0_range(seg_start, seg_kind, seg_val, seg_k0, seg_k1, seg_off, given, o, o + m, out)
             for j in range(m):
@@ -408,12 +426,12 @@ def sorf_forward(xbits: np.ndarray, n: int, nblocks: int, keys: np.ndarray, scal
         segments: a theta_0 manifest as in ``theta0_into``, or ``no_segments()``.
         out: (D,) float32, written and returned.
     """
-    _run(lambda c, lo, hi: _sorf_blocks(xbits, n, lo, hi, keys, scale, *segments, out), nblocks, max(1, 4096 // n))
+    _run(lambda c, lo, hi: _sorf_blocks(xbits, n, lo, hi, keys, scale, *segments, out, WORD), nblocks, max(1, 4096 // n))
     return out
 
 
 @njit(**_JIT)
-def _sorf_transpose_blocks(y, n, b0, b1, keys, scale, acc):
+def _sorf_transpose_blocks(y, n, b0, b1, keys, scale, acc, wbits):
     """acc += sum over blocks b0 .. b1-1 of S1 H S2 H S3 H (2**e y_b)."""
     n = U(n)
     D = U(y.shape[0])
@@ -427,10 +445,13 @@ def _sorf_transpose_blocks(y, n, b0, b1, keys, scale, acc):
             v[j] = y[o + j] * scale
         for j in range(m, n):
             v[j] = np.float32(0)
-        for r in range(2, -1, -1):
-            _fwht(v, n)
+        words[:] = 0  # plain H first, then H S3, H S2, and S1
+        _signed_fwht(v, bits, n, o, words, wbits)
+        for r in range(2, 0, -1):
             _sign_words(keys[r, 0], keys[r, 1], o, n, words)
-            _apply_signs(bits, n, o, words)
+            _signed_fwht(v, bits, n, o, words, wbits)
+        _sign_words(keys[0, 0], keys[0, 1], o, n, words)
+        _apply_signs(bits, n, o, words, wbits)
         for j in range(n):
             acc[j] += v[j]
 
@@ -440,7 +461,7 @@ def sorf_transpose(y: np.ndarray, n: int, nblocks: int, keys: np.ndarray, scale:
 
     def work(c, lo, hi):
         acc = np.zeros(n, np.float64)
-        _sorf_transpose_blocks(y, n, lo, hi, keys, scale, acc)
+        _sorf_transpose_blocks(y, n, lo, hi, keys, scale, acc, WORD)
         return acc
 
     return np.sum(_run(work, nblocks, max(1, 4096 // n)), axis=0)[:d].astype(np.float32)
@@ -476,7 +497,7 @@ def _row_words(k0, k1, first, W, words):
 
 
 @njit(**_JIT)
-def _dense_rows(xbits, d, i0, i1, k0, k1, scale, out):
+def _dense_rows(xbits, d, i0, i1, k0, k1, scale, out, wbits):
     """Rows i0 .. i1-1 of the dense forward into ``out``."""
     d = U(d)
     W = (d + U(63)) // U(64)
@@ -490,8 +511,8 @@ def _dense_rows(xbits, d, i0, i1, k0, k1, scale, out):
         for wi in range(U(2) * W):
             w = words[wi]
             o = wi * U(32)
-            for t in range(U(32)):
-                bits[o + t] = xbits[o + t] ^ (((w >> np.uint32(t)) & np.uint32(1)) << np.uint32(31))
+            for t in range(U(wbits)):
+                bits[o + t] = xbits[o + t] ^ ((w << np.uint32(U(31) - t)) & _SIGN)
         for j in range(d, size):  # the pad of fold_sum is +0.0
             bits[j] = np.uint32(0)
         out[i] = _fold(v, m) * scale
@@ -505,12 +526,12 @@ def dense_forward(xbits: np.ndarray, d: int, k0: int, k1: int, scale: np.float32
     then times ``scale``. ``xbits`` is theta_d zero-padded to 64 W values, as uint32 bits.
     """
     k0, k1 = np.uint32(k0), np.uint32(k1)
-    _run(lambda c, lo, hi: _dense_rows(xbits, d, lo, hi, k0, k1, scale, out), out.shape[0], max(1, (1 << 16) // d))
+    _run(lambda c, lo, hi: _dense_rows(xbits, d, lo, hi, k0, k1, scale, out, WORD), out.shape[0], max(1, (1 << 16) // d))
     return out
 
 
 @njit(**_JIT)
-def _dense_transpose_rows(y, d, i0, i1, k0, k1, acc64):
+def _dense_transpose_rows(y, d, i0, i1, k0, k1, acc64, wbits):
     """acc64 += sum over rows i0 .. i1-1 of y_i * signs_i (float32 sums of 256 rows at a time)."""
     d = U(d)
     W = (d + U(63)) // U(64)
@@ -520,12 +541,13 @@ def _dense_transpose_rows(y, d, i0, i1, k0, k1, acc64):
     for r0 in range(U(i0), U(i1), U(256)):
         for i in range(r0, min(U(i1), r0 + U(256))):
             _row_words(k0, k1, i * W, W, words)
-            yi = y[i]
+            yp = y[i]
+            yn = -yp
             for wi in range(U(2) * W):
                 w = words[wi]
                 o = wi * U(32)
-                for t in range(U(32)):
-                    acc[o + t] += yi * np.float32(np.int32(1) - np.int32(2) * np.int32((w >> np.uint32(t)) & np.uint32(1)))
+                for t in range(U(wbits)):
+                    acc[o + t] += yn if (w << np.uint32(U(31) - t)) & _SIGN else yp
         for j in range(size):
             acc64[j] += acc[j]
             acc[j] = np.float32(0)
@@ -537,7 +559,7 @@ def dense_transpose(y: np.ndarray, d: int, k0: int, k1: int, scale: np.float32) 
 
     def work(c, lo, hi):
         acc = np.zeros(64 * ((d + 63) // 64), np.float64)
-        _dense_transpose_rows(y, d, lo, hi, k0, k1, acc)
+        _dense_transpose_rows(y, d, lo, hi, k0, k1, acc, WORD)
         return acc
 
     total = np.sum(_run(work, y.shape[0], max(1, (1 << 16) // d)), axis=0)[:d]

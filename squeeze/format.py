@@ -469,12 +469,7 @@ def _check_recorded_ref(ref: str) -> None:
     hint = f"squeeze does not run code a file names; pass --arch {ref} if you trust it"
     if ref.rpartition(":")[0].endswith(".py"):
         raise ArchError(f"the file's architecture {ref!r} is code in a Python file; {hint}")
-    try:
-        factory = arch_mod.resolve(ref)
-    except SqueezeError:
-        raise
-    except Exception as e:  # e.g. a relative or empty module name
-        raise ArchError(f"the file's architecture {ref!r:.80} cannot be imported ({type(e).__name__}); pass --arch") from None
+    factory = arch_mod.resolve(ref)  # an ArchError when it cannot be imported
     if not (isinstance(factory, type) and issubclass(factory, nn.Module)):
         raise ArchError(f"the file's architecture {ref!r} is not a torch.nn.Module class; {hint}")
 

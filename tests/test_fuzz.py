@@ -324,8 +324,8 @@ def test_arguments_from_the_file_that_break_the_architecture_are_arch_errors(sqz
         ("os:system", {"command": "touch {flag}"}, "is not a torch.nn.Module class; squeeze does not run code a file names"),
         ("subprocess:getoutput", {"cmd": "touch {flag}"}, "is not a torch.nn.Module class"),
         ("{py}:Net", {}, "is code in a Python file; squeeze does not run code a file names; pass --arch"),
-        (".x:Y", {}, "cannot be imported"),
-        (":Y", {}, "cannot be imported"),
+        (".x:Y", {}, "cannot import module"),
+        (":Y", {}, "cannot import module"),
     ],
 )
 def test_the_file_never_makes_squeeze_run_code(sqz, tmp_path, ref, kwargs, words):

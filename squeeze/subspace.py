@@ -149,30 +149,36 @@ class Subspace(nn.Module):
         """The number of trained numbers, scales included."""
         return self.config.dim
 
-    def theta(self, theta_d: torch.Tensor | None = None) -> torch.Tensor:
-        """The flat regenerated weights (D,), differentiable in theta_d and the scales.
-
-        Args:
-            theta_d: values to use instead of ``self.theta_d`` (same shape).
-        """
+    def _pieces(self, theta_d: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The flat regenerated tensors in manifest order. Tensors outside the subspace are
+        theta_0's own slices (no gradient flows to them)."""
         p = self.projection(self.theta_d if theta_d is None else theta_d)
-        if self.scales is None and len(self.selected) == len(self.manifest):
-            return self.theta_0 + p
         sizes = [s.numel for s in self.manifest]
-        base_parts = list(torch.split(self.theta_0, sizes))
+        if self.scales is None and len(self.selected) == len(self.manifest):
+            return list(torch.split(self.theta_0 + p, sizes))
+        parts = list(torch.split(self.theta_0, sizes))
         offset = 0
         for k, i in enumerate(self.selected):
             piece = p[offset : offset + sizes[i]]
             offset += sizes[i]
             if self.scales is not None:
                 piece = self.scales[k] * piece
-            base_parts[i] = base_parts[i] + piece
-        return torch.cat(base_parts)
+            parts[i] = parts[i] + piece
+        return parts
+
+    def theta(self, theta_d: torch.Tensor | None = None) -> torch.Tensor:
+        """The flat regenerated weights (D,), differentiable in theta_d and the scales.
+
+        Args:
+            theta_d: values to use instead of ``self.theta_d`` (same shape).
+        """
+        if self.scales is None and len(self.selected) == len(self.manifest):
+            return self.theta_0 + self.projection(self.theta_d if theta_d is None else theta_d)
+        return torch.cat(self._pieces(theta_d))
 
     def tensors(self, theta: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The regenerated parameters by name, shaped as in the model."""
-        theta = self.theta() if theta is None else theta
-        pieces = torch.split(theta, [s.numel for s in self.manifest])
+        pieces = self._pieces() if theta is None else torch.split(theta, [s.numel for s in self.manifest])
         return {s.name: t.view(s.shape) for s, t in zip(self.manifest, pieces)}
 
     def forward(self, *args, **kwargs):

@@ -242,3 +242,19 @@ def test_dense_large_runs_in_bounded_memory():
     peak_kib = int(out.stdout.split()[-1])
     assert peak_kib < 2 * 1024 * 1024, f"peak RSS {peak_kib / 1024:.0f} MiB"
     assert math.isfinite(peak_kib)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_works_in_a_forked_child():
+    import multiprocessing
+
+    proj = make_projection("sorf", 50000, 100, 2)
+    x = torch.randn(100)
+    kernels.forward(proj, x)  # the parent's thread pool exists before the fork
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply_async(_forward_bits, (proj, x)).get(timeout=120)
+    assert child == _forward_bits(proj, x)
+
+
+def _forward_bits(proj, x) -> bytes:
+    return kernels.forward(proj, x).numpy().tobytes()

@@ -11,6 +11,10 @@ The functions below take a projection object (duck-typed: ``kind``, ``D``, ``d``
 ``scale_exp``, and ``n``/``blocks`` for sorf, ``k`` for sparse) and torch tensors, and return
 torch tensors on the CPU. Forwards and ``theta0``/``regenerate`` are bit-exact with the
 reference; transposes (gradients only) agree to rounding.
+
+The kernels run on ``NUMBA_NUM_THREADS`` threads (default: every CPU) and never hold a D x d
+matrix. The first call in a fresh install compiles them (about 10 s of CPU); numba caches the
+machine code next to ``cpu.py`` and later processes load it in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -114,8 +118,6 @@ def cpu_module():
     return cpu
 
 
-_cpu = cpu_module
-
 
 @functools.lru_cache(maxsize=256)
 def _key(seed: int, kind: int, index: int) -> tuple[np.uint32, np.uint32]:
@@ -152,13 +154,13 @@ def _padded_bits(x: torch.Tensor, size: int) -> np.ndarray:
 def sorf_forward(proj, x: torch.Tensor) -> torch.Tensor:
     """SORF ``P @ x``: (d,) -> (D,) float32, bit-exact with ``SORF.forward``."""
     xbits = _padded_bits(x, proj.n)
-    out = _cpu().sorf_forward(xbits, proj.n, proj.blocks, _sorf_keys(proj.seed), _scale(proj), _cpu().no_segments(), _empty(proj.D))
+    out = cpu_module().sorf_forward(xbits, proj.n, proj.blocks, _sorf_keys(proj.seed), _scale(proj), cpu_module().no_segments(), _empty(proj.D))
     return torch.from_numpy(out)
 
 
 def sorf_transpose(proj, y: torch.Tensor) -> torch.Tensor:
     """SORF ``P^T @ y``: (D,) -> (d,) float32 (gradients)."""
-    out = _cpu().sorf_transpose(_as_f32(y), proj.n, proj.blocks, _sorf_keys(proj.seed), _scale(proj), proj.d)
+    out = cpu_module().sorf_transpose(_as_f32(y), proj.n, proj.blocks, _sorf_keys(proj.seed), _scale(proj), proj.d)
     return torch.from_numpy(out)
 
 
@@ -166,26 +168,26 @@ def dense_forward(proj, x: torch.Tensor) -> torch.Tensor:
     """Dense ``P @ x``: (d,) -> (D,) float32, bit-exact with ``Dense.forward``; O(D + d) memory."""
     k0, k1 = _key(proj.seed, rng.STREAM_PROJECTION, 0)
     xbits = _padded_bits(x, 64 * ((proj.d + 63) // 64))
-    return torch.from_numpy(_cpu().dense_forward(xbits, proj.d, k0, k1, _scale(proj), _empty(proj.D)))
+    return torch.from_numpy(cpu_module().dense_forward(xbits, proj.d, k0, k1, _scale(proj), _empty(proj.D)))
 
 
 def dense_transpose(proj, y: torch.Tensor) -> torch.Tensor:
     """Dense ``P^T @ y``: (D,) -> (d,) float32 (gradients); O(D + d) memory."""
     k0, k1 = _key(proj.seed, rng.STREAM_PROJECTION, 0)
-    return torch.from_numpy(_cpu().dense_transpose(_as_f32(y), proj.d, k0, k1, _scale(proj)))
+    return torch.from_numpy(cpu_module().dense_transpose(_as_f32(y), proj.d, k0, k1, _scale(proj)))
 
 
 def sparse_forward(proj, x: torch.Tensor) -> torch.Tensor:
     """Sparse ``P @ x``: (d,) -> (D,) float32, bit-exact with ``Sparse.forward``."""
     k0, k1 = _key(proj.seed, rng.STREAM_PROJECTION, 0)
     xbits = _padded_bits(x, proj.d)
-    return torch.from_numpy(_cpu().sparse_forward(xbits, proj.d, proj.k, k0, k1, _scale(proj), _empty(proj.D)))
+    return torch.from_numpy(cpu_module().sparse_forward(xbits, proj.d, proj.k, k0, k1, _scale(proj), _empty(proj.D)))
 
 
 def sparse_transpose(proj, y: torch.Tensor) -> torch.Tensor:
     """Sparse ``P^T @ y``: (D,) -> (d,) float32 (gradients)."""
     k0, k1 = _key(proj.seed, rng.STREAM_PROJECTION, 0)
-    return torch.from_numpy(_cpu().sparse_transpose(_as_f32(y), proj.d, proj.k, k0, k1, _scale(proj)))
+    return torch.from_numpy(cpu_module().sparse_transpose(_as_f32(y), proj.d, proj.k, k0, k1, _scale(proj)))
 
 
 _FORWARD = {"sorf": sorf_forward, "dense": dense_forward, "sparse": sparse_forward}
@@ -212,8 +214,7 @@ def transpose(proj, y: torch.Tensor) -> torch.Tensor:
 
 def _segments(manifest, seed: int, base: dict[str, torch.Tensor] | None):
     """The manifest as the segment arrays of ``cpu.theta0_into``."""
-    from squeeze.kernels import cpu
-
+    cpu = cpu_module()
     S = len(manifest)
     start = np.zeros(S + 1, np.uint64)
     kind = np.zeros(S, np.int64)
@@ -258,7 +259,7 @@ def theta0(manifest, seed: int, base: dict[str, torch.Tensor] | None = None) -> 
         base: tensors for the manifest's ``("b",)`` entries.
     """
     segs = _segments(manifest, seed, base)
-    return torch.from_numpy(_cpu().theta0_into(segs, _empty(int(segs[0][-1]))))
+    return torch.from_numpy(cpu_module().theta0_into(segs, _empty(int(segs[0][-1]))))
 
 
 def regenerate(proj, theta_d: torch.Tensor, manifest, seed: int, base: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -275,7 +276,7 @@ def regenerate(proj, theta_d: torch.Tensor, manifest, seed: int, base: dict[str,
     if proj.kind == "sorf":
         xbits = _padded_bits(theta_d, proj.n)
         segs = _segments(manifest, seed, base)
-        out = _cpu().sorf_forward(xbits, proj.n, proj.blocks, _sorf_keys(proj.seed), _scale(proj), segs, _empty(proj.D))
+        out = cpu_module().sorf_forward(xbits, proj.n, proj.blocks, _sorf_keys(proj.seed), _scale(proj), segs, _empty(proj.D))
         return torch.from_numpy(out)
     t0 = theta0(manifest, seed, base)
     return t0.add_(forward(proj, theta_d))

@@ -31,6 +31,7 @@ so module constants here must never depend on the machine or the environment.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -61,7 +62,7 @@ SEG_GIVEN = 2  # copied from a given array (a base checkpoint)
 # --------------------------------------------------------------------------- threads
 
 _pool: ThreadPoolExecutor | None = None
-_pool_size = 0
+_pool_key = (0, 0)  # (threads, pid): a forked child makes its own pool
 _pool_lock = threading.Lock()
 
 
@@ -73,16 +74,16 @@ def threads() -> int:
 def _run(work: Callable[[int, int, int], object], count: int, grain: int) -> list:
     """``work(chunk, lo, hi)`` over [0, count) in chunks of at least ``grain`` items, on the
     pool (a few chunks per thread, for balance on a busy machine); results in chunk order."""
-    global _pool, _pool_size
+    global _pool, _pool_key
     nt = threads()
     chunks = max(1, min(4 * nt, count // max(1, grain)))
     bounds = [count * c // chunks for c in range(chunks + 1)]
     if chunks == 1 or nt == 1:
         return [work(c, bounds[c], bounds[c + 1]) for c in range(chunks)]
     with _pool_lock:
-        if _pool is None or _pool_size != nt:
+        if _pool is None or _pool_key != (nt, os.getpid()):
             _pool = ThreadPoolExecutor(max_workers=nt, thread_name_prefix="squeeze-kernel")
-            _pool_size = nt
+            _pool_key = (nt, os.getpid())
         pool = _pool
     return list(pool.map(lambda c: work(c, bounds[c], bounds[c + 1]), range(chunks)))
 

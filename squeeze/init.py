@@ -21,7 +21,7 @@ from urllib.parse import quote, unquote
 import torch
 from torch import nn
 
-from squeeze import rng
+from squeeze import kernels, rng
 
 SQRT3 = math.sqrt(3.0)
 
@@ -216,6 +216,8 @@ def regenerate_theta0(
     manifest: list[TensorSpec], seed: int, base: dict[str, torch.Tensor] | None = None, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
     """The flat float32 theta_0 (D values) in manifest order."""
+    if kernels.use_numba(device):
+        return kernels.theta0(manifest, seed, base)
     parts = []
     for i, spec in enumerate(manifest):
         if spec.init[0] == "b":

@@ -13,6 +13,8 @@ from squeeze import rng
 from squeeze.init import (
     TensorSpec,
     build_manifest,
+    manifest_text,
+    parse_manifest_text,
     regenerate_tensor,
     regenerate_theta0,
     round_bits,
@@ -193,10 +195,16 @@ def test_base_tensors_come_from_the_base():
         regenerate_tensor(manifest[0], 0, seed=0)
 
 
-def test_tensor_spec_json_round_trip_and_rejects_bad_entries():
-    for spec in (TensorSpec("x.w", (2, 3), ("u", 0.125)), TensorSpec("b", (0,), ("c", 1.0)), TensorSpec("e", (5,), ("b",))):
-        assert TensorSpec.from_json(spec.to_json()) == spec
-    with pytest.raises(ValueError, match="unknown init kind"):
-        TensorSpec.from_json(["w", [2], ["gauss", 1.0]])
-    with pytest.raises(ValueError, match="bad manifest entry"):
-        TensorSpec.from_json(["w", [-1], ["c", 0.0]])
+def test_tensor_spec_text_round_trip_and_rejects_bad_entries():
+    specs = [
+        TensorSpec("x.w", (2, 3), ("u", 0.125)),
+        TensorSpec("b", (0,), ("c", 1.0)),
+        TensorSpec("e", (5,), ("b",)),
+        TensorSpec("scalar", (), ("c", -0.1)),
+        TensorSpec("odd name;with:seps", (4,), ("u", round_bits(1 / 3))),
+    ]
+    assert [s.to_text() for s in specs[:4]] == ["x.w:2x3:u1p-3", "b:0:c1p0", "e:5:b", "scalar::c-3602879701896397p-55"]
+    assert parse_manifest_text(manifest_text(specs)) == specs  # exact, separators escaped
+    for bad in ("w:2:gauss1p0", "w:-1:c0p0", "w:2", "w:2:u0.5", "w:2:unan", "w:2x:u1p0"):
+        with pytest.raises(ValueError):
+            TensorSpec.from_text(bad)

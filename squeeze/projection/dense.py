@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from squeeze import rng
+from squeeze import kernels, rng
 from squeeze.projection.base import Projection, fold_sum, pow2_exponent, register
 
 CHUNK_ENTRIES = 1 << 22  # entries of P regenerated at once
@@ -46,6 +46,8 @@ class Dense(Projection):
         return cls(D, d, seed, scale_exp=int(spec["e"]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if kernels.use_numba(x):
+            return kernels.dense_forward(self, x)
         x = x.to(torch.float32)
         out = torch.empty(self.D, dtype=torch.float32, device=x.device)
         for start in range(0, self.D, self.chunk):
@@ -54,6 +56,8 @@ class Dense(Projection):
         return out * (2.0**self.scale_exp)
 
     def transpose(self, y: torch.Tensor) -> torch.Tensor:
+        if kernels.use_numba(y):
+            return kernels.dense_transpose(self, y)
         y = y.to(torch.float32)
         acc = torch.zeros(self.d, dtype=torch.float32, device=y.device)
         for start in range(0, self.D, self.chunk):

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from squeeze import rng
+from squeeze import kernels, rng
 from squeeze.projection.base import Projection, fold_sum, pow2_exponent, register
 
 
@@ -44,10 +44,14 @@ class Sparse(Projection):
         return self._cache[device]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if kernels.use_numba(x):
+            return kernels.sparse_forward(self, x)
         cols, sgn = self.entries(x.device)
         return fold_sum(x.to(torch.float32)[cols] * sgn) * (2.0**self.scale_exp)
 
     def transpose(self, y: torch.Tensor) -> torch.Tensor:
+        if kernels.use_numba(y):
+            return kernels.sparse_transpose(self, y)
         cols, sgn = self.entries(y.device)
         vals = (y.to(torch.float32)[:, None] * sgn).reshape(-1)
         out = torch.zeros(self.d, dtype=torch.float32, device=y.device)

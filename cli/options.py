@@ -11,6 +11,7 @@ Data = typer.Option(..., "--data", help="digits, mnist5k, mnist1d[:N], or a .npz
 Device = typer.Option("cpu", "--device", help="cpu or cuda. Regeneration gives the same bits on both.")
 Base = typer.Option(None, "--base", help="Base of a fine-tune: a checkpoint (.safetensors/.pt), 'arch' (the weights the architecture loads itself), or 'package.module:factory'. Its digest must match the file's.")
 TrustPickle = typer.Option(False, "--trust-pickle", help="Allow a checkpoint that needs pickle (a whole saved module). Pickle runs code from the file: only for files you trust.")
+Lean = typer.Option(False, "--lean", help="Leave out the informational records (metrics, input description) to save about 300 bytes; the file still regenerates, verifies and exports (give --input-shape to export).")
 Json = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
 SqzFile = typer.Argument(..., help="A .sqz file.", show_default=False)
 
@@ -19,4 +20,4 @@ def out_option(help: str):
     return typer.Option(..., "--output", "-o", help=help)
 
 
-__all__ = ["Arch", "ArchKwargs", "Data", "Device", "Base", "TrustPickle", "Json", "SqzFile", "out_option"]
+__all__ = ["Arch", "ArchKwargs", "Data", "Device", "Base", "TrustPickle", "Lean", "Json", "SqzFile", "out_option"]

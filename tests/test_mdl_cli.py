@@ -287,3 +287,14 @@ def test_mnist5k_quantized_mlp_fits_in_1000_bytes(mnist5k_run, tmp_path):
     print(f"smallest file: {small.size_bytes} bytes, of which header {header} and tensor data {small.size_bytes - 8 - header}")
     assert small.weights_sha256 == f.weights_sha256
     assert small.size_bytes <= 1000
+
+
+def test_lean_quantized_file_leaves_out_the_records_and_still_verifies(float_file, tmp_path, capsys, digits):
+    full, lean = tmp_path / "full.sqz", tmp_path / "lean.sqz"
+    assert main(["quantize", str(float_file), "--levels", "4", "-o", str(full)]) == 0
+    assert main(["quantize", str(float_file), "--levels", "4", "--lean", "-o", str(lean)]) == 0
+    f_full, f_lean = fmt.read(full), fmt.read(lean)
+    assert f_lean.metrics == {} and f_lean.data is None and f_full.data is not None
+    assert f_lean.weights_sha256 == f_full.weights_sha256  # the same weights, fewer bytes
+    assert f_lean.size_bytes < f_full.size_bytes - 100
+    assert main(["verify", str(lean)]) == 0

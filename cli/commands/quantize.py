@@ -23,6 +23,7 @@ def command(
     file: Path = options.SqzFile,
     levels: int = typer.Option(..., "--levels", "-L", help="L: the number of distinct values theta_d keeps (e.g. 4 or 8)."),
     output: Path = options.out_option("Where to write the quantized .sqz file."),
+    lean: bool = options.Lean,
     data: str | None = typer.Option(None, "--data", help="Training data for quantization-aware fine-tuning and accuracy (digits, mnist5k, mnist1d[:N], or a file). Without it: k-means only."),
     steps: int = typer.Option(DEFAULTS.steps, "--steps", help="Quantization-aware fine-tuning steps (needs --data; 0: k-means only)."),
     lr: float = typer.Option(DEFAULTS.lr, "--lr", help="Adam learning rate of the fine-tuning."),
@@ -62,7 +63,7 @@ def command(
         for k in ("test_accuracy", "val_accuracy", "ratio_to_dense"):
             metrics.pop(k, None)  # measured before quantization: no longer this file's
     arch_rec = f.arch if arch is None else {"ref": arch, "kwargs": f.arch.get("kwargs", {}) if f.arch and f.arch.get("ref") == arch else {}}
-    out = fmt.save(sub, output, arch=arch_rec, metrics=metrics, data=f.data, encoded=encoded)
+    out = fmt.save(sub, output, arch=arch_rec, metrics=None if lean else metrics, data=None if lean else f.data, encoded=encoded)
 
     t = Table(show_header=True, title=f"{file} -> {output}", title_justify="left")
     t.add_column("")

@@ -37,6 +37,7 @@ def command(
     base: Optional[str] = typer.Option(None, "--base", help="Fine-tune against a pretrained base instead of a random theta_0: a checkpoint (.safetensors/.pt), 'arch' (the weights the architecture loads itself), or 'module:factory'. The file records the base's digest, never its weights; tensors the base lacks (a new head) are drawn from the seed. With --baseline, the baseline is full fine-tuning from the base."),
     include: Optional[list[str]] = typer.Option(None, "--include", help="Put only the tensors whose names match this pattern (fnmatch, e.g. 'head.*', repeatable) in the subspace; the others stay at theta_0."),
     trust_pickle: bool = options.TrustPickle,
+    lean: bool = options.Lean,
     quantize: Optional[int] = typer.Option(None, "--quantize", help="At the end, quantize theta_d to this many levels (k-means + quantization-aware fine-tuning on the training data) and store it entropy-coded, as `squeeze quantize` does."),
 ) -> None:
     """Train a model directly in a random d-dimensional subspace and save it as a .sqz file.
@@ -90,7 +91,7 @@ def command(
         raise typer.Exit(130 if result.interrupted else 0)
     if dist.active:
         err_console.print(f"data-parallel over {dist.world_size} processes: {result.bytes_per_step:,} bytes of gradient all-reduced per step per process (4 x d = 4 x {dim}; a dense model would need 4 x D = {4 * sub.D:,})")
-    f = fmt.save(sub, output, arch=arch_rec, metrics=metrics, data=ds.describe(), dtype=dtype, encoded=encoded)
+    f = fmt.save(sub, output, arch=arch_rec, metrics=None if lean else metrics, data=None if lean else ds.describe(), dtype=dtype, encoded=encoded)
     line = f"test accuracy {metrics['test_accuracy']:.4f}"
     if encoded is not None:
         line += f" with {quantize} levels ({float_accuracy:.4f} before quantization)"

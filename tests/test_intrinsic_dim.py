@@ -79,7 +79,9 @@ def test_d_int_rule_and_interpolation():
 @pytest.mark.slow
 def test_intrinsic_dim_mnist5k_mlp_and_lenet():
     """Li et al. (2018) on full MNIST: d_int90 = 750 (MLP), 290 (LeNet). On mnist5k the issue
-    asks for an MLP d_int90 between 300 and 2,000 and a lower one for LeNet."""
+    asks for an MLP d_int90 between 300 and 2,000 and a lower one for LeNet. Measured with these
+    settings (and with `squeeze intrinsic-dim ... --repeats 2`): MLP 500 (dense 0.9095),
+    LeNet 300 (dense 0.9285)."""
     data = load_data("mnist5k")
     dims = [100, 200, 300, 400, 500, 750, 1000, 1500, 2000]
     found = {}

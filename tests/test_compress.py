@@ -17,6 +17,7 @@ from squeeze.fit import TrainConfig, accuracy, train
 from squeeze.zoo import MLP
 from squeeze_cli.app import main
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models: one thread is fastest on a busy machine
 MLP_KW = '{"hidden": [32]}'
 
 

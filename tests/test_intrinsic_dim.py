@@ -11,6 +11,7 @@ from squeeze.data import load_data
 from squeeze.dimension import SweepConfig, SweepPoint, SweepResult, sweep
 from squeeze_cli.app import main
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models: one thread is fastest on a busy machine
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -152,7 +152,17 @@ def load_teacher(path: str | Path, model: nn.Module, *, trust_pickle: bool = Fal
     return model.eval()
 
 
-def distill(teacher: nn.Module, student: nn.Module, data: Dataset, dim: int, config: CompressConfig, *, teacher_pred: torch.Tensor | None = None, progress: bool = True) -> Trial:
+def distill(
+    teacher: nn.Module,
+    student: nn.Module,
+    data: Dataset,
+    dim: int,
+    config: CompressConfig,
+    *,
+    teacher_pred: torch.Tensor | None = None,
+    progress: bool = True,
+    base: dict[str, torch.Tensor] | None = None,
+) -> Trial:
     """Distil ``teacher`` into a ``dim``-dimensional subspace of ``student`` and measure it.
 
     Args:
@@ -163,6 +173,7 @@ def distill(teacher: nn.Module, student: nn.Module, data: Dataset, dim: int, con
         config: a :class:`CompressConfig`.
         teacher_pred: the teacher's test predictions, if already computed.
         progress: show a progress bar.
+        base: a pretrained base state_dict: theta_0 is the base (a fine-tune delta).
 
     Returns:
         A :class:`~squeeze.dimension.Trial` whose ``payload`` is the fitted subspace (theta_d
@@ -170,7 +181,7 @@ def distill(teacher: nn.Module, student: nn.Module, data: Dataset, dim: int, con
     """
     start = time.time()
     dev = config.device
-    sub = Subspace(student, SubspaceConfig(dim=dim, projection=config.projection, seed=config.seed))
+    sub = Subspace(student, SubspaceConfig(dim=dim, projection=config.projection, seed=config.seed), base=base)
     cfg = TrainConfig(epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, device=dev, seed=config.seed, distill_weight=config.distill_weight)
     res = train(sub, data, cfg, teacher=teacher, progress=progress, description=f"d={dim}")
     fmt.round_for_storage_(sub, config.dtype)
@@ -192,6 +203,7 @@ def compress(
     *,
     on_trial: Callable[[Trial], None] | None = None,
     progress: bool = True,
+    base: dict[str, torch.Tensor] | None = None,
 ) -> CompressResult:
     """Fit theta_d to ``teacher`` at ``config.dim``, or search the smallest d reaching the target.
 
@@ -201,6 +213,7 @@ def compress(
         data: the data set (test accuracy is measured on its test split).
         config: a :class:`CompressConfig`.
         on_trial: called after each fitted d (to print it).
+        base: a pretrained base state_dict; theta_0 is the base (see :func:`distill`).
         progress: show progress bars.
 
     Returns:
@@ -215,7 +228,7 @@ def compress(
     threshold = config.target * teacher_acc
 
     def evaluate(d: int) -> Trial:
-        return distill(teacher, build(), data, d, config, teacher_pred=teacher_pred, progress=progress)
+        return distill(teacher, build(), data, d, config, teacher_pred=teacher_pred, progress=progress, base=base)
 
     if config.dim is not None:
         t = evaluate(config.dim)

@@ -271,3 +271,30 @@ def test_a_large_manifest_is_stored_packed(tmp_path):
     damaged = raw.replace(meta["params"][10:30].encode(), b"A" * 20)
     with pytest.raises(FormatError, match="packed manifest"):
         fmt.parse(damaged, "damaged.sqz")
+
+
+def test_cli_compress_a_dense_finetune_against_its_base(pretrained, digits, tmp_path, capsys):
+    """A dense fine-tune (base body + a head, all weights trained on digits 0-9) compressed as
+    a delta against the base: the file names the base by digest and verifies only with it."""
+    path, body = pretrained
+    torch.manual_seed(3)
+    dense = _mlp(digits)
+    dense.load_state_dict(body, strict=False)
+    teacher_res = train(dense, digits, TrainConfig(epochs=8, lr=1e-2, batch_size=64), progress=False)
+    ckpt = tmp_path / "finetuned.safetensors"
+    save_file({k: v.contiguous() for k, v in dense.state_dict().items()}, str(ckpt))
+    out = tmp_path / "delta.sqz"
+    kwargs = json.dumps({"hidden": HIDDEN})
+    rc = main(["compress", str(ckpt), "--arch", "squeeze.zoo:MLP", "--arch-kwargs", kwargs, "--data", "digits", "--dim", "64", "--epochs", "8", "--base", str(path), "-o", str(out)])
+    assert rc == 0
+    f = fmt.read(out)
+    assert f.base == base_digest(body, BODY) and _tensor_names(out) == ["theta_d"]
+    # the base is worth having: the same d from a random theta_0 does worse
+    scratch = tmp_path / "scratch.sqz"
+    assert main(["compress", str(ckpt), "--arch", "squeeze.zoo:MLP", "--arch-kwargs", kwargs, "--data", "digits", "--dim", "64", "--epochs", "8", "-o", str(scratch)]) == 0
+    print(f"teacher {teacher_res.test_accuracy:.4f}, delta against the base {f.metrics['test_accuracy']:.4f}, from scratch {fmt.read(scratch).metrics['test_accuracy']:.4f}")
+    assert f.metrics["test_accuracy"] > fmt.read(scratch).metrics["test_accuracy"] + 0.05
+    capsys.readouterr()
+    assert main(["verify", str(out), "--base", str(path)]) == 0
+    assert main(["verify", str(out)]) == 2
+    assert "pass --base" in _flat(capsys.readouterr().err)

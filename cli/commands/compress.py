@@ -14,12 +14,13 @@ from rich.table import Table
 
 from squeeze import arch as arch_mod
 from squeeze import format as fmt
+from squeeze.base import load_base
 from squeeze.compress import CompressConfig, compress, load_teacher
 from squeeze.dimension import Trial
 from squeeze.errors import SqueezeError
 from squeeze.projection import kinds
 from squeeze_cli import options
-from squeeze_cli.common import device as check_device, model_for_data
+from squeeze_cli.common import base_arg, device as check_device, model_for_data
 from squeeze_cli.console import console, err_console
 
 EXIT_TARGET_MISSED = 4
@@ -49,6 +50,7 @@ def command(
     batch_size: int = typer.Option(128, "--batch-size", help="Examples per step."),
     dev: str = options.Device,
     dtype: str = typer.Option("float16", "--dtype", help="Storage of theta_d: float16 (half the bytes) or float32."),
+    base: Optional[str] = typer.Option(None, "--base", help="Compress a fine-tune as a delta against its pretrained base: a checkpoint (.safetensors/.pt), 'arch' or 'module:factory' (as in `squeeze train --base`). The file records the base's digest, never its weights."),
     trust_pickle: bool = options.TrustPickle,
     arch_kwargs: Optional[str] = options.ArchKwargs,
     as_json: bool = options.Json,
@@ -69,6 +71,7 @@ def command(
     )
     student, arch_rec, ds = model_for_data(arch, arch_kwargs, data)
     teacher = load_teacher(model, student, trust_pickle=trust_pickle)
+    base_sd = load_base(base_arg(base, trust_pickle), model=student) if base else None
     progress = not as_json and sys.stdout.isatty()
     what = f"the smallest d reaching {target:g} x the teacher's accuracy" if config.dim is None else f"d = {config.dim}"
     err_console.print(f"compressing {model.name} ({arch} on {ds.name}) by distillation: {what}", highlight=False, markup=False)
@@ -76,7 +79,7 @@ def command(
     def show(t: Trial) -> None:
         err_console.print(f"  d = {t.d:>7,}: test accuracy {t.accuracy:.4f}, agreement {t.info['agreement']:.4f} ({t.seconds:.1f} s)", highlight=False)
 
-    result = compress(teacher, lambda: arch_mod.build(arch_rec["ref"], arch_rec["kwargs"]), ds, config, on_trial=show, progress=progress)
+    result = compress(teacher, lambda: arch_mod.build(arch_rec["ref"], arch_rec["kwargs"]), ds, config, on_trial=show, progress=progress, base=base_sd)
     teacher_bytes = model.stat().st_size
     f = fmt.save(result.sub, output, arch=arch_rec, metrics=result.metrics(teacher_bytes), data=ds.describe(), dtype=dtype)
     threshold = target * result.teacher_accuracy

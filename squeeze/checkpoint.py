@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from squeeze.errors import SqueezeError
+from squeeze.errors import SqueezeError, mismatch
 
 
 def load_state_dict(path: Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
@@ -70,17 +70,8 @@ def _detail(e: Exception) -> str:
 
 def match_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
     """Load ``state`` into ``model`` strictly; list missing/unexpected/reshaped keys on failure."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    reshaped = [f"{k} {list(state[k].shape)} vs {list(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or reshaped:
-        parts = []
-        if missing:
-            parts.append(f"missing: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
-        if unexpected:
-            parts.append(f"unexpected: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
-        if reshaped:
-            parts.append(f"shape mismatch ({what} vs architecture): {'; '.join(reshaped[:8])}")
-        raise SqueezeError(f"{what} does not match the architecture ({'; '.join(parts)}); check --arch")
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    problems = mismatch(own, {k: tuple(v.shape) for k, v in state.items()}, "missing", "unexpected", f"shape mismatch (architecture vs {what})")
+    if problems:
+        raise SqueezeError(f"{what} does not match the architecture ({problems}); check --arch")
     model.load_state_dict(state, strict=True)

@@ -20,3 +20,17 @@ class ArchError(SqueezeError):
 
 class DataError(SqueezeError):
     """A data source that is missing, malformed, or does not fit the architecture."""
+
+
+def mismatch(want: dict, have: dict, missing: str, unexpected: str, reshaped: str) -> str | None:
+    """One clause per kind of difference between two ``{name: shape}`` maps (``None`` when they
+    agree), each listing up to eight names: the body of a "does not match" message."""
+
+    def names(items: list[str], sep: str = ", ") -> str:
+        return sep.join(items[:8]) + (" ..." if len(items) > 8 else "")
+
+    lost = [k for k in want if k not in have]
+    extra = [k for k in have if k not in want]
+    shaped = [f"{k} {list(want[k])} vs {list(have[k])}" for k in want if k in have and tuple(want[k]) != tuple(have[k])]
+    parts = [f"{label}: {names(items, sep)}" for label, items, sep in ((missing, lost, ", "), (unexpected, extra, ", "), (reshaped, shaped, "; ")) if items]
+    return "; ".join(parts) or None

@@ -22,6 +22,7 @@ from torch import nn
 from torch.func import functional_call
 
 from squeeze.base import base_digest
+from squeeze.errors import mismatch
 from squeeze.init import TensorSpec, build_manifest, regenerate_theta0
 from squeeze.projection import Projection, kinds, make_projection, projection_from_spec
 
@@ -63,20 +64,9 @@ def digest_of(theta: torch.Tensor) -> str:
 
 def check_manifest(expected: list[TensorSpec], model: nn.Module) -> None:
     """Raise ValueError listing missing, unexpected and reshaped tensors."""
-    have = _shapes(model)
-    want = {s.name: s.shape for s in expected}
-    missing = [n for n in want if n not in have]
-    unexpected = [n for n in have if n not in want]
-    reshaped = [f"{n} {list(want[n])} vs {list(have[n])}" for n in want if n in have and want[n] != have[n]]
-    if missing or unexpected or reshaped:
-        parts = []
-        if missing:
-            parts.append(f"missing in the architecture: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
-        if unexpected:
-            parts.append(f"not in the file: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
-        if reshaped:
-            parts.append(f"different shapes (file vs architecture): {'; '.join(reshaped[:8])}")
-        raise ValueError("the architecture does not match the file's tensors (" + "; ".join(parts) + "); pass the architecture the file was made with")
+    problems = mismatch({s.name: s.shape for s in expected}, _shapes(model), "missing in the architecture", "not in the file", "different shapes (file vs architecture)")
+    if problems:
+        raise ValueError(f"the architecture does not match the file's tensors ({problems}); pass the architecture the file was made with")
 
 
 def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:

@@ -25,7 +25,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-for module in (train, info, verify, decompress, export, quantize, mdl, compress, intrinsic_dim):
+for module in (compress, train, info, verify, decompress, export, intrinsic_dim, quantize, mdl):
     module.register(app)
 
 # Exception type -> exit code. The message is the exception's own sentence.

@@ -55,9 +55,7 @@ def command(
     arch_kwargs: Optional[str] = options.ArchKwargs,
     as_json: bool = options.Json,
 ) -> None:
-    """Compress a trained dense MODEL into a .sqz file: theta_d is fitted by distillation from
-    the dense model (the teacher), starting from theta_0. Every metric is measured on the
-    weights the file decompresses to.
+    """Compress a trained dense MODEL into a .sqz file: theta_d is fitted by distillation from the dense model (the teacher), starting from theta_0. Every metric is measured on the weights the file decompresses to.
 
     Exits with status 4 when --dim auto never reaches the target (the most accurate file
     found is still written).

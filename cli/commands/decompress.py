@@ -24,8 +24,10 @@ def command(
     base: Optional[Path] = options.Base,
     trust_pickle: bool = options.TrustPickle,
 ) -> None:
-    """Regenerate FILE's dense weights (checked against the stored digest) as a state_dict
-    that loads with strict=True into the architecture."""
+    """Regenerate FILE's dense weights, checked against the stored digest, as a state_dict that loads with strict=True.
+
+    Example: squeeze decompress mlp.sqz -o mlp.safetensors
+    """
     if output.suffix not in (".safetensors", ".pt"):
         raise SqueezeError(f"output {output} must end in .safetensors or .pt")
     sub = fmt.load_subspace(file, arch, base=base_arg(base, trust_pickle), device=check_device(dev))

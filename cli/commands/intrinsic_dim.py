@@ -46,8 +46,7 @@ def command(
     arch_kwargs: Optional[str] = options.ArchKwargs,
     as_json: bool = options.Json,
 ) -> None:
-    """Train in random subspaces of each d and densely; report d_int90, the smallest tried d
-    whose mean test accuracy reaches 90% of the dense model's (Li et al., 2018).
+    """Train in random subspaces of each d and densely; report d_int90, the smallest tried d whose mean test accuracy reaches 90% of the dense model's (Li et al., 2018).
 
     Example: squeeze intrinsic-dim --arch squeeze.zoo:MLP --data mnist5k --dims 100,300,500,750,1000 --plot mlp.png
     """

@@ -37,8 +37,7 @@ def command(
     base: Path | None = options.Base,
     trust_pickle: bool = options.TrustPickle,
 ) -> None:
-    """Description length of FILE's model in bits, itemised, and the test-error bounds it implies
-    (Occam, kl-Occam, Catoni) from its error on the training split of --data.
+    """Description length of FILE's model in bits, itemised, and the test-error bounds it implies (Occam, kl-Occam, Catoni) from its error on the training split of --data.
 
     Example: squeeze mdl mlp-q4.sqz --data mnist5k --search-bits 3
     """

@@ -13,7 +13,7 @@ import click
 import typer
 
 from squeeze.errors import SqueezeError
-from squeeze_cli.commands import compress, decompress, export, info, intrinsic_dim, mdl, quantize, train, verify
+from squeeze_cli.commands import bench, compress, decompress, export, info, intrinsic_dim, mdl, quantize, train, verify
 from squeeze_cli.console import err_console
 
 app = typer.Typer(
@@ -25,7 +25,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-for module in (compress, train, info, verify, decompress, export, intrinsic_dim, quantize, mdl):
+for module in (compress, train, info, verify, decompress, export, intrinsic_dim, quantize, mdl, bench):
     module.register(app)
 
 # Exception type -> exit code. The message is the exception's own sentence.

@@ -69,3 +69,13 @@ def test_mlp_on_mnist5k_in_a_750_dimensional_subspace(tmp_path, capsys):
     assert main(["decompress", str(out), "-o", str(dense)]) == 0
     data = load_data("mnist5k")
     assert _dense_accuracy(dense, "squeeze.zoo:MLP", {}, data) == pytest.approx(f.metrics["test_accuracy"], abs=1e-6)
+
+
+def test_bench_times_every_path_and_checks_their_bits(tmp_path, capsys):
+    out = tmp_path / "m.sqz"
+    assert main(["train", "--arch", "squeeze.zoo:LeNet", "--data", "digits", "--dim", "32", "--epochs", "1", "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["bench", str(out), "--repeats", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "reference" in text and "numba" in text and "read dense" in text
+    assert text.count("same") == 2 and "DIFFERENT" not in text

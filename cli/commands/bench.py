@@ -1,0 +1,85 @@
+"""``squeeze bench``: how fast a file's weights regenerate, against reading them densely."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+import typer
+from rich.table import Table
+
+from squeeze import format as fmt, kernels
+from squeeze.subspace import digest_of
+from squeeze_cli import options
+from squeeze_cli.common import base_arg, device as check_device
+from squeeze_cli.console import console
+
+
+def _best_of(fn, repeats: int, device: str) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def command(
+    file: Path = options.SqzFile,
+    repeats: int = typer.Option(5, "--repeats", help="Timed runs of each path; the best is shown."),
+    dev: str = options.Device,
+    arch: Optional[str] = options.Arch,
+    base: Optional[Path] = options.Base,
+    trust_pickle: bool = options.TrustPickle,
+) -> None:
+    """Time the regeneration of FILE's weights on each available path, and reading the same weights from a dense safetensors file.
+
+    Example: squeeze bench mlp.sqz --repeats 10
+    """
+    dev = check_device(dev)
+    sub = fmt.load_subspace(file, arch, base=base_arg(base, trust_pickle), device=dev)
+    f = fmt.read(file)
+    paths = ["reference"] + (["numba"] if dev == "cpu" and kernels.available() else [])
+    t = Table(title=f"{file}: D = {f.D:,} from d = {f.d:,} ({f.spec['kind']}), {dev}, {torch.get_num_threads()} threads, best of {repeats}")
+    for col in ("path", "ms", "Mparams/s", "vs reading dense", "digest"):
+        t.add_column(col, justify="right")
+    with tempfile.TemporaryDirectory() as tmp:
+        dense = os.path.join(tmp, "dense.safetensors")
+        from safetensors.torch import load, save_file
+
+        save_file(fmt.dense_state_dict(sub), dense)
+
+        def read_dense():
+            with open(dense, "rb") as fh:
+                load(fh.read())
+
+        read_dense()  # warm the page cache
+        t_read = _best_of(read_dense, repeats, "cpu")
+    previous = os.environ.get(kernels.ENV_VAR)
+    try:
+        for path in paths:
+            os.environ[kernels.ENV_VAR] = path
+            with torch.no_grad():
+                sub.theta()  # compile / warm up
+                seconds = _best_of(sub.theta, repeats, dev)
+                ok = digest_of(sub.theta()) == f.weights_sha256
+            t.add_row(path, f"{seconds * 1e3:.2f}", f"{f.D / seconds / 1e6:,.0f}", f"{seconds / t_read:.2f}x", "[green]same[/]" if ok else "[red]DIFFERENT[/]")
+    finally:
+        if previous is None:
+            os.environ.pop(kernels.ENV_VAR, None)
+        else:
+            os.environ[kernels.ENV_VAR] = previous
+    t.add_row("read dense (warm cache)", f"{t_read * 1e3:.2f}", f"{f.D / t_read / 1e6:,.0f}", "1.00x", "")
+    console.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(command)

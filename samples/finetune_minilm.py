@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from squeeze import Subspace, SubspaceConfig
 from squeeze import format as fmt

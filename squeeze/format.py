@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
-import math
 import os
 import struct
 import warnings
@@ -34,6 +34,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -51,7 +52,7 @@ GENERATOR = "threefry2x32-20"
 MAX_FILE_BYTES = 1 << 31  # a .sqz file is tiny; anything larger is not one
 MAX_HEADER_BYTES = 1 << 24
 PACKED = "zlib:"  # prefix of a compressed manifest in ``params``
-PACK_PARAMS_OVER = 2048  # manifests with more JSON than this are stored compressed
+PACK_PARAMS_OVER = 2048  # manifest text longer than this is stored compressed
 KNOWN_KEYS = {"format", "format_version", "spec", "params", "arch", "base", "weights_sha256", "buffers_sha256", "metrics", "data", "theta", "created_by"}
 REQUIRED_KEYS = ("format", "format_version", "spec", "params", "weights_sha256", "theta")
 
@@ -157,8 +158,8 @@ def save(
     decoded = coding_registry.decode(enc, tensors, sub.theta_d.numel())
     if sub.scales is not None:
         tensors["scales"] = sub.scales.detach().to("cpu", torch.float32).contiguous()
-    for k, v in sub.extra_tensors().items():
-        tensors["buf." + k] = v.detach().cpu().contiguous()
+    buffers = {k: v.detach().cpu().contiguous() for k, v in sub.extra_tensors().items()}
+    tensors.update({"buf." + k: v for k, v in buffers.items()})
     with torch.no_grad():
         digest = digest_of(sub.theta(theta_d=decoded.to(sub.theta_d.device)))
     spec = {"kind": sub.config.projection, "seed": str(sub.config.seed), "d": sub.config.dim, "D": sub.D, "gen": GENERATOR, "p": sub.projection.spec()}
@@ -177,7 +178,6 @@ def save(
     }
     if arch:
         meta["arch"] = _json({k: v for k, v in arch.items() if v or k == "ref"})
-    buffers = {k[4:]: v for k, v in tensors.items() if k.startswith("buf.")}
     if buffers:
         meta["buffers_sha256"] = buffers_digest(buffers)
     if sub.base_digest:
@@ -193,10 +193,6 @@ def save(
 def buffers_digest(buffers: dict[str, torch.Tensor]) -> str:
     """SHA-256 over the stored buffers in sorted name order: each as its UTF-8 name, a NUL
     byte, its dtype name, a NUL byte, its shape as little-endian int64s, and its raw bytes."""
-    import hashlib
-
-    import numpy as np
-
     h = hashlib.sha256()
     for name in sorted(buffers):
         t = buffers[name].detach().cpu().contiguous()

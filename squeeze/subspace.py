@@ -139,12 +139,17 @@ class Subspace(nn.Module):
         """The number of trained numbers, scales included."""
         return self.config.dim
 
+    @property
+    def _plain(self) -> bool:
+        """Every tensor in the subspace and no layerwise scales: theta is one addition."""
+        return self.scales is None and len(self.selected) == len(self.manifest)
+
     def _pieces(self, theta_d: torch.Tensor | None = None) -> list[torch.Tensor]:
         """The flat regenerated tensors in manifest order. Tensors outside the subspace are
         theta_0's own slices (no gradient flows to them)."""
         p = self.projection(self.theta_d if theta_d is None else theta_d)
         sizes = [s.numel for s in self.manifest]
-        if self.scales is None and len(self.selected) == len(self.manifest):
+        if self._plain:
             return list(torch.split(self.theta_0 + p, sizes))
         parts = list(torch.split(self.theta_0, sizes))
         offset = 0
@@ -162,7 +167,7 @@ class Subspace(nn.Module):
         Args:
             theta_d: values to use instead of ``self.theta_d`` (same shape).
         """
-        if self.scales is None and len(self.selected) == len(self.manifest):
+        if self._plain:
             return self.theta_0 + self.projection(self.theta_d if theta_d is None else theta_d)
         return torch.cat(self._pieces(theta_d))
 

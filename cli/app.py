@@ -9,9 +9,10 @@ from __future__ import annotations
 import sys
 import traceback
 
-import click
 import typer
+from typer.exceptions import TyperException
 
+from squeeze import __version__
 from squeeze.errors import SqueezeError
 from squeeze_cli.commands import bench, compress, decompress, export, info, intrinsic_dim, mdl, quantize, train, verify
 from squeeze_cli.console import err_console
@@ -23,7 +24,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+EXIT_USAGE = 2  # a command line the parser rejects (typo, missing or unknown option)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"squeeze {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", help="Print the version and exit.", callback=_version, is_eager=True),
+) -> None:
+    """Ship neural networks as tiny files: a seed, a projection spec and a short vector theta_d."""
 
 for module in (compress, train, info, verify, decompress, export, intrinsic_dim, quantize, mdl, bench):
     module.register(app)
@@ -46,15 +63,19 @@ def main(argv: list[str] | None = None) -> int:
     args = [a for a in args if a != "--debug"]
     try:
         code = app(args=args, prog_name="squeeze", standalone_mode=False)
-        return code if isinstance(code, int) else 0  # click returns typer.Exit's code here
-    except click.exceptions.Exit as e:
+        return code if isinstance(code, int) else 0  # the parser returns typer.Exit's code here
+    except typer.Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         err_console.print("interrupted")
         return 130
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
+    except TyperException as e:  # the parser's usage errors: usage line, the problem, exit 2
+        show = getattr(e, "show", None)
+        if show is not None:
+            show()
+        else:
+            err_console.print(f"error: {e.format_message()}", highlight=False, markup=False)
+        return e.exit_code if e.exit_code else EXIT_USAGE
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130

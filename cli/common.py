@@ -43,3 +43,65 @@ def model_for_data(ref: str, kwargs_json: str | None, data_source: str) -> tuple
     model = arch_mod.build(ref, kwargs)
     check_fits(model, data)
     return model, {"ref": ref, "kwargs": kwargs}, data
+
+
+SUFFIXES = {".sqz": "a .sqz file", ".onnx": "an ONNX model", ".safetensors": "a safetensors file", ".pt": "a PyTorch file"}
+
+
+def check_output(
+    output: "Path | None",
+    *,
+    suffixes: tuple[str, ...] = (".sqz",),
+    inputs: tuple["Path | str | None", ...] = (),
+    force: bool = False,
+    default_from: "Path | None" = None,
+) -> "Path":
+    """Validate an output path before any work starts, so a long run never fails at the end.
+
+    Args:
+        output: the path the user gave, or None for the default.
+        suffixes: the extensions the command writes (the first one is the default's).
+        inputs: the command's input files; the output may never be one of them.
+        force: allow replacing an existing file.
+        default_from: with ``output`` None, write ``<stem><suffixes[0]>`` beside this file.
+
+    Returns:
+        The output path.
+
+    Raises:
+        SqueezeError: a wrong extension, a folder, a missing parent folder, an input, or an
+            existing file without ``force``.
+    """
+    from pathlib import Path
+
+    if output is None:
+        if default_from is None:
+            raise SqueezeError("--output is required (-o FILE)")
+        output = Path(default_from).with_suffix(suffixes[0])
+    output = Path(output)
+    if output.suffix.lower() not in suffixes:
+        kinds = " or ".join(suffixes)
+        raise SqueezeError(f"the output {output} must end in {kinds}: this command writes {SUFFIXES.get(suffixes[0], suffixes[0])} (e.g. -o {output.with_suffix(suffixes[0]).name})")
+    if output.is_dir():
+        raise SqueezeError(f"the output {output} is a folder; give a file name, e.g. -o {output / ('model' + suffixes[0])}")
+    if not output.parent.is_dir():
+        raise SqueezeError(f"the folder of the output {output} does not exist; create {output.parent} first or choose another -o")
+    for given in inputs:
+        if given is not None and Path(given).exists() and output.exists() and output.resolve() == Path(given).resolve():
+            raise SqueezeError(f"the output {output} is the input file; choose another -o so the input is kept")
+    if output.exists() and not force:
+        raise SqueezeError(f"{output} already exists; pass --force to replace it, or choose another -o")
+    return output
+
+
+def set_threads(threads: int | None) -> None:
+    """Apply --threads: torch's intra-op threads and the numba kernels' pool.
+
+    Args:
+        threads: the number of threads; None keeps the default (see ``options.Threads``).
+    """
+    if threads is None:
+        return
+    if threads < 1:
+        raise SqueezeError(f"--threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)  # the numba kernels use at most this many too

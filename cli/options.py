@@ -16,8 +16,12 @@ Json = typer.Option(False, "--json", help="Print machine-readable JSON instead o
 SqzFile = typer.Argument(..., help="A .sqz file.", show_default=False)
 
 
+Force = typer.Option(False, "--force", "-f", help="Replace the output file if it exists (otherwise an existing file is never touched).")
+Threads = typer.Option(1, "--threads", "-j", min=1, help="CPU threads for training and regeneration. 1 is fastest for small models on a busy machine; results repeat exactly for a fixed thread count, and may differ in the last digits between counts.")
+
+
 def out_option(help: str):
     return typer.Option(..., "--output", "-o", help=help)
 
 
-__all__ = ["Arch", "ArchKwargs", "Data", "Device", "Base", "TrustPickle", "Lean", "Json", "SqzFile", "out_option"]
+__all__ = ["Arch", "ArchKwargs", "Data", "Device", "Base", "TrustPickle", "Lean", "Json", "SqzFile", "Force", "Threads", "out_option"]

@@ -186,8 +186,23 @@ def save(
         meta["metrics"] = _json(metrics)
     if data:
         meta["data"] = _json(data)
-    write_bytes(path, st_save(tensors, metadata=meta))
+    write_bytes(path, canonical_header(st_save(tensors, metadata=meta)))
     return read(path)
+
+
+def canonical_header(raw: bytes) -> bytes:
+    """The same safetensors bytes with the JSON header's keys sorted at every level.
+
+    safetensors writes its metadata map in hash order, which changes from process to process;
+    sorting makes identical models identical files. The tensor data is untouched (its offsets
+    count from the end of the header); the header is padded with spaces to a multiple of 8, as
+    safetensors does.
+    """
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    text = json.dumps(header, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + raw[8 + n :]
 
 
 def buffers_digest(buffers: dict[str, torch.Tensor]) -> str:

@@ -67,8 +67,11 @@ _pool_lock = threading.Lock()
 
 
 def threads() -> int:
-    """Worker threads: ``NUMBA_NUM_THREADS`` if set, else the CPUs this process may use."""
-    return max(1, int(numba.config.NUMBA_NUM_THREADS))
+    """Worker threads: ``NUMBA_NUM_THREADS`` (default: the CPUs this process may use), at most
+    torch's intra-op thread count, so ``torch.set_num_threads`` (``--threads``) bounds both."""
+    import torch
+
+    return max(1, min(int(numba.config.NUMBA_NUM_THREADS), torch.get_num_threads()))
 
 
 def _run(work: Callable[[int, int, int], object], count: int, grain: int) -> list:

@@ -14,7 +14,7 @@ from typer.exceptions import TyperException
 
 from squeeze import __version__
 from squeeze.errors import SqueezeError
-from squeeze_cli.commands import bench, compress, decompress, export, info, intrinsic_dim, mdl, quantize, train, verify
+from squeeze_cli.commands import bench, compress, decompress, demo, export, info, intrinsic_dim, mdl, quantize, train, verify
 from squeeze_cli.console import err_console
 
 app = typer.Typer(
@@ -42,7 +42,7 @@ def _root(
 ) -> None:
     """Ship neural networks as tiny files: a seed, a projection spec and a short vector theta_d."""
 
-for module in (compress, train, info, verify, decompress, export, intrinsic_dim, quantize, mdl, bench):
+for module in (compress, train, info, verify, decompress, export, intrinsic_dim, quantize, mdl, bench, demo):
     module.register(app)
 
 # Exception type -> exit code. The message is the exception's own sentence.

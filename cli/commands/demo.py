@@ -1,0 +1,181 @@
+"""``squeeze demo``: a .sqz file's tiny ONNX graph in a web page (onnxruntime-web, offline).
+
+The page lives in ``samples/web`` of the repository (HTML, JavaScript, the vendored
+onnxruntime-web files and real test images). The command copies it to a folder, exports the
+model next to it as ``model.onnx`` with a ``model.json`` describing its input, and serves the
+folder on 127.0.0.1 (or only writes it, with ``--no-serve``). ``samples/web/build_model.py``
+uses the same functions to make the page's default model.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import shutil
+import tempfile
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from squeeze import format as fmt
+from squeeze.errors import SqueezeError
+from squeeze_cli import options
+from squeeze_cli.console import console
+
+WEB_DIR = Path(__file__).resolve().parents[2] / "samples" / "web"
+# What the page needs at run time (the rest of samples/web builds or documents it).
+PAGE_FILES = ("index.html", "app.js", "pad.js", "onnxinfo.js", "style.css", "examples", "vendor/onnxruntime-web")
+MIME = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm", ".json": "application/json", ".onnx": "application/octet-stream", ".css": "text/css"}
+PREPROCESSING_IN_GRAPH = "squeeze.preprocessing"  # ONNX metadata key: "in_graph" when the graph takes raw inputs
+
+
+def copy_page(dest: Path) -> None:
+    """Copy the page's run-time files from ``samples/web`` into ``dest`` (created if needed).
+
+    Raises:
+        SqueezeError: the page's files are missing (squeeze installed without its repository).
+    """
+    missing = [p for p in PAGE_FILES if not (WEB_DIR / p).exists()]
+    if missing:
+        raise SqueezeError(f"the demo page's files are missing from {WEB_DIR} ({', '.join(missing)}); run squeeze demo from a checkout of the repository installed with pip install -e .")
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in PAGE_FILES:
+        src, dst = WEB_DIR / rel, dest / rel
+        if src.is_dir():
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+
+
+def write_model(sqz: Path, dest: Path, *, arch: Optional[str] = None) -> dict:
+    """Export ``sqz`` as the tiny ONNX graph ``dest/model.onnx`` and describe it in ``dest/model.json``.
+
+    Args:
+        sqz: the .sqz file (its recorded input description says what the page draws).
+        dest: an existing folder.
+        arch: architecture reference instead of the file's own.
+
+    Returns:
+        The contents of ``model.json``.
+
+    Raises:
+        SqueezeError: a fine-tune of a base (its base weights would be a separate data file),
+            a file without an input description, or any export failure.
+    """
+    from squeeze.export import export_onnx
+
+    f = fmt.read(sqz)
+    if f.base is not None:
+        raise SqueezeError(f"{sqz} is a fine-tune of a base model, whose weights the tiny graph keeps in a separate data file the page does not load; export it with squeeze export --tiny instead")
+    if not f.data or not f.data.get("input_shape"):
+        raise SqueezeError(f"{sqz} records no input description (made with --lean?); the page needs the input shape it records")
+    onnx_path = dest / "model.onnx"
+    tiny = "tiny" in inspect.signature(export_onnx).parameters  # the full graph where squeeze has no tiny export
+    report = export_onnx(f, onnx_path, arch=arch, **({"tiny": True} if tiny else {}))
+    info = {
+        "model": onnx_path.name,
+        "bytes": onnx_path.stat().st_size,
+        "tiny": tiny,
+        "input": f.data,
+        "graph_input": "raw" if graph_takes_raw(onnx_path) else "preprocessed",
+        "weights_sha256": f.weights_sha256,
+        "sqz": {
+            "file": Path(sqz).name,
+            "bytes": f.size_bytes,
+            "D": f.D,
+            "d": f.d,
+            "projection": f.spec["kind"],
+            "arch": (f.arch or {}).get("ref", arch or "?"),
+            "test_accuracy": (f.metrics or {}).get("test_accuracy"),
+        },
+        "export_seconds": round(report.seconds, 1),
+    }
+    (dest / "model.json").write_text(json.dumps(info, indent=1) + "\n")
+    return info
+
+
+def graph_takes_raw(onnx_path: Path) -> bool:
+    """Whether the exported graph applies the recorded preprocessing itself (takes raw inputs)."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    return meta.get(PREPROCESSING_IN_GRAPH) == "in_graph"
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    """Static files with the right types for ES modules and WebAssembly, never cached, no log lines."""
+
+    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, **MIME}
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
+        pass
+
+
+def make_server(folder: Path, port: int = 0) -> ThreadingHTTPServer:
+    """An HTTP server for ``folder`` on 127.0.0.1 (``port`` 0: a free port; see ``server_address``)."""
+    try:
+        return ThreadingHTTPServer(("127.0.0.1", port), functools.partial(_Handler, directory=str(folder)))
+    except OSError as e:
+        raise SqueezeError(f"cannot listen on 127.0.0.1:{port} ({e.strerror}); pass another --port, or 0 for a free one") from None
+
+
+def serve_in_thread(folder: Path, port: int = 0) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """Start :func:`make_server` in a daemon thread (for tests and scripts); stop it with ``shutdown()``."""
+    server = make_server(folder, port)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def command(
+    file: Path = options.SqzFile,
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder to write the page and model to (kept). Required with --no-serve; otherwise a temporary folder is used and removed."),
+    no_serve: bool = typer.Option(False, "--no-serve", help="Only write the folder (for static hosting: any web server, no special headers)."),
+    port: int = typer.Option(0, "--port", min=0, max=65535, help="Port on 127.0.0.1; 0 picks a free one."),
+    arch: Optional[str] = options.Arch,
+) -> None:
+    """Show FILE's model in a web page: its tiny ONNX graph run by onnxruntime-web, offline.
+
+    Exports the tiny graph (the weights are regenerated by the graph when the page starts its
+    session), writes it with the page, and serves the page on 127.0.0.1 until Ctrl-C. The page
+    shows the model's size, its session start time and its predictions; image models of 28x28
+    or 8x8 pixels get a drawing pad and real test images.
+
+    Example: squeeze demo mlp.sqz        or   squeeze demo mlp.sqz --no-serve -o site/
+    """
+    if no_serve and output is None:
+        raise SqueezeError("--no-serve writes the page to a folder; pass -o FOLDER")
+    if output is not None and output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise SqueezeError(f"{output} exists and is not an empty folder; pass a new or empty folder to -o")
+    with tempfile.TemporaryDirectory(prefix="squeeze-demo-") as tmp:
+        folder = output if output is not None else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        info = write_model(file, folder, arch=arch)
+        copy_page(folder)
+        console.print(f"wrote {folder}: model.onnx ({info['bytes']:,} bytes, from {info['sqz']['bytes']:,} bytes of .sqz) and the page", highlight=False)
+        if no_serve:
+            console.print(f"serve it with any static web server, e.g. python -m http.server -d {folder}", highlight=False)
+            return
+        server = make_server(folder, port)
+        host, bound = server.server_address[:2]
+        console.print(f"serving http://{host}:{bound}/ (Ctrl-C to stop)", highlight=False)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+        console.print("stopped", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(command)

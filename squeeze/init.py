@@ -216,6 +216,8 @@ def regenerate_theta0(
     manifest: list[TensorSpec], seed: int, base: dict[str, torch.Tensor] | None = None, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
     """The flat float32 theta_0 (D values) in manifest order."""
+    if kernels.use_triton(device):
+        return kernels.triton_theta0(manifest, seed, base, device)
     if kernels.use_numba(device):
         return kernels.theta0(manifest, seed, base)
     parts = []

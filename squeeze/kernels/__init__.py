@@ -3,18 +3,25 @@
 The path is chosen per call from the environment variable ``SQUEEZE_KERNEL``:
 
 * ``auto`` (default): the numba CPU kernels for CPU tensors when numba imports and passes
-  a known-answer check, else the reference; CUDA tensors always take the reference path.
-* ``numba``: the numba kernels for CPU tensors; an error if numba does not work.
+  a known-answer check, else the reference; CUDA tensors take the Triton kernels when
+  Triton imports and passes a known-answer check on that GPU, else the reference.
+* ``numba``: the numba kernels for CPU tensors; an error if numba does not work. CUDA
+  tensors take the reference path.
+* ``triton``: the Triton kernels for every tensor; an error where they cannot run. CPU
+  tensors need ``TRITON_INTERPRET=1`` set before squeeze imports its Triton kernels (tests
+  use it to check the kernels' bits without a GPU).
 * ``reference``: the eager torch code in ``squeeze/projection`` and ``squeeze/init.py``.
 
 The functions below take a projection object (duck-typed: ``kind``, ``D``, ``d``, ``seed``,
-``scale_exp``, and ``n``/``blocks`` for sorf, ``k`` for sparse) and torch tensors, and return
-torch tensors on the CPU. Forwards and ``theta0``/``regenerate`` are bit-exact with the
-reference; transposes (gradients only) agree to rounding.
+``scale_exp``, and ``n``/``blocks`` for sorf, ``k`` for sparse) and torch tensors. The numba
+functions return CPU tensors, the ``triton_*`` ones tensors on their input's device. Forwards
+and ``theta0``/``regenerate`` are bit-exact with the reference; transposes (gradients only)
+agree to rounding.
 
-The kernels run on ``NUMBA_NUM_THREADS`` threads (default: every CPU) and never hold a D x d
-matrix. The first call in a fresh install compiles them (about 10 s of CPU); numba caches the
-machine code next to ``cpu.py`` and later processes load it in a fraction of a second.
+The numba kernels run on ``NUMBA_NUM_THREADS`` threads (default: every CPU) and never hold a
+D x d matrix. The first call in a fresh install compiles them (about 10 s of CPU); numba caches
+the machine code next to ``cpu.py`` and later processes load it in a fraction of a second.
+Triton compiles its kernels on first use on a GPU and caches them in ``~/.triton``.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import torch
 from squeeze import rng
 
 ENV_VAR = "SQUEEZE_KERNEL"
-CHOICES = ("auto", "numba", "reference")
+CHOICES = ("auto", "numba", "reference", "triton")
 
 __all__ = [
     "CHOICES",
@@ -47,7 +54,12 @@ __all__ = [
     "sparse_transpose",
     "theta0",
     "transpose",
+    "triton_available",
+    "triton_forward",
+    "triton_theta0",
+    "triton_transpose",
     "use_numba",
+    "use_triton",
 ]
 
 
@@ -91,7 +103,7 @@ def use_numba(where: torch.Tensor | torch.device | str) -> bool:
     """
     want = choice()
     device = where.device if isinstance(where, torch.Tensor) else torch.device(where)
-    if want == "reference" or device.type != "cpu":
+    if want in ("reference", "triton") or device.type != "cpu":
         return False
     if available():
         return True
@@ -117,6 +129,97 @@ def cpu_module():
         raise RuntimeError(f"the numba kernels do not work here ({reason}); set {ENV_VAR}=reference")
     return cpu
 
+
+
+_KAT = (0x6B200159, 0x99BA4EFE)  # Threefry-2x32-20 of key = counter = 0 (Random123 kat_vectors)
+
+
+@functools.cache
+def _triton_status(device_type: str) -> str | None:
+    """None when the Triton kernels run on tensors of ``device_type`` here, else the reason."""
+    if device_type not in ("cpu", "cuda"):
+        return f"there are no Triton kernels for {device_type} tensors"
+    try:
+        from squeeze.kernels import triton_rng
+    except ImportError as exc:
+        return f"triton does not import ({exc}); it ships with the CUDA builds of torch"
+    from triton.runtime.interpreter import InterpretedFunction
+
+    if device_type == "cpu" and not isinstance(triton_rng.threefry, InterpretedFunction):
+        return "Triton runs CPU tensors only under TRITON_INTERPRET=1, set before squeeze imports its Triton kernels"
+    if device_type == "cuda" and not torch.cuda.is_available():
+        return "no CUDA device is available"
+    try:
+        zero = torch.zeros(1, dtype=torch.int64, device=device_type)
+        x0, x1 = triton_rng.threefry2x32((0, 0), zero, zero)
+        if (int(x0[0]), int(x1[0])) != _KAT:
+            return "the Triton Threefry kernel failed its known-answer check"
+    except Exception as exc:  # noqa: BLE001  (any compile or launch failure: fall back to the reference)
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def triton_available(where: torch.Tensor | torch.device | str = "cuda") -> bool:
+    """Whether the Triton kernels import, run and pass a known-answer check on this device type."""
+    device = where.device if isinstance(where, torch.Tensor) else torch.device(where)
+    return _triton_status(device.type) is None
+
+
+def use_triton(where: torch.Tensor | torch.device | str) -> bool:
+    """Whether work on a tensor (or device) goes to the Triton kernels (see the module docstring).
+
+    Raises:
+        RuntimeError: ``SQUEEZE_KERNEL=triton`` but the Triton kernels cannot run on this device.
+    """
+    want = choice()
+    device = where.device if isinstance(where, torch.Tensor) else torch.device(where)
+    if want == "triton":
+        reason = _triton_status(device.type)
+        if reason is not None:
+            raise RuntimeError(f"{ENV_VAR}=triton but the Triton kernels cannot run on {device.type} tensors here ({reason}); unset {ENV_VAR} or set it to reference")
+        return True
+    if want != "auto" or device.type != "cuda":
+        return False
+    reason = _triton_status("cuda")
+    if reason is not None:
+        _warn_triton_fallback(reason)
+    return reason is None
+
+
+@functools.cache
+def _warn_triton_fallback(reason: str) -> None:
+    warnings.warn(f"squeeze: the Triton kernels do not work here ({reason}); CUDA tensors take the slower reference path", RuntimeWarning, stacklevel=3)
+
+
+def _triton_kind(proj):
+    from squeeze.kernels import triton_sorf
+
+    kinds = {"sorf": triton_sorf}
+    if proj.kind not in kinds:
+        raise ValueError(f"no Triton kernel for projection {proj.kind!r}; set {ENV_VAR}=reference")
+    return kinds[proj.kind]
+
+
+def triton_forward(proj, x: torch.Tensor) -> torch.Tensor:
+    """``P @ x`` with the Triton kernel of ``proj.kind``, on x's device (bit-exact with the reference).
+
+    Raises:
+        ValueError: no Triton kernel for this projection kind.
+    """
+    return _triton_kind(proj).forward(proj, x)
+
+
+def triton_transpose(proj, y: torch.Tensor) -> torch.Tensor:
+    """``P^T @ y`` with the Triton kernel of ``proj.kind``, on y's device (gradients)."""
+    return _triton_kind(proj).transpose(proj, y)
+
+
+def triton_theta0(manifest, seed: int, base: dict[str, torch.Tensor] | None, device: torch.device | str) -> torch.Tensor:
+    """The flat float32 theta_0 drawn by the Triton kernel on ``device``, bit-exact with
+    ``init.regenerate_theta0`` (arguments as for :func:`theta0`)."""
+    from squeeze.kernels import triton_init
+
+    return triton_init.theta0(manifest, seed, base, device)
 
 
 @functools.lru_cache(maxsize=256)
@@ -262,21 +365,61 @@ def theta0(manifest, seed: int, base: dict[str, torch.Tensor] | None = None) -> 
     return torch.from_numpy(cpu_module().theta0_into(segs, _empty(int(segs[0][-1]))))
 
 
-def regenerate(proj, theta_d: torch.Tensor, manifest, seed: int, base: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """``theta_0 + P @ theta_d`` on the CPU (every tensor in the subspace, no layerwise scales),
-    bit-exact with ``regenerate_theta0(...) + proj.forward(theta_d)``. For sorf, theta_0 is
-    drawn block by block inside the projection kernel and never stored on its own.
+def regenerate(
+    proj,
+    theta_d: torch.Tensor,
+    manifest,
+    seed: int,
+    base: dict[str, torch.Tensor] | None = None,
+    *,
+    selected: list[int] | None = None,
+    scales: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """theta = theta_0 + P @ theta_d, bit-exact with ``Subspace.theta``: the Triton path when
+    :func:`use_triton` says so for ``theta_d`` (on its device), else the numba path (on the CPU).
+    For sorf, theta_0 is drawn block by block inside the projection kernel and never stored on
+    its own (numba: without ``selected`` or ``scales`` only).
+
+    Args:
+        proj: the projection, mapping to the total size of the ``selected`` tensors.
+        theta_d: (d,) float32.
+        manifest: ``init.TensorSpec`` entries; seed: the model's seed; base: tensors of ``("b",)`` entries.
+        selected: manifest indices in the subspace, in manifest order (None: every tensor).
+        scales: one layerwise scale per selected tensor (float32), or None.
 
     Raises:
-        ValueError: the manifest's size differs from the projection's D.
+        ValueError: the selected tensors' size differs from the projection's D.
     """
-    D = sum(s.numel for s in manifest)
+    chosen = list(range(len(manifest))) if selected is None else list(selected)
+    D = sum(manifest[i].numel for i in chosen)
     if D != proj.D:
         raise ValueError(f"the manifest holds {D} values but the projection maps to D={proj.D}")
-    if proj.kind == "sorf":
+    if use_triton(theta_d):
+        if proj.kind == "sorf":
+            from squeeze.kernels import triton_sorf
+
+            return triton_sorf.regenerate(proj, theta_d, manifest, seed, base, selected, scales)
+        return _add_pieces(triton_theta0(manifest, seed, base, theta_d.device), triton_forward(proj, theta_d), manifest, chosen, scales)
+    if proj.kind == "sorf" and selected is None and scales is None:
         xbits = _padded_bits(theta_d, proj.n)
         segs = _segments(manifest, seed, base)
         out = cpu_module().sorf_forward(xbits, proj.n, proj.blocks, _sorf_keys(proj.seed), _scale(proj), segs, _empty(proj.D))
         return torch.from_numpy(out)
-    t0 = theta0(manifest, seed, base)
-    return t0.add_(forward(proj, theta_d))
+    return _add_pieces(theta0(manifest, seed, base), forward(proj, theta_d), manifest, chosen, scales)
+
+
+def _add_pieces(t0: torch.Tensor, p: torch.Tensor, manifest, selected: list[int], scales: torch.Tensor | None) -> torch.Tensor:
+    """t0 (theta_0) with each selected tensor's share of ``p`` added (times its scale), in place, with
+    the operations of ``Subspace._pieces``."""
+    starts = [0]
+    for spec in manifest:
+        starts.append(starts[-1] + spec.numel)
+    offset = 0
+    for k, i in enumerate(selected):
+        n = manifest[i].numel
+        piece = p[offset : offset + n]
+        offset += n
+        if scales is not None:
+            piece = scales[k].detach().to(device=p.device, dtype=torch.float32) * piece
+        t0[starts[i] : starts[i] + n] += piece
+    return t0

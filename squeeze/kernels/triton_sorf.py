@@ -33,7 +33,7 @@ import triton.language as tl
 
 from squeeze import rng
 from squeeze.kernels.triton_rng import key_tensor, load_key, sign_bits
-from squeeze.kernels.triton_theta0 import Segments, find_segment, segments, theta0_at, theta0_into
+from squeeze.kernels.triton_init import Segments, find_segment, segments, theta0_at, theta0_into
 
 TILE = 1024  # values per program, at least
 

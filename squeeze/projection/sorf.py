@@ -66,6 +66,8 @@ class SORF(Projection):
         return self._signs[device]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if kernels.use_triton(x):
+            return kernels.triton_forward(self, x)
         if kernels.use_numba(x):
             return kernels.sorf_forward(self, x)
         s = self.signs(x.device)
@@ -75,6 +77,8 @@ class SORF(Projection):
         return (v * (2.0**self.scale_exp)).reshape(-1)[: self.D]
 
     def transpose(self, y: torch.Tensor) -> torch.Tensor:
+        if kernels.use_triton(y):
+            return kernels.triton_transpose(self, y)
         if kernels.use_numba(y):
             return kernels.sorf_transpose(self, y)
         s = self.signs(y.device)

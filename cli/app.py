@@ -23,7 +23,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,  # help text exactly as written: no markup parsing, no boxes that wrap at 80 columns
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

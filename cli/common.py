@@ -6,7 +6,7 @@ import torch
 
 from squeeze import arch as arch_mod
 from squeeze.data import Dataset, check_fits, load_data
-from squeeze.errors import SqueezeError
+from squeeze.errors import ArchError, DataError, SqueezeError
 
 
 def device(name: str) -> str:
@@ -37,10 +37,26 @@ def model_for_data(ref: str, kwargs_json: str | None, data_source: str) -> tuple
         (model, arch record {"ref", "kwargs"} for the file, data set)
     """
     if not ref:
-        raise SqueezeError("--arch is required, e.g. --arch squeeze.zoo:MLP")
+        raise SqueezeError("--arch is required: the architecture of the model, e.g. --arch squeeze.zoo:MLP or --arch path/to/model.py:Net")
+    if not data_source:
+        raise SqueezeError("--data is required: the data to fit and measure on, e.g. --data mnist5k, or a .npz/.pt/.csv file with x, y[, x_test, y_test]")
     data = load_data(data_source)
-    kwargs = arch_mod.complete_kwargs(ref, arch_mod.parse_kwargs(kwargs_json), data.input_shape, data.num_classes)
-    model = arch_mod.build(ref, kwargs)
+    for warning in data.warnings:
+        from squeeze_cli.console import err_console
+
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    given = arch_mod.parse_kwargs(kwargs_json)
+    kwargs = arch_mod.complete_kwargs(ref, given, data.input_shape, data.num_classes)
+    try:
+        model = arch_mod.build(ref, kwargs)
+    except ArchError as e:
+        from_data = sorted(set(kwargs) - set(given))
+        if not from_data:
+            raise
+        raise DataError(
+            f"{ref} cannot be built for the data {data.name} (input shape {list(data.input_shape)}, {data.num_classes} classes, passed to it as {', '.join(from_data)}): {e}"
+            " Check that --data is the data this model is for, or choose an --arch that takes it"
+        ) from None
     check_fits(model, data)
     return model, {"ref": ref, "kwargs": kwargs}, data
 

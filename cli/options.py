@@ -13,7 +13,7 @@ Base = typer.Option(None, "--base", help="Base of a fine-tune: a checkpoint (.sa
 TrustPickle = typer.Option(False, "--trust-pickle", help="Allow a checkpoint that needs pickle (a whole saved module). Pickle runs code from the file: only for files you trust.")
 Lean = typer.Option(False, "--lean", help="Leave out the informational records (metrics, input description) to save about 300 bytes; the file still regenerates, verifies and exports (give --input-shape to export).")
 Json = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
-SqzFile = typer.Argument(..., help="A .sqz file.", show_default=False)
+SqzFile = typer.Argument(..., help="A .sqz file.", show_default=False, metavar="FILE")
 
 
 Force = typer.Option(False, "--force", "-f", help="Replace the output file if it exists (otherwise an existing file is never touched).")

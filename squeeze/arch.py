@@ -41,7 +41,7 @@ def resolve(ref: str):
         path = Path(where)
         if not path.is_file():
             raise ArchError(f"architecture file {where} does not exist; check the path in --arch")
-        mod_name = f"squeeze_user_arch_{abs(hash(str(path.resolve())))}"
+        mod_name = f"squeeze_user_arch_{abs(hash(str(path.resolve())))}"  # checkpoint.USER_ARCH_PREFIX
         module = sys.modules.get(mod_name)
         if module is None:
             spec = importlib.util.spec_from_file_location(mod_name, path)
@@ -84,6 +84,8 @@ def build(ref: str, kwargs: dict | None = None) -> nn.Module:
     factory = resolve(ref)
     try:
         model = factory(**(kwargs or {}))
+    except ArchError:  # the factory's own sentence (e.g. a missing optional package)
+        raise
     except Exception as e:  # a TypeError for unknown arguments, or whatever the factory raises on bad values
         raise ArchError(f"building {ref} with arguments {kwargs or {}} failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); check --arch-kwargs") from None
     if not isinstance(model, nn.Module):

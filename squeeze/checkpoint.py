@@ -3,7 +3,10 @@ unless the user asks for it (``trust_pickle``)."""
 
 from __future__ import annotations
 
+import pickle
 import re
+import sys
+import types
 from pathlib import Path
 
 import torch
@@ -46,7 +49,7 @@ def load_state_dict(path: Path, trust_pickle: bool = False) -> dict[str, torch.T
                 "Save model.state_dict() instead, or pass --trust-pickle if you trust the file"
             ) from None
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
+            obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_arch_aware_pickle)
         except Exception as e2:
             raise SqueezeError(f"{path.name} could not be unpickled ({_detail(e2)})") from None
     if isinstance(obj, torch.nn.Module):
@@ -56,6 +59,28 @@ def load_state_dict(path: Path, trust_pickle: bool = False) -> dict[str, torch.T
     if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         raise SqueezeError(f"{path.name} does not hold a state_dict (a dict of tensors)")
     return obj
+
+
+class _ArchAwareUnpickler(pickle.Unpickler):
+    """An unpickler that also finds classes in the architecture files given with ``--arch
+    file.py:Class``: a module pickled from a user's script names its class ``__main__.Net`` or
+    ``model.Net``, modules that do not exist under those names here."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            for mod_name, mod in list(sys.modules.items()):
+                if mod_name.startswith(USER_ARCH_PREFIX) and isinstance(getattr(mod, name, None), type):
+                    return getattr(mod, name)
+            raise
+
+
+USER_ARCH_PREFIX = "squeeze_user_arch_"  # the module names squeeze.arch gives to user .py files
+_arch_aware_pickle = types.ModuleType("squeeze_arch_aware_pickle")
+_arch_aware_pickle.__dict__.update({k: getattr(pickle, k) for k in ("load", "loads", "dump", "dumps", "Pickler", "UnpicklingError", "HIGHEST_PROTOCOL", "DEFAULT_PROTOCOL")})
+_arch_aware_pickle.Unpickler = _ArchAwareUnpickler
+_arch_aware_pickle.load = lambda f, **kw: _ArchAwareUnpickler(f, **kw).load()
 
 
 def _detail(e: Exception) -> str:

@@ -8,7 +8,8 @@ User files:
   * ``.npz`` with ``x``, ``y`` and optionally ``x_test``, ``y_test``;
   * ``.pt`` holding a dict of tensors with the same keys (loaded with ``weights_only=True``);
   * ``.csv`` of numbers, the last column the integer label.
-Files without a test split get a fixed, seeded 80/20 split. Labels must be integers 0..K-1.
+Files without a test split get a fixed, seeded 80/20 split, and a warning that says so (the
+test accuracy then comes from 20% of the user's own file). Labels must be integers 0..K-1.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from squeeze.errors import DataError
 
 SPLIT_SEED = 0
 MAX_SPARSE_CLASSES = 1 << 16  # more classes than examples is refused beyond this many
+MIN_TRAIN = 10  # fewer training examples cannot give a training and a validation part
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Dataset:
     y_test: torch.Tensor
     num_classes: int
     preprocessing: dict = field(default_factory=dict)  # what squeeze applied to the raw inputs
+    warnings: list[str] = field(default_factory=list)  # what the user should know (shown by the CLI)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -78,10 +81,16 @@ def _make(name, x, y, xt, yt, pre=None) -> Dataset:
     for lab, arr, what in ((y, x, "y"), (yt, xt, "y_test")):
         if lab.ndim != 1 or len(lab) != len(arr):
             raise DataError(f"{name}: {what} must be a vector of {len(arr)} labels, got shape {list(lab.shape)}")
+        if not np.issubdtype(lab.dtype, np.number) or lab.dtype == np.bool_:
+            example = f" such as {str(lab.flat[0])!r}" if lab.size else ""
+            raise DataError(f"{name}: labels ({what}) must be integers 0..K-1, got {lab.dtype} values{example}; map each class to a number first")
         if len(lab) and (not np.all(np.mod(lab, 1) == 0) or lab.min() < 0):
             raise DataError(f"{name}: labels must be integers 0..K-1, found {lab.min()}..{lab.max()}")
-    if len(y) == 0 or len(yt) == 0:
-        raise DataError(f"{name}: needs at least one training and one test example")
+    if len(y) < MIN_TRAIN or len(yt) == 0:
+        raise DataError(f"{name} has {len(y)} training and {len(yt)} test examples; squeeze needs at least {MIN_TRAIN} training examples (a part of them is held out for validation) and one test example")
+    low = int(min(y.min(), yt.min()))
+    if low > 0:
+        raise DataError(f"{name}: labels run from {low} to {int(max(y.max(), yt.max()))}, but must start at 0 (classes 0..K-1); subtract {low} from every label")
     classes = int(max(y.max(), yt.max())) + 1
     if classes > max(len(y) + len(yt), MAX_SPARSE_CLASSES):  # the model's head is sized by it
         raise DataError(f"{name}: the largest label is {classes - 1:,}, which makes {classes:,} classes for {len(y) + len(yt):,} examples; labels must be integers 0..K-1")
@@ -134,7 +143,17 @@ def _from_arrays(name: str, arrays: dict) -> Dataset:
         raise DataError(f"{name}: x has {len(x)} examples but y has {len(y)} labels")
     if "x_test" in arrays:
         return _make(name, x, y, np.asarray(arrays["x_test"]), np.asarray(arrays["y_test"]))
-    return _make(name, *_split(x, y))
+    ds = _make(name, *_split(x, y))
+    ds.warnings.append(f"{name} has no test split (x_test, y_test): {len(ds.y_test):,} of its {len(y):,} examples (20%, seed {SPLIT_SEED}) are held out as the test set; add x_test and y_test for a test on data of your choosing")
+    return ds
+
+
+def _read_csv(path: Path) -> np.ndarray:
+    """A numeric CSV; one header row of column names is skipped."""
+    try:
+        return np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+    except ValueError:
+        return np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2, skiprows=1)
 
 
 def load_data(source: str) -> Dataset:
@@ -158,6 +177,9 @@ def load_data(source: str) -> Dataset:
     suffix = path.suffix.lower()
     try:
         if suffix == ".npz":
+            with open(path, "rb") as fh:
+                if fh.read(4) != b"PK\x03\x04":
+                    raise DataError(f"{path.name} is not an .npz archive (a zip of arrays); write it with numpy.savez(path, x=..., y=...)")
             with np.load(path, allow_pickle=False) as z:
                 return _from_arrays(path.name, {k: z[k] for k in z.files})
         if suffix == ".pt":
@@ -166,7 +188,7 @@ def load_data(source: str) -> Dataset:
                 raise DataError(f"{path.name} must hold a dict of tensors with keys 'x' and 'y'")
             return _from_arrays(path.name, {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in obj.items()})
         if suffix == ".csv":
-            a = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+            a = _read_csv(path)
             if a.shape[1] < 2:
                 raise DataError(f"{path.name} needs at least one feature column and a label column")
             return _from_arrays(path.name, {"x": a[:, :-1].astype(np.float32), "y": a[:, -1]})

@@ -455,7 +455,7 @@ def build_model(f: SqzFile, arch: str | nn.Module | None = None, arch_kwargs: di
         _check_recorded_ref(ref)
     else:
         ref = arch
-        kwargs = arch_kwargs if arch_kwargs is not None else (f.arch or {}).get("kwargs", {}) if f.arch and f.arch.get("ref") == arch else {}
+        kwargs = arch_kwargs if arch_kwargs is not None else f.arch.get("kwargs", {}) if f.arch and _same_factory(f.arch.get("ref", ""), arch) else {}
     try:
         with torch.device("meta"):
             probe = arch_mod.build(ref, kwargs)
@@ -476,10 +476,23 @@ def build_model(f: SqzFile, arch: str | nn.Module | None = None, arch_kwargs: di
         raise ArchError(f"building {ref} with arguments {_json(kwargs)[:200]} failed ({type(e).__name__}: {str(e)[:200]}); pass the architecture the file was made with") from None
 
 
+def _same_factory(recorded: str, given: str) -> bool:
+    """Whether ``given`` names the recorded factory, perhaps by another path to the same .py
+    file (``mynet.py:Net`` recorded, ``/home/me/mynet.py:Net`` given): its kwargs then apply."""
+    if recorded == given:
+        return True
+    (rw, _, rn), (gw, _, gn) = recorded.rpartition(":"), given.rpartition(":")
+    return rn == gn and rw.endswith(".py") and gw.endswith(".py") and Path(rw).name == Path(gw).name
+
+
 def _check_recorded_ref(ref: str) -> None:
-    hint = f"squeeze does not run code a file names; pass --arch {ref} if you trust it"
-    if ref.rpartition(":")[0].endswith(".py"):
-        raise ArchError(f"the file's architecture {ref!r} is code in a Python file; {hint}")
+    where, _, name = ref.rpartition(":")
+    if where.endswith(".py"):
+        raise ArchError(
+            f"the file was made with the architecture {name} from the Python file {Path(where).name}, and squeeze does not run code a file names; "
+            f"give it yourself if you trust it: --arch PATH/TO/{Path(where).name}:{name} on the command line, arch='PATH/TO/{Path(where).name}:{name}' or an nn.Module in Python"
+        )
+    hint = f"squeeze does not run code a file names; give it yourself if you trust it: --arch {ref} on the command line, arch={ref!r} in Python"
     factory = arch_mod.resolve(ref)  # an ArchError when it cannot be imported
     if not (isinstance(factory, type) and issubclass(factory, nn.Module)):
         raise ArchError(f"the file's architecture {ref!r} is not a torch.nn.Module class; {hint}")

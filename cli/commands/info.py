@@ -26,7 +26,7 @@ def summary(path: Path) -> dict:
         "generator": f.spec["gen"],
         "theta_encoding": f.encoding.get("enc"),
         "dense_float32_bytes": f.dense_bytes(),
-        "ratio": round(f.dense_bytes() / f.size_bytes, 1),
+        "ratio": round(f.dense_bytes() / f.size_bytes, 1),  # the one definition: float32 bytes / file bytes
         "weights_sha256": f.weights_sha256,
         "arch": f.arch,
         "input": f.data,
@@ -42,7 +42,11 @@ def summary(path: Path) -> dict:
 
 
 def command(file: Path = options.SqzFile, as_json: bool = options.Json) -> None:
-    """Show a .sqz file's sizes, recipe, input format, metrics and digest."""
+    """Show a .sqz file's sizes, recipe, input format, metrics and digest.
+
+    The ratio is always float32 bytes of the weights (and stored buffers) over the file's bytes;
+    a fine-tune's ratio does not count the pretrained base it needs beside it.
+    """
     s = summary(file)
     if as_json:
         console.print_json(json.dumps(s))
@@ -50,7 +54,10 @@ def command(file: Path = options.SqzFile, as_json: bool = options.Json) -> None:
     t = Table(title=str(file), show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column()
-    t.add_row("size", f"{s['bytes']:,} bytes ({s['ratio']:,}x smaller than {s['dense_float32_bytes']:,} bytes of float32)")
+    size = f"{s['bytes']:,} bytes ({s['ratio']:,}x smaller than {s['dense_float32_bytes']:,} bytes of float32)"
+    if s["base"]:
+        size += "; a fine-tune: it needs its pretrained base beside it (see base digest)"
+    t.add_row("size", size)
     t.add_row("parameters", f"D = {s['D']:,} regenerated from d = {s['d']:,} values ({s['theta_encoding']})")
     t.add_row("projection", f"{s['projection']}, seed {s['seed']}, {s['generator']}" + (", layerwise scales" if s.get("layerwise") else ""))
     if s.get("include"):

@@ -33,6 +33,7 @@ from torch import nn
 
 from squeeze.atomic import atomic_path
 from squeeze.errors import SqueezeError
+from squeeze.onnx.inputs import Deployed, InputSpec, input_spec
 
 if TYPE_CHECKING:
     from squeeze.format import SqzFile
@@ -92,10 +93,17 @@ class ExportReport:
     outputs: list[OutputCheck] = field(default_factory=list)
     external_data: Path | None = None
     seconds: float = 0.0
+    input: str = ""  # what the graph takes (InputSpec.describe())
+    tiny: bool = False
+    full_size_bytes: int = 0  # tiny: the size of the full export it was checked against
+    vs_full: list[OutputCheck] = field(default_factory=list)  # tiny: outputs against the full export's
+    weights_sha256: str = ""  # tiny: the digest of the weights the graph regenerates (equal to the file's)
+    base_data: Path | None = None  # tiny fine-tune: the shared base data file
+    base_reused: bool = False
 
     @property
     def ok(self) -> bool:
-        return all(o.ok for o in self.outputs)
+        return all(o.ok for o in self.outputs) and all(o.ok for o in self.vs_full)
 
 
 def export_onnx(
@@ -112,6 +120,9 @@ def export_onnx(
     base=None,
     device: str | torch.device = "cpu",
     external_data: bool | None = None,
+    tiny: bool = False,
+    preprocess: bool = True,
+    input_dtype: str | None = None,
 ) -> ExportReport:
     """Export a ``.sqz`` file (or a module) to ONNX and check it against onnxruntime.
 
@@ -130,6 +141,14 @@ def export_onnx(
         base: the base checkpoint of a fine-tune.
         device: where to regenerate the weights (export and checks run on the CPU).
         external_data: write the weights to ``PATH.data`` (default: only above 2 GB).
+        tiny: write the self-regenerating graph (:mod:`squeeze.onnx`): theta_d as stored plus
+            the regeneration as ONNX ops, checked bit for bit against the file's digest and
+            against the full export's outputs (needs a ``.sqz`` source; a fine-tune's base goes
+            in the shared ``squeeze-base-<digest>.data`` beside ``path``).
+        preprocess: put the file's recorded preprocessing (e.g. the 1/255 pixel scale) in the
+            graph, so that it takes raw inputs.
+        input_dtype: ``float32`` or ``int64`` (token ids); default int64 when the file's data
+            record names a tokenizer.
 
     Returns:
         An :class:`ExportReport` with the per-output errors and the file size.
@@ -143,25 +162,41 @@ def export_onnx(
     start = time.time()
     path = Path(path)
     _check_settings(opset, atol, rtol, batch_sizes)
-    model, shape, meta = _model_of(source, input_shape, arch, base, device)
+    if tiny and isinstance(source, nn.Module):
+        raise ExportError("a tiny ONNX graph regenerates a .sqz file's weights; pass the .sqz file, not a module")
+    model, shape, meta, sub, f = _model_of(source, input_shape, arch, base, device, tiny)
+    spec = input_spec(shape, model, f.data if f is not None else None, preprocess, input_dtype)
     what = meta.get("squeeze.arch") or type(model).__name__
-    example = torch.from_numpy(_inputs(shape, (TRACE_BATCH,), seed)[0])
-    n_outputs = len(_flatten(_run_torch(model, example, what, shape)))
+    example = torch.from_numpy(spec.seeded((TRACE_BATCH,), seed)[0])
+    n_outputs = len(_flatten(_run_torch(Deployed(model, spec), example, what, shape)))
     names = ["output"] if n_outputs == 1 else [f"output_{i}" for i in range(n_outputs)]
+    report = ExportReport(path=path, size_bytes=0, opset=opset, input_shape=shape, batch_sizes=tuple(batch_sizes), atol=atol, rtol=rtol, input=spec.describe(), tiny=tiny)
+    if tiny:
+        _export_tiny(report, sub, model, f, spec, example, names, opset, what, meta, seed)
+        report.seconds = time.time() - start
+        return report
+    _export_full(report, Deployed(model, spec), spec, example, names, opset, what, meta, seed, external_data)
+    report.seconds = time.time() - start
+    return report
+
+
+def _export_full(report: ExportReport, model: nn.Module, spec: InputSpec, example: torch.Tensor, names: list[str], opset: int, what: str, meta: dict, seed: int, external_data: bool | None) -> None:
+    """Export ``model`` (inputs as users hold them) with its weights as initializers, check it
+    against PyTorch and write it to ``report.path``."""
+    path, atol, rtol, batch_sizes = report.path, report.atol, report.rtol, report.batch_sizes
     onnx_model = _export(model, example, names, opset, what)
     onnx_model.metadata_props.update(meta)
-    onnx_model.metadata_props["squeeze.input_shape"] = json.dumps(list(shape))
+    onnx_model.metadata_props["squeeze.input_shape"] = json.dumps(list(spec.shape))
+    onnx_model.metadata_props["squeeze.input"] = spec.describe()
+    report.opset = onnx_model.opset_imports.get("", opset)
     weight_bytes = sum(v.const_value.nbytes for v in onnx_model.graph.initializers.values() if v.const_value is not None)
     external = weight_bytes > PROTOBUF_LIMIT if external_data is None else external_data
-    report = ExportReport(path=path, size_bytes=0, opset=onnx_model.opset_imports.get("", opset), input_shape=shape, batch_sizes=tuple(batch_sizes), atol=atol, rtol=rtol)
 
     def check(onnx_path: Path, data_path: Path | None = None) -> None:
         _check_onnx(onnx_path)
-        report.outputs = compare_onnx(model, onnx_path, shape, batch_sizes=batch_sizes, atol=atol, rtol=rtol, seed=seed, names=names)
+        report.outputs = compare_onnx(model, onnx_path, spec.shape, batch_sizes=batch_sizes, atol=atol, rtol=rtol, seed=seed, names=names, spec=spec)
         report.size_bytes = onnx_path.stat().st_size + (data_path.stat().st_size if data_path else 0)
-        if not report.ok:
-            worst = "; ".join(f"{o.name}: max abs error {o.max_abs:.3g}, max rel error {o.max_rel:.3g}, {o.mismatched} of {o.total} values beyond" for o in report.outputs if not o.ok)
-            raise ExportMismatch(f"onnxruntime's outputs differ from PyTorch's beyond atol={atol:g}, rtol={rtol:g} ({worst}); nothing was written to {path}", report)
+        _raise_if_mismatch(report, "PyTorch's")
 
     import onnx_ir as ir
 
@@ -172,8 +207,40 @@ def export_onnx(
     else:
         report.external_data = path.with_name(path.name + ".data")
         _write_with_external_data(onnx_model, path, report.external_data, check)
-    report.seconds = time.time() - start
-    return report
+
+
+def _raise_if_mismatch(report: ExportReport, against: str) -> None:
+    if report.ok:
+        return
+    bad = [o for o in (*report.outputs, *report.vs_full) if not o.ok]
+    worst = "; ".join(f"{o.name}: max abs error {o.max_abs:.3g}, max rel error {o.max_rel:.3g}, {o.mismatched} of {o.total} values beyond" for o in bad)
+    raise ExportMismatch(f"onnxruntime's outputs differ from {against} beyond atol={report.atol:g}, rtol={report.rtol:g} ({worst}); nothing was written to {report.path}", report)
+
+
+def _export_tiny(report: ExportReport, sub, model: nn.Module, f, spec: InputSpec, example: torch.Tensor, names: list[str], opset: int, what: str, meta: dict, seed: int) -> None:
+    """Build the tiny graph, check it (digest, both session settings, onnx.checker, outputs
+    against PyTorch and against the full export) and write it to ``report.path``."""
+    from squeeze.onnx import projections, tiny
+
+    projections.check_size(sub.projection)
+    deployed = Deployed(model, spec)
+    metadata = {"squeeze.weights_sha256": f.weights_sha256, "squeeze.input": spec.describe()}
+    graph, graph_names, base_vector = tiny.build(sub, model, f, spec, example, names, opset, what, metadata)
+    with tempfile.TemporaryDirectory(prefix=".squeeze-full-", dir=report.path.parent if report.path.parent.is_dir() else None) as folder:
+        full = Path(folder) / "full.onnx"
+        full_report = ExportReport(path=full, size_bytes=0, opset=opset, input_shape=spec.shape, batch_sizes=report.batch_sizes, atol=report.atol, rtol=report.rtol)
+        _export_full(full_report, deployed, spec, example, names, opset, what, meta, seed, None)
+        report.full_size_bytes = full_report.size_bytes
+
+        def check_outputs(staged: Path) -> None:
+            report.outputs = compare_onnx(deployed, staged, spec.shape, batch_sizes=report.batch_sizes, atol=report.atol, rtol=report.rtol, seed=seed, names=names, spec=spec)
+            report.vs_full = compare_sessions(staged, full, spec, batch_sizes=report.batch_sizes, atol=report.atol, rtol=report.rtol, seed=seed, names=names)
+            report.size_bytes = staged.stat().st_size
+            _raise_if_mismatch(report, "PyTorch's or the full export's")
+
+        result = tiny.write_checked(graph, graph_names, base_vector, sub, f, report.path, spec, check_outputs)
+    report.weights_sha256 = result.digest
+    report.base_data, report.base_reused = result.base_data, result.base_reused
 
 
 def compare_onnx(
@@ -186,9 +253,13 @@ def compare_onnx(
     rtol: float = 1e-3,
     seed: int = 0,
     names: list[str] | None = None,
+    spec: InputSpec | None = None,
 ) -> list[OutputCheck]:
     """Run ``model`` (PyTorch, CPU) and ``onnx_path`` (onnxruntime, CPUExecutionProvider) on the
     same seeded inputs and measure the differences per output.
+
+    Args:
+        spec: the graph's input (dtype, preprocessing); default float32 of ``input_shape``.
 
     Returns:
         One :class:`OutputCheck` per output, worst case over ``batch_sizes``.
@@ -197,43 +268,82 @@ def compare_onnx(
     input_name = session.get_inputs()[0].name
     out_names = names or [o.name for o in session.get_outputs()]
     stats: dict[int, list] = {}
-    for x in _inputs(tuple(input_shape), tuple(batch_sizes), seed):
+    spec = spec or InputSpec(tuple(input_shape))
+    for x in spec.seeded(tuple(batch_sizes), seed):
         want = [t.detach().cpu().float().numpy() for t in _flatten(_run_torch(model, torch.from_numpy(x), type(model).__name__, input_shape))]
-        try:
-            got = session.run(None, {input_name: x})
-        except Exception as e:
-            raise ExportError(f"onnxruntime could not run the exported model on a batch of {len(x)}: {_first_line(e)}") from e
+        got = _run_session(session, input_name, x)
         if len(got) != len(want):
             raise ExportError(f"the ONNX model has {len(got)} outputs but the PyTorch model returns {len(want)} tensors")
-        for i, (g, w) in enumerate(zip(got, want)):
-            if g.shape != w.shape:
-                raise ExportError(f"ONNX output {out_names[i]} has shape {list(g.shape)} on a batch of {len(x)}, PyTorch's has {list(w.shape)}")
-            diff = np.abs(g.astype(np.float64) - w.astype(np.float64))
-            ref = np.abs(w.astype(np.float64))
-            both_nan = np.isnan(g) & np.isnan(w)
-            diff = np.where(both_nan, 0.0, diff)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                rel = np.where(diff == 0, 0.0, diff / ref)
-            bad = int(np.count_nonzero(~(diff <= atol + rtol * ref)))
-            s = stats.setdefault(i, [0.0, 0.0, 0, 0, tuple(w.shape[1:])])
-            s[0] = max(s[0], float(np.nan_to_num(diff, nan=np.inf).max(initial=0.0)))
-            s[1] = max(s[1], float(np.nan_to_num(rel, nan=np.inf).max(initial=0.0)))
-            s[2] += bad
-            s[3] += diff.size
+        _accumulate(stats, got, want, out_names, atol, rtol, len(x))
     return [OutputCheck(out_names[i], s[4], s[0], s[1], s[2], s[3]) for i, s in sorted(stats.items())]
 
 
-def _model_of(source, input_shape, arch, base, device) -> tuple[nn.Module, tuple[int, ...], dict[str, str]]:
-    """(plain CPU module in eval mode, the input shape, ONNX metadata); the shape is checked
-    before any weights are regenerated."""
+def compare_sessions(
+    onnx_path: str | os.PathLike,
+    reference_path: str | os.PathLike,
+    spec: InputSpec,
+    *,
+    batch_sizes: tuple[int, ...] = (1, 7),
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    seed: int = 0,
+    names: list[str] | None = None,
+) -> list[OutputCheck]:
+    """Run two ONNX models in onnxruntime (CPU, default options) on the same seeded inputs and
+    measure the differences per output (``reference_path`` is the reference).
+
+    Returns:
+        One :class:`OutputCheck` per output, worst case over ``batch_sizes``.
+    """
+    session, reference = _session(Path(onnx_path)), _session(Path(reference_path))
+    input_name, ref_input = session.get_inputs()[0].name, reference.get_inputs()[0].name
+    out_names = names or [o.name for o in session.get_outputs()]
+    stats: dict[int, list] = {}
+    for x in spec.seeded(tuple(batch_sizes), seed):
+        got, want = _run_session(session, input_name, x), _run_session(reference, ref_input, x)
+        if len(got) != len(want):
+            raise ExportError(f"the two ONNX models have {len(got)} and {len(want)} outputs")
+        _accumulate(stats, got, want, out_names, atol, rtol, len(x))
+    return [OutputCheck(out_names[i], s[4], s[0], s[1], s[2], s[3]) for i, s in sorted(stats.items())]
+
+
+def _run_session(session, input_name: str, x: np.ndarray) -> list[np.ndarray]:
+    try:
+        return session.run(None, {input_name: x})
+    except Exception as e:
+        raise ExportError(f"onnxruntime could not run the exported model on a batch of {len(x)}: {_first_line(e)}") from e
+
+
+def _accumulate(stats: dict, got: list[np.ndarray], want: list[np.ndarray], out_names: list[str], atol: float, rtol: float, batch: int) -> None:
+    """Fold one batch's differences into ``stats`` (per output: max abs, max rel, beyond, total, shape)."""
+    for i, (g, w) in enumerate(zip(got, want)):
+        if g.shape != w.shape:
+            raise ExportError(f"ONNX output {out_names[i]} has shape {list(g.shape)} on a batch of {batch}, the reference's has {list(w.shape)}")
+        diff = np.abs(g.astype(np.float64) - w.astype(np.float64))
+        ref = np.abs(w.astype(np.float64))
+        both_nan = np.isnan(g) & np.isnan(w)
+        diff = np.where(both_nan, 0.0, diff)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = np.where(diff == 0, 0.0, diff / ref)
+        bad = int(np.count_nonzero(~(diff <= atol + rtol * ref)))
+        s = stats.setdefault(i, [0.0, 0.0, 0, 0, tuple(w.shape[1:])])
+        s[0] = max(s[0], float(np.nan_to_num(diff, nan=np.inf).max(initial=0.0)))
+        s[1] = max(s[1], float(np.nan_to_num(rel, nan=np.inf).max(initial=0.0)))
+        s[2] += bad
+        s[3] += diff.size
+
+
+def _model_of(source, input_shape, arch, base, device, tiny: bool = False):
+    """(plain CPU module in eval mode, the input shape, ONNX metadata, the Subspace or None, the
+    SqzFile or None); the shape is checked before any weights are regenerated."""
     from squeeze import format as fmt
     from squeeze.subspace import Subspace
 
     if isinstance(source, nn.Module):
         shape = _input_shape(input_shape, None)
         if isinstance(source, Subspace):
-            return source.materialize().to("cpu").eval(), shape, {"squeeze.weights_sha256": source.digest()}
-        return source.to("cpu").eval(), shape, {}
+            return source.materialize().to("cpu").eval(), shape, {"squeeze.weights_sha256": source.digest()}, source, None
+        return source.to("cpu").eval(), shape, {}, None, None
     f = source if isinstance(source, fmt.SqzFile) else fmt.read(source)
     shape = _input_shape(input_shape, (f.data or {}).get("input_shape"))
     meta = {"squeeze.weights_sha256": f.weights_sha256}
@@ -242,8 +352,15 @@ def _model_of(source, input_shape, arch, base, device) -> tuple[nn.Module, tuple
         meta["squeeze.arch"] = ref
     if f.data:
         meta["squeeze.data"] = json.dumps(f.data, sort_keys=True)
-    model = fmt.load_subspace(f, arch, base=base, device=device).materialize()
-    return model.to("cpu").eval(), shape, meta
+    if tiny and f.base is not None and base is None:
+        raise ExportError(f"this file is a fine-tune of a base model (digest {f.base[:16]}...); pass --base with that checkpoint (or --base arch), whose weights go in the shared base data file")
+    sub = fmt.load_subspace(f, arch, base=base, device=device)
+    if tiny:
+        sub = sub.to("cpu")
+        from squeeze.onnx.projections import check_size
+
+        check_size(sub.projection)
+    return sub.materialize().to("cpu").eval(), shape, meta, sub, f
 
 
 def _input_shape(given, recorded) -> tuple[int, ...]:
@@ -278,12 +395,6 @@ def _check_settings(opset: int, atol: float, rtol: float, batch_sizes) -> None:
         raise ExportError(f"tolerances must be finite and non-negative, got atol={atol}, rtol={rtol}")
     if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
         raise ExportError(f"batch sizes to check must be positive integers, got {list(batch_sizes)}")
-
-
-def _inputs(shape: tuple[int, ...], batch_sizes: tuple[int, ...], seed: int) -> list[np.ndarray]:
-    """Seeded standard-normal float32 inputs, one array per batch size."""
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal((int(b), *shape), dtype=np.float32) for b in batch_sizes]
 
 
 def _run_torch(model: nn.Module, x: torch.Tensor, what: str, shape) -> object:
@@ -430,4 +541,4 @@ def _write_with_external_data(onnx_model, path: Path, data_path: Path, check) ->
         shutil.rmtree(folder, ignore_errors=True)
 
 
-__all__ = ["ExportError", "ExportMismatch", "ExportReport", "OutputCheck", "compare_onnx", "export_onnx", "parse_shape"]
+__all__ = ["ExportError", "ExportMismatch", "ExportReport", "OutputCheck", "compare_onnx", "compare_sessions", "export_onnx", "parse_shape"]

@@ -25,29 +25,46 @@ def command(
     arch: Optional[str] = options.Arch,
     base: Optional[Path] = options.Base,
     trust_pickle: bool = options.TrustPickle,
+    tiny: bool = typer.Option(False, "--tiny", help="Write the self-regenerating graph: theta_d as stored plus the regeneration as standard ONNX ops (a few KB). onnxruntime computes the weights once when the session starts; with graph optimizations disabled it recomputes them on every run (correct, but slower). A fine-tune's base goes in squeeze-base-<digest>.data beside the output, shared by every tiny fine-tune of that base."),
+    no_preprocessing: bool = typer.Option(False, "--no-preprocessing", help="Leave the recorded preprocessing (e.g. the 1/255 pixel scale) out of the graph: it then takes inputs already preprocessed, as in training."),
+    input_dtype: Optional[str] = typer.Option(None, "--input-dtype", help="float32, or int64 for token ids. Defaults to int64 when the file's data names a tokenizer."),
 ) -> None:
     """Regenerate FILE's weights and export them to ONNX with a dynamic batch dimension.
 
     The model is checked with onnx.checker and run in onnxruntime on seeded inputs (batches of
     1 and 7); it is written only if every output matches PyTorch within the tolerance. Exit 1
-    (and nothing written) when it does not.
+    (and nothing written) when it does not. The graph takes inputs as users hold them: raw
+    values with the recorded preprocessing inside (unless --no-preprocessing), token ids as int64.
 
-    Example: squeeze export mlp.sqz -o mlp.onnx
+    With --tiny the weights the graph regenerates must also have the file's SHA-256 (checked
+    with default session options and with optimizations disabled), and its outputs must equal
+    those of the full export.
+
+    Example: squeeze export mlp.sqz --tiny -o mlp.onnx
     """
     shape = parse_shape(input_shape) if input_shape is not None else None
     if output.suffix != ".onnx":
         raise ValueError(f"output {output} must end in .onnx")
     try:
-        report = export_onnx(file, output, input_shape=shape, opset=opset, atol=atol, rtol=rtol, arch=arch, base=base_arg(base, trust_pickle), device=check_device(dev))
+        report = export_onnx(
+            file, output, input_shape=shape, opset=opset, atol=atol, rtol=rtol, arch=arch, base=base_arg(base, trust_pickle),
+            device=check_device(dev), tiny=tiny, preprocess=not no_preprocessing, input_dtype=input_dtype,
+        )
     except ExportMismatch as e:
         err_console.print(_table(e.report))
         err_console.print(f"[bold red]FAILED[/] {e}", highlight=False)
         raise typer.Exit(1)
     console.print(_table(report))
+    kind = "tiny self-regenerating ONNX" if report.tiny else "ONNX"
     console.print(
-        f"wrote {output}: {report.size_bytes:,} bytes, opset {report.opset}, input (batch{''.join(f', {n}' for n in report.input_shape)}), exported and checked in {report.seconds:.1f} s",
+        f"wrote {output} ({kind}): {report.size_bytes:,} bytes, opset {report.opset}, input (batch{''.join(f', {n}' for n in report.input_shape)}): {report.input}; exported and checked in {report.seconds:.1f} s",
         highlight=False,
     )
+    if report.tiny:
+        worst = max((o.max_abs for o in report.vs_full), default=0.0)
+        console.print(f"regenerated weights SHA-256 {report.weights_sha256[:16]}... = the file's; full export {report.full_size_bytes:,} bytes, max abs difference of the outputs {worst:.3g}", highlight=False)
+        if report.base_data is not None:
+            console.print(f"base weights: {report.base_data} ({'reused, digest checked' if report.base_reused else 'written'}); keep it beside the model", highlight=False)
 
 
 def _table(report: ExportReport) -> Table:

@@ -1,0 +1,117 @@
+"""A small ONNX graph builder for the self-regenerating graph: short value names, deduplicated
+constants and model-local functions (each written once, called many times), so that the
+regeneration costs a few kilobytes of graph whatever the model's size.
+
+    g = Builder()
+    y = g.op("Add", x, g.const(np.uint32(7)))
+    a, b = g.op("Split", y, axis=0, num_outputs=2)
+    z = g.call(FWHT_STAGE, y, shape)          # a model-local function, defined once
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+DOMAIN = "squeeze"  # the domain of the model-local functions
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def short_name(i: int) -> str:
+    """The i-th short value name: ``_0``, ``_1``, ..., ``_z``, ``_10``, ..."""
+    out = ""
+    while True:
+        i, r = divmod(i, len(_DIGITS))
+        out = _DIGITS[r] + out
+        if i == 0:
+            return "_" + out
+
+
+@dataclass(frozen=True)
+class Function:
+    """A model-local ONNX function: its name, formal inputs and outputs, and a body writer that
+    adds the body's nodes to a :class:`Builder` given the formal input names."""
+
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    body: Callable[["Builder", list[str]], list[str]]
+
+
+class Builder:
+    """Collects nodes, initializers and functions; every value gets a fresh short name."""
+
+    def __init__(self, opset: int = 18, names: Callable[[], str] | None = None):
+        self.opset = opset
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.functions: dict[str, onnx.FunctionProto] = {}
+        self._consts: dict[tuple, str] = {}
+        self._count = 0
+        self._names = names or self._next
+
+    def _next(self) -> str:
+        self._count += 1
+        return short_name(self._count - 1)
+
+    def fresh(self) -> str:
+        """A new unused value name."""
+        return self._names()
+
+    def const(self, value, dtype=None) -> str:
+        """An initializer holding ``value`` (a numpy array or scalar); equal constants share one."""
+        arr = np.asarray(value, dtype=dtype)
+        key = (arr.dtype.str, arr.shape, arr.tobytes())
+        if key not in self._consts:
+            name = self.fresh()
+            self.initializers.append(numpy_helper.from_array(arr, name))
+            self._consts[key] = name
+        return self._consts[key]
+
+    def tensor(self, name: str, value: np.ndarray) -> str:
+        """An initializer with a chosen name (stored data such as theta_d)."""
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def op(self, op_type: str, *inputs: str, outputs: int = 1, domain: str = "", **attrs):
+        """Add one node; returns its output name (or a list of names when ``outputs > 1``)."""
+        outs = [self.fresh() for _ in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), outs, domain=domain, **attrs))
+        return outs[0] if outputs == 1 else outs
+
+    def call(self, fn: Function, *inputs: str):
+        """Call a model-local function (defining it on first use)."""
+        if fn.name not in self.functions:
+            self.functions[fn.name] = _function_proto(fn, self.opset, self.functions)
+        return self.op(fn.name, *inputs, outputs=len(fn.outputs), domain=DOMAIN)
+
+
+def _function_proto(fn: Function, opset: int, registry: dict) -> onnx.FunctionProto:
+    body = Builder(opset, names=_counter(f"{fn.name}_"))
+    body.functions = registry  # functions called from this body are defined before it
+    outs = fn.body(body, list(fn.inputs))
+    assert not body.initializers, "function bodies use Constant nodes, not initializers"
+    renamed = {o: f for o, f in zip(outs, fn.outputs)}
+    nodes = []
+    for n in body.nodes:
+        n.output[:] = [renamed.get(o, o) for o in n.output]
+        n.input[:] = [renamed.get(i, i) for i in n.input]
+        nodes.append(n)
+    return helper.make_function(DOMAIN, fn.name, list(fn.inputs), list(fn.outputs), nodes, [helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, 1)])
+
+
+def _counter(prefix: str) -> Callable[[], str]:
+    count = [0]
+
+    def next_name() -> str:
+        count[0] += 1
+        return f"{prefix}{count[0] - 1}"
+
+    return next_name
+
+
+__all__ = ["Builder", "DOMAIN", "Function", "short_name"]

@@ -1,0 +1,169 @@
+"""The projections' forward ``P @ theta_d`` as ONNX ops, one writer per kind, each reading the
+same :class:`~squeeze.projection.Projection` object the torch path uses (its size, block
+layout, scale exponent and nonzeros per row) and performing the reference's float32
+operations in the reference's order:
+
+* ``sorf``: ``y_b = 2**e * H S3_b H S2_b H S1_b pad(x)``, the Walsh-Hadamard butterflies as
+  log2(n) identical stages ``(a, b) -> (a + b, a - b)`` over adjacent pairs whose outputs are
+  written half sums, half differences (Pease's form: stage s combines the same two partial
+  sums as the reference's stage h = 2**s, so every value is the same IEEE result);
+* ``dense``: each row's sign products summed by the fixed pairwise tree of
+  :func:`squeeze.projection.base.fold_sum`, then times ``2**e``;
+* ``sparse``: the k signed entries of each row gathered, summed by the same tree, times ``2**e``.
+
+``dense`` and ``sparse`` materialise their D x d (or D x k) entries while the runtime folds
+the graph, so they are limited to :data:`MAX_ENTRIES` entries; beyond it :class:`TooLarge`
+suggests sorf, whose memory is O(D).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from squeeze import rng
+from squeeze.errors import SqueezeError
+from squeeze.onnx import threefry as tf
+from squeeze.onnx.graph import Builder, Function
+from squeeze.projection import Projection
+from squeeze.projection.base import next_pow2
+
+MAX_ENTRIES = 1 << 24  # dense D*d or sparse D*k: about 64 MiB per float32 intermediate while folding
+
+
+class TooLarge(SqueezeError):
+    """A dense or sparse projection too large to materialise inside an ONNX graph."""
+
+
+def _i64(values) -> np.ndarray:
+    return np.array(values, np.int64)
+
+
+def _stage(g: Builder, ins: list[str]) -> list[str]:
+    """One butterfly stage: x viewed as (rows, n/2, 2) by ``shape``; returns (rows, n, 1)."""
+    x, shape = ins
+    a, b = g.op("Split", g.op("Reshape", x, shape), axis=2, num_outputs=2, outputs=2)
+    return [g.op("Concat", g.op("Add", a, b), g.op("Sub", a, b), axis=1)]
+
+
+STAGE = Function("fwht_stage", ("x", "s"), ("y",), _stage)
+
+
+def _fwht_function(n: int) -> Function:
+    stages = n.bit_length() - 1
+
+    def body(g: Builder, ins: list[str]) -> list[str]:
+        x, pairs, square = ins
+        for _ in range(stages):
+            x = g.call(STAGE, x, pairs)
+        return [g.op("Reshape", x, square)]
+
+    return Function(f"fwht{n}", ("x", "p", "q"), ("y",), body)
+
+
+def fwht(g: Builder, x: str, rows: int, n: int) -> str:
+    """Unnormalised Walsh-Hadamard transform of x (rows, n) over its last axis."""
+    if n == 1:
+        return x
+    return g.call(_fwht_function(n), x, g.const(_i64([rows, n // 2, 2])), g.const(_i64([rows, n])))
+
+
+def fold_sum(g: Builder, v: str, m: int) -> str:
+    """Sum of v (rows, m) over its last axis by the pairwise tree of ``fold_sum``: zero-pad to a
+    power of two, then add the second half onto the first; returns (rows,)."""
+    p = next_pow2(m)
+    if p != m:
+        v = g.op("Pad", v, g.const(_i64([0, 0, 0, p - m])))
+    while p > 1:
+        p //= 2
+        a, b = g.op("Split", v, axis=1, num_outputs=2, outputs=2)
+        v = g.op("Add", a, b)
+    return g.op("Reshape", v, g.const(_i64([-1])))
+
+
+def _scale(g: Builder, v: str, e: int) -> str:
+    return g.op("Mul", v, g.const(np.float32(2.0**e)))
+
+
+def _key(seed: int, part: int) -> tuple[int, int]:
+    return rng.stream_key(seed, rng.stream_id(rng.STREAM_PROJECTION, part))
+
+
+class _Sorf:
+    @staticmethod
+    def requests(p) -> list[tuple[tuple[int, int], int]]:
+        count = -(-p.blocks * p.n // 64)
+        return [(_key(p.seed, r), count) for r in range(3)]
+
+    @staticmethod
+    def emit(g: Builder, p, x: str, first: int, theta_d: str) -> str:
+        count = -(-p.blocks * p.n // 64)
+        bits = g.op("Reshape", tf.sign_bits(g, tf.rows(g, x, first, 3 * count)), g.const(_i64([3, 64 * count])))
+        bits = g.op("Slice", bits, g.const(_i64([0])), g.const(_i64([p.blocks * p.n])), g.const(_i64([1])))
+        signs = g.op("Reshape", tf.to_signs(g, bits), g.const(_i64([3, p.blocks, p.n])))  # (3, blocks, n)
+        v = g.op("Pad", theta_d, g.const(_i64([0, p.n - p.d])))  # (n,), broadcast over the blocks
+        for r in range(3):
+            v = fwht(g, g.op("Mul", v, g.op("Gather", signs, g.const(np.int64(r)))), p.blocks, p.n)
+        flat = g.op("Reshape", _scale(g, v, p.scale_exp), g.const(_i64([-1])))
+        return g.op("Slice", flat, g.const(_i64([0])), g.const(_i64([p.D])))
+
+
+class _Dense:
+    @staticmethod
+    def requests(p) -> list[tuple[tuple[int, int], int]]:
+        return [(p.key, p.D * ((p.d + 63) // 64))]
+
+    @staticmethod
+    def emit(g: Builder, p, x: str, first: int, theta_d: str) -> str:
+        w = (p.d + 63) // 64
+        bits = g.op("Reshape", tf.sign_bits(g, tf.rows(g, x, first, p.D * w)), g.const(_i64([p.D, 64 * w])))
+        bits = g.op("Slice", bits, g.const(_i64([0])), g.const(_i64([p.d])), g.const(_i64([1])))
+        return _scale(g, fold_sum(g, g.op("Mul", tf.to_signs(g, bits), theta_d), p.d), p.scale_exp)
+
+
+class _Sparse:
+    @staticmethod
+    def requests(p) -> list[tuple[tuple[int, int], int]]:
+        return [(_key(p.seed, 0), p.D * p.k)]
+
+    @staticmethod
+    def emit(g: Builder, p, x: str, first: int, theta_d: str) -> str:
+        blk = tf.rows(g, x, first, p.D * p.k)
+        shape = g.const(_i64([p.D, p.k]))
+        x0 = g.op("Cast", g.op("Gather", blk, g.const(np.int64(0)), axis=1), to=7)  # int64
+        cols = g.op("Div", g.op("Mul", x0, g.const(np.int64(p.d))), g.const(np.int64(1 << 32)))  # (x0 * d) >> 32
+        bit = g.op("BitwiseAnd", g.op("Gather", blk, g.const(np.int64(1)), axis=1), g.const(np.uint32(1)))
+        vals = g.op("Mul", g.op("Gather", theta_d, g.op("Reshape", cols, shape)), g.op("Reshape", tf.to_signs(g, bit), shape))
+        return _scale(g, fold_sum(g, vals, p.k), p.scale_exp)
+
+
+_WRITERS = {"sorf": _Sorf, "dense": _Dense, "sparse": _Sparse}
+
+
+def check_size(p: Projection) -> None:
+    """Refuse a projection the graph cannot hold (unknown kind, or dense/sparse entries over
+    :data:`MAX_ENTRIES`)."""
+    if p.kind not in _WRITERS:
+        raise SqueezeError(f"the {p.kind} projection has no ONNX form; tiny export supports {', '.join(sorted(_WRITERS))}")
+    entries = {"dense": lambda: p.D * p.d, "sparse": lambda: p.D * p.k}.get(p.kind, lambda: 0)()
+    if entries > MAX_ENTRIES:
+        raise TooLarge(
+            f"this {p.kind} projection has {entries:,} entries (D={p.D:,} x {'d' if p.kind == 'dense' else 'k'}={entries // p.D:,}), "
+            f"over the {MAX_ENTRIES:,} a tiny ONNX graph materialises; use the full export, or compress with --projection sorf for a tiny one"
+        )
+
+
+def requests(p: Projection) -> list[tuple[tuple[int, int], int]]:
+    """The random blocks the projection consumes, as ``(key, count)`` requests."""
+    check_size(p)
+    return _WRITERS[p.kind].requests(p)
+
+
+def forward(g: Builder, p: Projection, x: str, first: int, theta_d: str) -> str:
+    """``P @ theta_d`` (D,) float32 from the blocks of :func:`requests`, which start at row
+    ``first`` of the block tensor ``x`` (N, 2)."""
+    return _WRITERS[p.kind].emit(g, p, x, first, theta_d)
+
+
+__all__ = ["MAX_ENTRIES", "TooLarge", "check_size", "fold_sum", "forward", "fwht", "requests"]

@@ -3,13 +3,24 @@ and theta_d is fitted by distillation (KL to the teacher's outputs mixed with cr
 on the labels), starting from theta_0.
 
     teacher = load_teacher("model.safetensors", arch.build(ref, kwargs))
-    result = compress(teacher, lambda: arch.build(ref, kwargs), data, CompressConfig(dim=750))
-    format.save(result.sub, "model.sqz", arch=..., metrics=result.metrics(teacher_bytes), ...)
+    result = compress(teacher, lambda: arch.build(ref, kwargs), data, CompressConfig(size=1500))
+    format.save(result.sub, "model.sqz", encoded=result.encoded, metrics=result.metrics(), ...)
 
-With ``dim=None`` the smallest d whose test accuracy reaches ``target`` x the teacher's is
-searched (:func:`squeeze.dimension.search_dim`). Every metric is measured on the dense
-module the file decompresses to, after theta_d was rounded to its storage dtype, so the
-numbers reported are the file's.
+What a user pays for is bytes, so the search runs on the (d, encoding) plane: each trained d
+(distilled until the validation objective stops improving, :data:`squeeze.fit.CONVERGE`) is
+stored as float16 and, reusing the same trained float model, quantized to each of a few
+levels (k-means, then quantization-aware fine-tuning, range coded). Two goals:
+
+- ``target``: the smallest file whose validation accuracy reaches ``target`` x the teacher's
+  validation accuracy. d doubles until a candidate reaches it, then the search bisects d per
+  encoding and tries larger d with fewer levels wherever the estimated bytes could beat the
+  best file so far.
+- ``size``: the most accurate file within a byte budget: for each encoding, the largest d
+  whose file fits (estimated from measured bytes, then checked by writing the file).
+
+``dim`` and ``levels`` pin either axis. Every choice (d, levels, epoch, k-means or QAT) is made
+on the validation share carved from the training split (:mod:`squeeze.search`); the test split
+is evaluated after the choice, once per candidate, for the report.
 
 theta_d starts at zero (theta = theta_0). A warm start at the least-squares projection of
 the teacher, alpha * P^T (theta_teacher - theta_0) with the best scalar alpha, was measured
@@ -17,11 +28,15 @@ and not kept: for squeeze.zoo:MLP on mnist5k it starts at chance (10% test accur
 theta_0), and after 10 epochs it changed test accuracy by +0.5 points at d = 750 (10 seeds)
 and -0.4 points at d = 300 (6 seeds), within seed noise (sd about 1 point). The teacher's
 displacement from theta_0 is mostly the difference of two independent random inits, and a
-random d-dimensional subspace keeps only a d/D share of it.
+random d-dimensional subspace keeps only a d/D share of it. Work is reused instead by
+quantizing each trained float model to every level rather than retraining.
 """
 
 from __future__ import annotations
 
+import copy
+import math
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +45,18 @@ from typing import Callable
 import torch
 from torch import nn
 
+from squeeze import coding_registry
 from squeeze import format as fmt
 from squeeze.checkpoint import load_state_dict, match_state_dict
 from squeeze.data import Dataset
-from squeeze.dimension import DimSearch, Trial, count_params, search_dim
-from squeeze.fit import TrainConfig, predict, train
+from squeeze.dimension import count_params
+from squeeze.fit import CONVERGE, TrainConfig, predict, train
 from squeeze.projection import kinds
+from squeeze.quantize import QuantizeConfig, quantize_subspace
+from squeeze.search import Candidate, bits_per_value, choose, encoding_name, levels_of
 from squeeze.subspace import Subspace, SubspaceConfig
+
+LEVELS = (4, 8, 16)  # the quantized encodings searched besides float16
 
 
 @dataclass(frozen=True)
@@ -44,94 +64,138 @@ class CompressConfig:
     """How a dense model is compressed.
 
     Args:
-        dim: d; None searches the smallest d reaching ``target`` (``--dim auto``).
-        target: the share of the teacher's test accuracy that ``dim=None`` must reach.
+        dim: d; None searches it.
+        levels: L levels of the stored theta_d; None searches the float ``dtype`` and ``level_grid``.
+        target: the share of the teacher's validation accuracy to reach (the smallest such file is kept).
+        size: a byte budget: the most accurate file within it is kept (``target`` is then only reported).
         projection: projection kind.
         seed: seed of theta_0 and P (and of the data order).
-        epochs: passes over the training data per fit.
+        epochs: the cap on passes over the training data per fit.
+        patience: stop a fit after this many epochs without a better validation objective (None: exactly ``epochs``).
         lr: Adam learning rate of theta_d.
         batch_size: examples per step.
         distill_weight: weight of the KL term to the teacher against cross-entropy on labels.
         device: ``cpu`` or ``cuda``.
-        dtype: storage of theta_d (``float16`` or ``float32``); metrics are measured after rounding to it.
+        dtype: the float encoding searched (``float16`` or ``float32``).
+        level_grid: the levels searched when ``levels`` is None.
+        qat_steps: quantization-aware fine-tuning steps per quantized candidate.
         start_dim: the first d tried by the search.
         max_dim: the largest d the search may try (None: the model's D).
-        tolerance: the search stops bisecting when the bracket is narrower than this share of d.
+        tolerance: bisection stops when the bracket is narrower than this share of d.
+        max_fits: the most float models trained by a search.
     """
 
     dim: int | None = None
+    levels: int | None = None
     target: float = 0.9
+    size: int | None = None
     projection: str = "sorf"
     seed: int = 0
-    epochs: int = 10
+    epochs: int = CONVERGE["epochs"]
+    patience: int | None = CONVERGE["patience"]
     lr: float = 0.1
     batch_size: int = 128
     distill_weight: float = 0.5
     device: str = "cpu"
     dtype: str = "float16"
-    start_dim: int = 64
+    level_grid: tuple[int, ...] = LEVELS
+    qat_steps: int = 300
+    start_dim: int = 256
     max_dim: int | None = None
     tolerance: float = 0.125
+    max_fits: int = 12
 
     def __post_init__(self):
         if self.dim is not None and (not isinstance(self.dim, int) or self.dim < 1):
-            raise ValueError(f"dim must be a positive integer or None (auto), got {self.dim!r}")
+            raise ValueError(f"dim must be a positive integer or None (searched), got {self.dim!r}")
+        if self.levels is not None and not 2 <= self.levels <= 1 << 15:
+            raise ValueError(f"levels must be in [2, 32768] or None (searched), got {self.levels!r}")
         if not 0 < self.target <= 1:
             raise ValueError(f"target must be in (0, 1] (a share of the teacher's accuracy), got {self.target}")
+        if self.size is not None and self.size < 1:
+            raise ValueError(f"size must be a positive number of bytes, got {self.size}")
         if self.projection not in kinds():
             raise ValueError(f"unknown projection {self.projection!r}; choose one of {', '.join(kinds())}")
         if self.dtype not in ("float16", "float32"):
             raise ValueError(f"dtype must be float16 or float32, got {self.dtype!r}")
         if not 0 <= self.distill_weight <= 1:
             raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
-        if self.start_dim < 1 or (self.max_dim is not None and self.max_dim < 1):
-            raise ValueError(f"start_dim and max_dim must be positive (got {self.start_dim}, {self.max_dim})")
+        if self.start_dim < 1 or (self.max_dim is not None and self.max_dim < 1) or self.max_fits < 1:
+            raise ValueError(f"start_dim, max_dim and max_fits must be positive (got {self.start_dim}, {self.max_dim}, {self.max_fits})")
+
+    def encodings(self) -> list[str]:
+        """The encodings the search may use."""
+        if self.levels is not None:
+            return [encoding_name(self.levels)]
+        return [encoding_name(None, self.dtype)] + [encoding_name(L) for L in sorted(set(self.level_grid))]
 
 
 @dataclass
 class CompressResult:
     """A compressed model and what was measured.
 
-    ``sub`` holds theta_d already rounded to the storage dtype; ``accuracy`` and ``agreement``
-    (share of test examples where it predicts the teacher's class) are of that model.
-    ``reached`` says whether ``accuracy >= target * teacher_accuracy``.
+    ``sub`` holds the kept theta_d exactly as stored (``encoded`` is its coded form, None for
+    floats); accuracies are of the dense model the file decompresses to. ``reached`` says
+    whether the goal was met on the validation split. ``candidates`` lists every candidate
+    tried, in order, each with its test accuracy (measured after the choice).
     """
 
-    sub: Subspace
+    sub: Subspace | None
+    kept: Candidate | None
+    teacher_val_accuracy: float
     teacher_accuracy: float
     accuracy: float
     agreement: float
     target: float
-    searched: bool
+    size: int | None
     reached: bool
     interrupted: bool
     seconds: float
     data_name: str
-    trials: list[Trial] = field(default_factory=list)
+    candidates: list[Candidate] = field(default_factory=list)
+    fits: int = 0
+
+    @property
+    def encoded(self) -> dict | None:
+        return None if self.kept is None else self.kept.encoded
 
     @property
     def d(self) -> int:
-        return self.sub.d
+        return self.kept.d
 
     @property
     def D(self) -> int:
         return self.sub.D
 
-    def metrics(self, teacher_bytes: int | None = None) -> dict:
-        """The metrics recorded in the file."""
-        out = {
-            "data": self.data_name,
-            "metric": "accuracy",
-            "method": "distill",
-            "test_accuracy": round(self.accuracy, 6),
-            "dense_test_accuracy": round(self.teacher_accuracy, 6),
-            "agreement": round(self.agreement, 6),
+    def search_record(self) -> dict:
+        """How many candidates of each kind were tried: what ``squeeze mdl`` charges for the choice."""
+        return {
+            "candidates": len(self.candidates),
+            "d": len({c.d for c in self.candidates}),
+            "enc": len({c.encoding for c in self.candidates}),
         }
-        if teacher_bytes is not None:
-            out["dense_bytes"] = int(teacher_bytes)
-        if self.searched:
-            out["target"] = self.target
-        return out
+
+    def metrics(self) -> dict:
+        """The metrics recorded in the file (no run-dependent numbers such as times)."""
+        k = self.kept
+        return file_metrics(
+            self.data_name, self.size, self.target, search=self.search_record(), interrupted=self.interrupted,
+            test_accuracy=self.accuracy, val_accuracy=k.val_accuracy if k else 0.0, dense_test_accuracy=self.teacher_accuracy,
+            dense_val_accuracy=self.teacher_val_accuracy, agreement=self.agreement,
+        )
+
+
+def file_metrics(data_name: str, size: int | None, target: float, *, search: dict | None = None, interrupted: bool = True, **accuracies: float) -> dict:
+    """The metrics a compressed file records. Without ``search`` and accuracies (a placeholder,
+    to measure a candidate's bytes before the end), every number takes its longest printed form,
+    so the final file is never larger than the candidate measured with it."""
+    out = {"data": data_name, "metric": "accuracy", "method": "distill", "search": search or {"candidates": 999, "d": 999, "enc": 999}}
+    for key in ("test_accuracy", "val_accuracy", "dense_test_accuracy", "dense_val_accuracy", "agreement"):
+        out[key] = round(accuracies[key], 6) if key in accuracies else 0.123456
+    out["size" if size is not None else "target"] = size if size is not None else target
+    if interrupted:
+        out["interrupted"] = True
+    return out
 
 
 def load_teacher(path: str | Path, model: nn.Module, *, trust_pickle: bool = False) -> nn.Module:
@@ -152,47 +216,190 @@ def load_teacher(path: str | Path, model: nn.Module, *, trust_pickle: bool = Fal
     return model.eval()
 
 
-def distill(
-    teacher: nn.Module,
-    student: nn.Module,
-    data: Dataset,
-    dim: int,
-    config: CompressConfig,
-    *,
-    teacher_pred: torch.Tensor | None = None,
-    progress: bool = True,
-    base: dict[str, torch.Tensor] | None = None,
-) -> Trial:
-    """Distil ``teacher`` into a ``dim``-dimensional subspace of ``student`` and measure it.
+class _Search:
+    """The state of one compression search: trained float models per d, and the candidates."""
 
-    Args:
-        teacher: the dense model (eval mode).
-        student: a freshly built module of the same architecture (its weights are not used).
-        data: the data set.
-        dim: d.
-        config: a :class:`CompressConfig`.
-        teacher_pred: the teacher's test predictions, if already computed.
-        progress: show a progress bar.
-        base: a pretrained base state_dict: theta_0 is the base (a fine-tune delta).
+    def __init__(self, teacher, build, data, config: CompressConfig, measure, on_trial, progress, base):
+        self.teacher, self.build, self.data, self.config = teacher, build, data, config
+        self.measure, self.on_trial, self.progress, self.base = measure, on_trial, progress, base
+        self.candidates: list[Candidate] = []
+        self.floats: dict[int, tuple[Subspace, dict, int, float]] = {}  # d -> (sub, float state, epochs, seconds)
+        self.interrupted = False
+        self.probes: dict[str, Candidate] = {}
+        self.train_cfg = TrainConfig(
+            epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, device=config.device,
+            seed=config.seed, distill_weight=config.distill_weight, patience=config.patience,
+        )
+        _, self.val = data.validation_split(self.train_cfg.val_fraction)
+        D = count_params(build())
+        self.dims = min(config.max_dim or D, D)
+        self.val_teacher = predict(teacher, self.val.x_train, device=config.device).argmax(1)
 
-    Returns:
-        A :class:`~squeeze.dimension.Trial` whose ``payload`` is the fitted subspace (theta_d
-        rounded to the storage dtype) and whose ``info`` holds the agreement with the teacher.
-    """
-    start = time.time()
-    dev = config.device
-    sub = Subspace(student, SubspaceConfig(dim=dim, projection=config.projection, seed=config.seed), base=base)
-    cfg = TrainConfig(epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, device=dev, seed=config.seed, distill_weight=config.distill_weight)
-    res = train(sub, data, cfg, teacher=teacher, progress=progress, description=f"d={dim}")
-    fmt.round_for_storage_(sub, config.dtype)
-    if teacher_pred is None:
-        teacher_pred = predict(teacher, data.x_test, device=dev).argmax(1)
-    dense = sub.materialize().eval()  # what the file decompresses to
-    pred = predict(dense, data.x_test, device=dev).argmax(1)
-    acc = float((pred == data.y_test).float().mean())
-    agreement = float((pred == teacher_pred).float().mean())
-    info = {"agreement": agreement, "val_accuracy": res.val_accuracy, "epochs": res.epochs_run}
-    return Trial(d=dim, accuracy=acc, seconds=time.time() - start, interrupted=res.interrupted, info=info, payload=sub)
+    def fit(self, d: int) -> bool:
+        """Distil at d (once); False when Ctrl-C stopped it (the search then stops). An
+        interrupted fit is kept (its best finished epoch) only when d is pinned."""
+        if d in self.floats:
+            return True
+        cfg = self.config
+        sub = Subspace(self.build(), SubspaceConfig(dim=d, projection=cfg.projection, seed=cfg.seed), base=self.base)
+        res = train(sub, self.data, self.train_cfg, teacher=self.teacher, progress=self.progress, description=f"d={d:,}")
+        if res.interrupted:
+            self.interrupted = True
+            if res.best_epoch == 0 or cfg.dim is None:
+                return False
+        self.floats[d] = (sub, _state(sub), res.best_epoch, res.seconds)
+        return not res.interrupted
+
+    def probe(self, enc: str, d: int) -> None:
+        """Measure the fixed cost and the coded size of ``enc`` without training: a seeded
+        Gaussian theta_d at d, k-means quantized (a first estimate for :meth:`estimate`)."""
+        sub = Subspace(self.build(), SubspaceConfig(dim=d, projection=self.config.projection, seed=self.config.seed), base=self.base)
+        gen = torch.Generator().manual_seed(self.config.seed)
+        with torch.no_grad():
+            sub.theta_d.copy_(0.01 * torch.randn(d, generator=gen))
+        encoded = None
+        if levels_of(enc) is not None:
+            from squeeze.quantize import kmeans_quantize
+
+            encoded = coding_registry.encode_quantized(*kmeans_quantize(sub.theta_d.detach(), levels_of(enc)))
+        total, payload = self.measure(sub, encoded, enc)
+        self.probes[enc] = Candidate(d=d, encoding=enc, bytes=total, payload_bytes=payload, val_accuracy=0.0, val_agreement=0.0, epochs=0, seconds=0.0)
+
+    def candidate(self, d: int, enc: str, quick: bool = False) -> Candidate:
+        """The candidate (d, enc) from the float model at d (fitted before); cached. ``quick``:
+        k-means without fine-tuning (after Ctrl-C)."""
+        for c in self.candidates:
+            if c.d == d and c.encoding == enc:
+                return c
+        sub, state, epochs, seconds = self.floats[d]
+        sub.load_state_dict(state)
+        start = time.time()
+        L = levels_of(enc)
+        encoded, method = None, "float"
+        if L is None:
+            fmt.round_for_storage_(sub, {"f16": "float16", "f32": "float32"}[enc])
+        else:
+            q = quantize_subspace(sub, QuantizeConfig(levels=L, steps=0 if quick else self.config.qat_steps, batch_size=self.config.batch_size, distill_weight=self.config.distill_weight, seed=self.config.seed, device=self.config.device), self.data)
+            encoded, method = coding_registry.encode_quantized(q.codebook, q.codes), q.method
+            seconds = time.time() - start
+        pred = predict(sub, self.val.x_train, device=self.config.device).argmax(1)
+        total, payload = self.measure(sub, encoded, enc)
+        c = Candidate(
+            d=d, encoding=enc, bytes=total, payload_bytes=payload,
+            val_accuracy=float((pred == self.val.y_train).float().mean()),
+            val_agreement=float((pred == self.val_teacher).float().mean()),
+            epochs=epochs, seconds=seconds, method=method, state=_state(sub), encoded=encoded,
+        )
+        self.candidates.append(c)
+        if self.on_trial is not None:
+            self.on_trial(c)
+        return c
+
+    def estimate(self, enc: str, d: int) -> int:
+        """Bytes of (d, enc): from the largest measured candidate of that encoding, else its probe."""
+        same = [c for c in self.candidates if c.encoding == enc]
+        if same:
+            return max(same, key=lambda c: c.d).estimate_bytes(d)
+        if enc not in self.probes:
+            self.probe(enc, min(1024, self.dims))
+        probe = self.probes[enc]
+        if levels_of(enc) is not None:  # trained theta_d codes differ from a Gaussian's: correct by what other levels showed
+            seen = [c for c in self.candidates if c.levels is not None and c.encoding in self.probes]
+            if seen:
+                ratio = sum((c.payload_bytes / c.d) / (self.probes[c.encoding].payload_bytes / self.probes[c.encoding].d) for c in seen) / len(seen)
+                return probe.bytes - probe.payload_bytes + math.ceil(ratio * probe.payload_bytes * d / probe.d)
+        return probe.estimate_bytes(d)
+
+    def largest_fitting(self, enc: str, budget: int) -> int:
+        """The largest d whose (d, enc) file is estimated to fit ``budget`` (0: none)."""
+        fixed = self.estimate(enc, 0)
+        per = (self.estimate(enc, 100_000) - fixed) / 100_000
+        return max(0, min(self.dims, int((budget - fixed) / per)))
+
+
+def _state(sub: Subspace) -> dict:
+    return {k: v.detach().clone() for k, v in sub.state_dict().items()}
+
+
+def _default_measure(sub: Subspace, encoded: dict | None, enc: str) -> tuple[int, int]:
+    """(file bytes, theta_d bytes) of ``sub`` saved without metrics or architecture."""
+    with tempfile.TemporaryDirectory() as tmp:
+        f = fmt.save(sub, Path(tmp) / "c.sqz", dtype={"f16": "float16", "f32": "float32"}.get(enc, "float16"), encoded=encoded)
+    payload = coding_registry.stored_bytes(encoded) if encoded is not None else f.theta_d.numel() * (2 if enc == "f16" else 4)
+    return f.size_bytes, payload
+
+
+def _search_size(s: _Search, budget: int) -> None:
+    """For each encoding, the largest d whose file fits the budget: estimated, then checked by
+    writing the file, and corrected once when it was over (or well under) the budget."""
+    cfg = s.config
+    encs = cfg.encodings()
+    if cfg.dim is not None:
+        _pinned(s, encs)
+        return
+    for enc in encs:
+        d = s.largest_fitting(enc, budget)
+        for _ in range(2):
+            if d < 1 or any(c.d == d and c.encoding == enc for c in s.candidates) or len(s.floats) >= cfg.max_fits:
+                break
+            if not s.fit(d):
+                return
+            c = s.candidate(d, enc)
+            if 0.97 * budget <= c.bytes <= budget or c.d == s.dims:
+                break
+            d = s.largest_fitting(enc, budget)
+
+
+def _pinned(s: _Search, encs: list[str]) -> None:
+    """d pinned: every encoding at that d."""
+    finished = s.fit(s.config.dim)
+    if s.config.dim in s.floats:
+        for enc in sorted(encs, key=bits_per_value):
+            s.candidate(s.config.dim, enc, quick=not finished)
+
+
+def _search_target(s: _Search, threshold: float) -> None:
+    """The smallest file reaching ``threshold``: double d until a candidate passes, then bisect
+    d per encoding, and try larger d for encodings that could still give a smaller file."""
+    cfg = s.config
+    encs = cfg.encodings()
+    if cfg.dim is not None:
+        _pinned(s, encs)
+        return
+    dims = s.dims
+    d = min(cfg.start_dim, dims)
+    while True:
+        if not s.fit(d):
+            return
+        for enc in encs:
+            s.candidate(d, enc)
+        if choose(s.candidates, threshold=threshold)[1] or d >= dims or len(s.floats) >= cfg.max_fits:
+            break
+        d = min(2 * d, dims)
+    while len(s.floats) < cfg.max_fits:
+        best, reached = choose(s.candidates, threshold=threshold)
+        if not reached:
+            return
+        proposals = []
+        for enc in encs:
+            tried = {c.d: c.val_accuracy >= threshold for c in s.candidates if c.encoding == enc}
+            passing = [x for x, ok in tried.items() if ok]
+            if passing:
+                hi = min(passing)
+                lo = max([x for x, ok in tried.items() if not ok and x < hi], default=0)
+                nxt = (lo + hi) // 2 if hi - lo > max(1, math.ceil(cfg.tolerance * max(lo, 1))) else None
+            else:
+                nxt = min(2 * max(tried), dims) if tried and max(tried) < dims else None
+            if nxt and nxt not in tried and s.estimate(enc, nxt) < best.bytes:
+                proposals.append((s.estimate(enc, nxt), nxt, enc))
+        if not proposals:
+            return
+        _, d, enc = min(proposals)
+        if not s.fit(d):
+            return
+        for e in encs:
+            if e == enc or s.estimate(e, d) < best.bytes:
+                s.candidate(d, e)
 
 
 def compress(
@@ -201,58 +408,73 @@ def compress(
     data: Dataset,
     config: CompressConfig = CompressConfig(),
     *,
-    on_trial: Callable[[Trial], None] | None = None,
+    measure: Callable[[Subspace, dict | None, str], tuple[int, int]] | None = None,
+    on_trial: Callable[[Candidate], None] | None = None,
     progress: bool = True,
     base: dict[str, torch.Tensor] | None = None,
 ) -> CompressResult:
-    """Fit theta_d to ``teacher`` at ``config.dim``, or search the smallest d reaching the target.
+    """Search (d, encoding) for the smallest file reaching the target, or the most accurate
+    file within ``config.size`` bytes, by distilling ``teacher``.
 
     Args:
         teacher: the dense model, loaded (see :func:`load_teacher`).
         build: makes a fresh module of the teacher's architecture.
-        data: the data set (test accuracy is measured on its test split).
+        data: the data set; validation is carved from its training split, and its test split
+            is evaluated only after the choice.
         config: a :class:`CompressConfig`.
-        on_trial: called after each fitted d (to print it).
-        base: a pretrained base state_dict; theta_0 is the base (see :func:`distill`).
-        progress: show progress bars.
+        measure: ``measure(sub, encoded, encoding) -> (file bytes, theta_d bytes)`` of the file a
+            candidate makes (default: saved without metrics or architecture).
+        on_trial: called with each new candidate (to print it).
+        progress: show training progress (see :func:`squeeze.fit.train`).
+        base: a pretrained base state_dict; theta_0 is the base (a fine-tune delta).
 
     Returns:
-        A :class:`CompressResult`; when the search misses the target it holds the most
-        accurate d tried and ``reached`` is False.
+        A :class:`CompressResult`. When the goal is missed it holds the best candidate by the
+        same rule and ``reached`` is False; after Ctrl-C it holds the best finished candidate
+        (``sub`` None when none finished) and ``interrupted`` is True.
     """
     start = time.time()
     dev = config.device
     teacher = teacher.to(dev).eval()
-    teacher_pred = predict(teacher, data.x_test, device=dev).argmax(1)
-    teacher_acc = float((teacher_pred == data.y_test).float().mean())
-    threshold = config.target * teacher_acc
-
-    def evaluate(d: int) -> Trial:
-        return distill(teacher, build(), data, d, config, teacher_pred=teacher_pred, progress=progress, base=base)
-
-    if config.dim is not None:
-        t = evaluate(config.dim)
-        if on_trial is not None:
-            on_trial(t)
-        found = DimSearch(trials=[t], best=t, reached=t.accuracy >= threshold, threshold=threshold, interrupted=t.interrupted)
-    else:
-        D = count_params(build())
-        max_dim = min(config.max_dim or D, D)
-        found = search_dim(evaluate, threshold, start=config.start_dim, max_dim=max_dim, tolerance=config.tolerance, on_trial=on_trial)
-    best = found.best
+    s = _Search(teacher, build, data, config, measure or _default_measure, on_trial, progress, base)
+    teacher_val = float((s.val_teacher == s.val.y_train).float().mean())
+    threshold = config.target * teacher_val
+    try:
+        if config.size is not None:
+            _search_size(s, config.size)
+        else:
+            _search_target(s, threshold)
+    except KeyboardInterrupt:
+        s.interrupted = True
+    kept, reached = choose(s.candidates, threshold=None if config.size is not None else threshold, budget=config.size)
+    # the choice is made: now the test split, once per candidate, for the report
+    teacher_test = predict(teacher, data.x_test, device=dev).argmax(1)
+    sub = None
+    for c in s.candidates:
+        model = s.floats[c.d][0]
+        model.load_state_dict(c.state)
+        pred = predict(model.materialize(), data.x_test, device=dev).argmax(1)  # what the file decompresses to
+        c.test_accuracy = float((pred == data.y_test).float().mean())
+        c.test_agreement = float((pred == teacher_test).float().mean())
+    if kept is not None:
+        sub = s.floats[kept.d][0]
+        sub.load_state_dict(kept.state)
     return CompressResult(
-        sub=best.payload,
-        teacher_accuracy=teacher_acc,
-        accuracy=best.accuracy,
-        agreement=best.info["agreement"],
+        sub=sub,
+        kept=kept,
+        teacher_val_accuracy=teacher_val,
+        teacher_accuracy=float((teacher_test == data.y_test).float().mean()),
+        accuracy=kept.test_accuracy if kept else 0.0,
+        agreement=kept.test_agreement if kept else 0.0,
         target=config.target,
-        searched=config.dim is None,
-        reached=found.reached,
-        interrupted=found.interrupted,
+        size=config.size,
+        reached=reached and not s.interrupted,
+        interrupted=s.interrupted,
         seconds=time.time() - start,
         data_name=data.name,
-        trials=found.trials,
+        candidates=s.candidates,
+        fits=len(s.floats),
     )
 
 
-__all__ = ["CompressConfig", "CompressResult", "load_teacher", "distill", "compress"]
+__all__ = ["CompressConfig", "CompressResult", "LEVELS", "file_metrics", "load_teacher", "compress"]

@@ -2,13 +2,28 @@
 
 One loop serves every case: the optimiser updates whatever parameters require gradients
 (theta_d and the layerwise scales of a :class:`Subspace`, or all weights of a dense model).
-The best state by validation accuracy is kept; Ctrl-C stops early and keeps it too.
 Under ``torchrun`` the same loop runs data-parallel (see :mod:`squeeze.distributed`).
+
+Two stopping rules:
+
+- **converge** (``patience`` set; what ``compress``, ``train`` and ``intrinsic-dim`` use): train
+  until the held-out objective stops improving. The objective is the training loss measured on
+  the validation share carved from the training split (cross-entropy, plus the KL divergence
+  to the teacher when distilling). The learning rate warms up linearly over the first epoch,
+  is halved after ``decay_after`` epochs without a new best, and training stops after
+  ``patience`` epochs without one, or at the cap ``epochs``. The length adapts to the model,
+  so no epoch count has to be guessed per model.
+- **fixed** (``patience=None``): exactly ``epochs`` passes with a one-cycle schedule fitted to
+  that length.
+
+Either way the best state by the held-out objective is kept; Ctrl-C stops early and keeps the
+best *finished* epoch.
 """
 
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,13 +39,16 @@ from squeeze.data import Dataset
 @dataclass(frozen=True)
 class TrainConfig:
     """Args:
-    epochs: passes over the training set.
+    epochs: passes over the training set (with ``patience``: the cap).
     lr: Adam learning rate.
     batch_size: examples per step.
     device: ``cpu`` or ``cuda``.
     val_fraction: share of the training set held out to pick the best epoch.
     seed: seed of the data order (torch's generator on CPU: order only, never weights).
     distill_weight: with a teacher, the weight of matching its outputs (KL divergence) against the labels.
+    patience: stop after this many epochs without a new best held-out objective (None: fixed length).
+    decay_after: with ``patience``, halve the learning rate after this many epochs without a new best.
+    min_delta: a relative decrease of the held-out objective smaller than this is no improvement.
     """
 
     epochs: int = 10
@@ -40,16 +58,29 @@ class TrainConfig:
     val_fraction: float = 0.1
     seed: int = 0
     distill_weight: float = 0.5
+    patience: int | None = None
+    decay_after: int = 2
+    min_delta: float = 1e-3
 
     def __post_init__(self):
+        if self.patience is not None and (self.patience < 1 or self.decay_after < 1):
+            raise ValueError(f"patience and decay_after must be positive (got {self.patience}, {self.decay_after})")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError(f"epochs, batch size and learning rate must be positive (got {self.epochs}, {self.batch_size}, {self.lr})")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
 
+# The stopping rule compress, train and intrinsic-dim share (see benchmarks/convergence notes in
+# samples/README.md): a cap of 200 epochs, 6 epochs of patience, the rate halved after 2.
+CONVERGE = {"epochs": 200, "patience": 6, "decay_after": 2}
+
+
 @dataclass
 class TrainResult:
+    """What :func:`train` measured; ``val_loss`` is the held-out objective at the kept epoch and
+    ``best_epoch`` that epoch (0: none finished)."""
+
     val_accuracy: float
     test_accuracy: float
     train_accuracy: float
@@ -60,6 +91,8 @@ class TrainResult:
     world_size: int = 1
     bytes_per_step: int = 0  # gradient all-reduce payload per rank per step (4 * d for a subspace)
     bytes_total: int = 0  # everything this rank put into collectives
+    val_loss: float = float("inf")
+    best_epoch: int = 0
 
 
 @torch.no_grad()
@@ -120,11 +153,16 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr)
     steps_per_epoch = -(-len(train_set.y_train) // config.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15)
+    converge = config.patience is not None
+    if converge:  # linear warm-up over the first epoch, then halved on plateaus (below)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / steps_per_epoch))
+    else:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15)
     gen = torch.Generator().manual_seed(config.seed)
-    best, best_state, history = -1.0, None, []
+    val_teacher = _logits(teacher, val_set.x_train, dev) if teacher is not None else None
+    best, best_acc, best_epoch, best_state, history = float("inf"), 0.0, 0, None, []
     start, epoch, step, interrupted, sent = time.time(), 0, 0, False, dist.bytes_total
-    bar = _Bar(progress and dist.is_main, description, config.epochs * steps_per_epoch)
+    bar = _Bar(progress and dist.is_main, description, config.epochs, steps_per_epoch)
     try:
         with bar:
             for epoch in range(1, config.epochs + 1):
@@ -137,12 +175,12 @@ def train(
                     if len(local):
                         xb, yb = train_set.x_train[local].to(dev), train_set.y_train[local].to(dev)
                         logits = model(xb)
-                        loss = F.cross_entropy(logits, yb)
                         if teacher is not None:
                             with torch.no_grad():
                                 t = teacher(xb)
-                            kd = F.kl_div(F.log_softmax(logits, 1), F.log_softmax(t, 1), log_target=True, reduction="batchmean")
-                            loss = (1 - config.distill_weight) * loss + config.distill_weight * kd
+                            loss = _objective(logits, yb, t, config.distill_weight)
+                        else:
+                            loss = F.cross_entropy(logits, yb)
                         loss.backward()
                     dist.sync_gradients(params, len(local), len(idx))
                     opt.step()
@@ -154,18 +192,30 @@ def train(
                         bar.advance(loss=loss.item())
                 dist.sync_buffers(model)
                 dist.check_in_sync(model)
-                val = accuracy(model, val_set.x_train, val_set.y_train, dev, dist)
-                history.append({"epoch": epoch, "val_accuracy": val})
-                bar.note(f"epoch {epoch}/{config.epochs} val acc {val:.4f}")
-                if val > best:
-                    best, best_state = val, copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
+                logits = _logits(model, val_set.x_train, dev)
+                val_loss = float(_objective(logits, val_set.y_train, val_teacher, config.distill_weight))
+                val = float((logits.argmax(1) == val_set.y_train).float().mean())
+                history.append({"epoch": epoch, "val_accuracy": val, "val_loss": val_loss})
+                improved = val_loss < best - config.min_delta * abs(best) if best < float("inf") else val_loss < best
+                if improved:
+                    best, best_acc, best_epoch = val_loss, val, epoch
+                    best_state = copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
+                bar.epoch(epoch, f"val loss {val_loss:.4f} acc {val:.4f}" + ("" if improved else f" (best epoch {best_epoch})"))
+                stale = epoch - best_epoch
+                if converge:
+                    if stale >= config.patience:
+                        break
+                    if stale and stale % config.decay_after == 0:
+                        for g in opt.param_groups:
+                            g["lr"] *= 0.5
+                        sched.base_lrs = [b * 0.5 for b in sched.base_lrs]
     except KeyboardInterrupt:
         interrupted = True
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
     return TrainResult(
-        val_accuracy=max(best, 0.0),
+        val_accuracy=best_acc,
         test_accuracy=accuracy(model, data.x_test, data.y_test, dev, dist),
         train_accuracy=accuracy(model, data.x_train, data.y_train, dev, dist),
         epochs_run=epoch,
@@ -175,36 +225,60 @@ def train(
         world_size=dist.world_size,
         bytes_per_step=dist.bytes_per_step,
         bytes_total=dist.bytes_total - sent,
+        val_loss=best,
+        best_epoch=best_epoch,
     )
 
 
-class _Bar:
-    """A rich progress bar that shows the running loss, or nothing when disabled."""
+def _objective(logits: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor | None, distill_weight: float) -> torch.Tensor:
+    """Cross-entropy on the labels, mixed with the KL divergence to the teacher's outputs when given."""
+    loss = F.cross_entropy(logits, y)
+    if teacher_logits is None:
+        return loss
+    kd = F.kl_div(F.log_softmax(logits, 1), F.log_softmax(teacher_logits, 1), log_target=True, reduction="batchmean")
+    return (1 - distill_weight) * loss + distill_weight * kd
 
-    def __init__(self, enabled: bool, description: str, total: int):
-        self.enabled, self.description, self.total = enabled, description, total
+
+def _logits(model: nn.Module, x: torch.Tensor, device: str) -> torch.Tensor:
+    return predict(model, x, device=device)
+
+
+class _Bar:
+    """Progress on stderr: a rich bar with the running loss on a terminal, otherwise one plain
+    line per finished epoch (pipes and logs get every epoch, the last one included); nothing
+    when disabled."""
+
+    def __init__(self, enabled: bool, description: str, epochs: int, steps_per_epoch: int):
+        self.enabled, self.description, self.epochs, self.steps = enabled, description, epochs, steps_per_epoch
         self.loss = None
+        self.live = enabled and sys.stderr.isatty()
 
     def __enter__(self):
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        if self.live:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True)
+            cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn())
+            self.progress = Progress(*cols, console=Console(stderr=True), transient=True)
             self.progress.__enter__()
-            self.task = self.progress.add_task(self.description, total=self.total, info="")
+            self.task = self.progress.add_task(self.description, total=self.steps, info="")
             self.info = ""
         return self
 
     def advance(self, loss: float) -> None:
         self.loss = loss if self.loss is None else 0.95 * self.loss + 0.05 * loss
-        if self.enabled:
+        if self.live:
             self.progress.update(self.task, advance=1, info=f"loss {self.loss:.4f} {self.info}")
 
-    def note(self, text: str) -> None:
-        if self.enabled:
-            self.info = text
+    def epoch(self, epoch: int, text: str) -> None:
+        """An epoch finished: ``text`` is its held-out result."""
+        if self.live:
+            self.info = f"epoch {epoch} (cap {self.epochs}): {text}"
+            self.progress.reset(self.task, total=self.steps, info=self.info)
+        elif self.enabled:
+            print(f"{self.description}: epoch {epoch} (cap {self.epochs}): train loss {self.loss or 0:.4f}, {text}", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
-        if self.enabled:
+        if self.live:
             self.progress.__exit__(*exc)
         return False

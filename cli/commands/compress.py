@@ -1,9 +1,11 @@
-"""``squeeze compress``: a trained dense checkpoint -> a tiny .sqz file, by distillation."""
+"""``squeeze compress``: a trained dense checkpoint -> the smallest (or most accurate) .sqz file."""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -13,17 +15,25 @@ from rich.markup import escape
 from rich.table import Table
 
 from squeeze import arch as arch_mod
+from squeeze import coding_registry
 from squeeze import format as fmt
 from squeeze.base import load_base
-from squeeze.compress import CompressConfig, compress, load_teacher
-from squeeze.dimension import Trial
+from squeeze.compress import LEVELS, CompressConfig, CompressResult, compress, file_metrics, load_teacher
 from squeeze.errors import SqueezeError
+from squeeze.fit import CONVERGE
 from squeeze.projection import kinds
+from squeeze.search import Candidate, plot_frontier
 from squeeze_cli import options
-from squeeze_cli.common import base_arg, device as check_device, model_for_data
+from squeeze_cli.common import base_arg, check_output, device as check_device, model_for_data, set_threads
 from squeeze_cli.console import console, err_console
 
 EXIT_TARGET_MISSED = 4
+EXAMPLE = "squeeze compress samples/mlp_mnist5k.safetensors --arch squeeze.zoo:MLP --data mnist5k --size 1500"
+UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2}
+
+
+class UsageError(SqueezeError):
+    """A command line that misses what the command needs (exit 2)."""
 
 
 def parse_dim(text: str) -> int | None:
@@ -31,98 +41,194 @@ def parse_dim(text: str) -> int | None:
     if text.strip().lower() == "auto":
         return None
     if not text.strip().isdigit() or int(text) < 1:
-        raise SqueezeError(f"--dim must be a positive integer or 'auto', got {text!r}")
+        raise UsageError(f"--dim must be a positive integer or 'auto', got {text!r}")
     return int(text)
 
 
+def parse_levels(text: str | None) -> int | None:
+    """``auto``/None -> None (searched), an integer >= 2 -> itself."""
+    if text is None or text.strip().lower() == "auto":
+        return None
+    if not text.strip().isdigit() or int(text) < 2:
+        raise UsageError(f"--levels must be an integer of at least 2 or 'auto', got {text!r}")
+    return int(text)
+
+
+def parse_size(text: str | None) -> int | None:
+    """'2KB' -> 2000, '2KiB' -> 2048, '1500' -> 1500."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in UNITS or float(m.group(1)) * UNITS[m.group(2).lower()] < 1:
+        raise UsageError(f"--size must be a number of bytes such as 1500, 2KB or 1.5KiB, got {text!r}")
+    return int(float(m.group(1)) * UNITS[m.group(2).lower()])
+
+
+def _pickled_arch(model: Path, trust_pickle: bool) -> str | None:
+    """The import reference of the class of a whole pickled module (with --trust-pickle), when importable."""
+    if not trust_pickle or model.suffix == ".safetensors" or not model.is_file():
+        return None
+    import torch
+
+    from squeeze.checkpoint import _arch_aware_pickle
+
+    try:
+        obj = torch.load(model, map_location="cpu", weights_only=False, pickle_module=_arch_aware_pickle)
+    except Exception:
+        return None
+    if not isinstance(obj, torch.nn.Module):
+        return None
+    ref = f"{type(obj).__module__}:{type(obj).__qualname__}"
+    try:
+        arch_mod.resolve(ref)
+    except Exception:
+        return None
+    return ref
+
+
 def command(
-    model: Path = typer.Argument(..., help="The dense checkpoint: a state_dict in .safetensors or .pt (weights only).", show_default=False),
-    arch: str = typer.Option(..., "--arch", "-a", help="The checkpoint's architecture: 'squeeze.zoo:MLP' or 'path/to/file.py:ClassName'."),
-    data: str = options.Data,
-    output: Path = options.out_option("Where to write the .sqz file."),
-    dim: str = typer.Option("auto", "--dim", "-d", help="d, the number of stored values, or 'auto': the smallest d whose test accuracy reaches --target x the teacher's."),
-    target: float = typer.Option(0.9, "--target", help="With --dim auto: the share of the teacher's test accuracy to reach."),
-    max_dim: Optional[int] = typer.Option(None, "--max-dim", help="With --dim auto: the largest d to try \\[default: D]."),
+    model: Path = typer.Argument(..., help="The dense checkpoint: a state_dict in .safetensors or .pt (a whole pickled module with --trust-pickle).", show_default=False),
+    arch: Optional[str] = typer.Option(None, "--arch", "-a", help="The checkpoint's architecture: 'squeeze.zoo:MLP' or 'path/to/file.py:ClassName' (a pickled module's own class when omitted)."),
+    data: Optional[str] = typer.Option(None, "--data", help="The data to distil on: digits, mnist5k, mnist1d[:N], or a .npz/.pt/.csv file (x, y[, x_test, y_test])."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write the .sqz file \\[default: MODEL with the suffix .sqz]."),
+    target: float = typer.Option(0.9, "--target", help="Keep the smallest file whose validation accuracy reaches this share of the teacher's validation accuracy."),
+    size: Optional[str] = typer.Option(None, "--size", help="Instead of --target: keep the most accurate file within this many bytes (1500, 2KB, 2KiB)."),
+    dim: str = typer.Option("auto", "--dim", "-d", help="Pin d, the number of stored values, or 'auto' to search it."),
+    levels: Optional[str] = typer.Option(None, "--levels", "-L", help=f"Pin the stored encoding to L levels (k-means + quantization-aware fine-tuning, range coded), or 'auto': float16 and {', '.join(map(str, LEVELS))} levels are searched."),
+    max_dim: Optional[int] = typer.Option(None, "--max-dim", help="The largest d to try \\[default: D]."),
     projection: str = typer.Option("sorf", "--projection", help=f"Projection kind: {', '.join(kinds())}."),
     seed: int = typer.Option(0, "--seed", help="Seed of theta_0 and P (any integer in [0, 2**64))."),
-    epochs: int = typer.Option(10, "--epochs", help="Passes over the training data for each d."),
+    epochs: int = typer.Option(CONVERGE["epochs"], "--epochs", help="The cap on passes over the training data per trained d."),
+    patience: int = typer.Option(CONVERGE["patience"], "--patience", help="Stop training a d after this many epochs without a better validation objective (0: exactly --epochs)."),
     lr: float = typer.Option(0.1, "--lr", help="Adam learning rate of theta_d."),
     batch_size: int = typer.Option(128, "--batch-size", help="Examples per step."),
+    qat_steps: int = typer.Option(300, "--qat-steps", help="Quantization-aware fine-tuning steps per quantized candidate."),
     dev: str = options.Device,
-    dtype: str = typer.Option("float16", "--dtype", help="Storage of theta_d: float16 (half the bytes) or float32."),
+    dtype: str = typer.Option("float16", "--dtype", help="The float encoding searched: float16 or float32."),
     base: Optional[str] = typer.Option(None, "--base", help="Compress a fine-tune as a delta against its pretrained base: a checkpoint (.safetensors/.pt), 'arch' or 'module:factory' (as in `squeeze train --base`). The file records the base's digest, never its weights."),
     trust_pickle: bool = options.TrustPickle,
     arch_kwargs: Optional[str] = options.ArchKwargs,
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw validation accuracy against bytes for every candidate, the kept file marked, into this PNG."),
+    force: bool = options.Force,
+    threads: int = options.Threads,
     as_json: bool = options.Json,
 ) -> None:
-    """Compress a trained dense MODEL into a .sqz file: theta_d is fitted by distillation from the dense model (the teacher), starting from theta_0. Every metric is measured on the weights the file decompresses to.
+    """Compress a trained dense MODEL into the smallest .sqz file reaching --target (or the most accurate within --size bytes). theta_d is distilled from the dense model (the teacher) at each d until the validation objective stops improving, and stored as float16 or quantized; every choice is made on a validation share of the training split, and the test split is measured once the choice is made.
 
-    Exits with status 4 when --dim auto never reaches the target (the most accurate file
-    found is still written).
+    Exits with status 4 when the goal is not reached (the best file found is still written), 130 after Ctrl-C.
 
-    Example: squeeze compress samples/mlp_mnist5k.safetensors --arch squeeze.zoo:MLP --data mnist5k --dim 750 -o mlp.sqz
+    Example: squeeze compress samples/mlp_mnist5k.safetensors --arch squeeze.zoo:MLP --data mnist5k --size 1500
     """
     start = time.time()
+    set_threads(threads)
+    if not model.is_file():
+        raise SqueezeError(f"checkpoint {model} does not exist")
+    output = check_output(output, inputs=(model,), force=force, default_from=model)
+    existed = output.exists()
+    if plot is not None:
+        check_output(plot, suffixes=(".png",), inputs=(model, output), force=True)
+    arch = arch or _pickled_arch(model, trust_pickle)
+    if not arch:
+        raise UsageError(f"compress needs the checkpoint's architecture: add --arch, e.g. {EXAMPLE}")
+    if not data:
+        raise UsageError(f"compress needs the data to distil on: add --data, e.g. {EXAMPLE}")
     config = CompressConfig(
-        dim=parse_dim(dim), target=target, projection=projection, seed=seed, epochs=epochs, lr=lr,
-        batch_size=batch_size, device=check_device(dev), dtype=dtype, max_dim=max_dim,
+        dim=parse_dim(dim), levels=parse_levels(levels), target=target, size=parse_size(size), projection=projection,
+        seed=seed, epochs=epochs, patience=patience or None, lr=lr, batch_size=batch_size, device=check_device(dev),
+        dtype=dtype, max_dim=max_dim, qat_steps=qat_steps,
     )
     student, arch_rec, ds = model_for_data(arch, arch_kwargs, data)
     teacher = load_teacher(model, student, trust_pickle=trust_pickle)
     base_sd = load_base(base_arg(base, trust_pickle), model=student) if base else None
-    progress = not as_json and sys.stdout.isatty()
-    what = f"the smallest d reaching {target:g} x the teacher's accuracy" if config.dim is None else f"d = {config.dim}"
-    err_console.print(f"compressing {model.name} ({arch} on {ds.name}) by distillation: {what}", highlight=False, markup=False)
+    goal = f"the most accurate file within {config.size:,} bytes" if config.size else f"the smallest file reaching {target:g} x the teacher's validation accuracy"
+    axes = ", ".join(x for x in (f"d = {config.dim:,}" if config.dim else "", f"{config.levels} levels" if config.levels else "") if x) or "d and encoding searched"
+    err_console.print(f"compressing {model.name} ({arch} on {ds.name}) by distillation: {goal} ({axes})", highlight=False, markup=False)
 
-    def show(t: Trial) -> None:
-        err_console.print(f"  d = {t.d:>7,}: test accuracy {t.accuracy:.4f}, agreement {t.info['agreement']:.4f} ({t.seconds:.1f} s)", highlight=False)
+    def measure(sub, encoded, enc):
+        with tempfile.TemporaryDirectory() as tmp:
+            f = fmt.save(sub, Path(tmp) / "c.sqz", arch=arch_rec, metrics=file_metrics(ds.name, config.size, target), data=ds.describe(), dtype=_dtype(enc), encoded=encoded)
+        return f.size_bytes, coding_registry.stored_bytes(encoded) if encoded else f.theta_d.numel() * (2 if enc == "f16" else 4)
 
-    result = compress(teacher, lambda: arch_mod.build(arch_rec["ref"], arch_rec["kwargs"]), ds, config, on_trial=show, progress=progress, base=base_sd)
-    teacher_bytes = model.stat().st_size
-    f = fmt.save(result.sub, output, arch=arch_rec, metrics=result.metrics(teacher_bytes), data=ds.describe(), dtype=dtype)
-    threshold = target * result.teacher_accuracy
-    report = {
-        "model": str(model),
-        "output": str(output),
-        "teacher_bytes": teacher_bytes,
-        "sqz_bytes": f.size_bytes,
-        "ratio": round(teacher_bytes / f.size_bytes, 1),
-        "teacher_accuracy": round(result.teacher_accuracy, 6),
-        "accuracy": round(result.accuracy, 6),
-        "accuracy_ratio": round(result.accuracy / max(result.teacher_accuracy, 1e-12), 4),
-        "agreement": round(result.agreement, 6),
-        "d": result.d,
-        "D": result.D,
-        "seconds": round(time.time() - start, 1),
-        "target": target,
-        "reached": result.reached,
-        "trials": [{"d": t.d, "accuracy": round(t.accuracy, 6), "agreement": round(t.info["agreement"], 6), "seconds": round(t.seconds, 1)} for t in result.trials],
-    }
+    def show(c: Candidate) -> None:
+        what = f"{c.epochs} epochs" if c.method == "float" else c.method
+        err_console.print(f"  d = {c.d:>7,} {c.encoding:>4}: {c.bytes:>7,} bytes, val accuracy {c.val_accuracy:.4f}, agreement {c.val_agreement:.4f} ({what}, {c.seconds:.1f} s)", highlight=False, markup=False)
+
+    result = compress(teacher, lambda: arch_mod.build(arch_rec["ref"], arch_rec["kwargs"]), ds, config, measure=measure, on_trial=show, progress=sys.stderr.isatty(), base=base_sd)
+    if result.kept is None:
+        err_console.print(f"interrupted before any trial finished: nothing saved{' (' + str(output) + ' is unchanged)' if existed else ''}", highlight=False, markup=False)
+        raise typer.Exit(130)
+    if result.interrupted and existed:
+        err_console.print(f"interrupted: {output} existed before this run and is left unchanged; the best finished trial (d = {result.d:,}, {result.kept.encoding}) was not saved", highlight=False, markup=False)
+        raise typer.Exit(130)
+    f = fmt.save(result.sub, output, arch=arch_rec, metrics=result.metrics(), data=ds.describe(), dtype=_dtype(result.kept.encoding), encoded=result.encoded)
+    if plot is not None:
+        plot_frontier(result.candidates, result.kept, plot, threshold=None if config.size else target * result.teacher_val_accuracy, budget=config.size, title=f"{arch} on {ds.name}")
+    report = _report(model, output, f, result, time.time() - start, plot)
     if as_json:
         console.print_json(json.dumps(report))
     else:
-        if result.searched:
-            console.print(trials_table(result.trials, threshold, result.d))
+        console.print(trials_table(result))
         console.print(report_table(report))
     if result.interrupted:
-        err_console.print(f"interrupted: saved the best result so far (d = {result.d:,}) to {output}", highlight=False, markup=False)
+        err_console.print(f"interrupted: saved the best finished trial (d = {result.d:,}, {result.kept.encoding}, {f.size_bytes:,} bytes) to {output}; its metrics record the interruption", highlight=False, markup=False)
         raise typer.Exit(130)
     if not result.reached:
-        msg = f"accuracy {result.accuracy:.4f} is below the target {threshold:.4f} ({target:g} x teacher {result.teacher_accuracy:.4f})"
-        if result.searched:
-            err_console.print(f"[bold red]target not reached:[/] {msg} even at the best d tried ({result.d:,}); saved that file to {escape(str(output))}. Try more --epochs, a higher --max-dim, or a lower --target", highlight=False)
-            raise typer.Exit(EXIT_TARGET_MISSED)
-        err_console.print(f"[yellow]note:[/] {msg}; a larger --dim (or --dim auto) may reach it", highlight=False)
+        k = result.kept
+        if config.size:
+            msg = f"no candidate fits {config.size:,} bytes; saved the smallest ({f.size_bytes:,} bytes) to {output}. Try a larger --size or pin fewer --levels"
+        else:
+            msg = f"validation accuracy {k.val_accuracy:.4f} is below the target {target * result.teacher_val_accuracy:.4f} ({target:g} x teacher {result.teacher_val_accuracy:.4f}) even for the best candidate (d = {k.d:,}, {k.encoding}); saved it to {output}. Try a higher --max-dim or a lower --target"
+        err_console.print(f"[bold red]goal not reached:[/] {escape(msg)}", highlight=False)
+        raise typer.Exit(EXIT_TARGET_MISSED)
 
 
-def trials_table(trials: list[Trial], threshold: float, chosen: int) -> Table:
-    """Every d the search tried, in order."""
-    t = Table(title=f"--dim auto: d tried (target test accuracy {threshold:.4f})", title_justify="left")
-    for col in ("#", "d", "test accuracy", "agreement", "seconds", ""):
-        t.add_column(col, justify="right" if col not in ("",) else "left")
-    for i, tr in enumerate(trials, 1):
-        mark = ("reached" if tr.accuracy >= threshold else "below") + ("  <- saved" if tr.d == chosen else "")
-        t.add_row(str(i), f"{tr.d:,}", f"{tr.accuracy:.4f}", f"{tr.info['agreement']:.4f}", f"{tr.seconds:.1f}", mark)
+def _dtype(enc: str) -> str:
+    return "float32" if enc == "f32" else "float16"
+
+
+def _report(model: Path, output: Path, f, result: CompressResult, seconds: float, plot: Path | None) -> dict:
+    """The report, also the --json output (times are reported here, never stored in the file)."""
+    k = result.kept
+    report = {
+        "model": str(model),
+        "output": str(output),
+        "teacher_file_bytes": model.stat().st_size,
+        "dense_bytes": f.dense_bytes(),
+        "sqz_bytes": f.size_bytes,
+        "ratio": round(f.dense_bytes() / f.size_bytes, 1),
+        "ratio_definition": "float32 bytes of the weights / file bytes",
+        "teacher_val_accuracy": round(result.teacher_val_accuracy, 6),
+        "teacher_accuracy": round(result.teacher_accuracy, 6),
+        "val_accuracy": round(k.val_accuracy, 6),
+        "accuracy": round(result.accuracy, 6),
+        "accuracy_ratio": round(result.accuracy / max(result.teacher_accuracy, 1e-12), 4),
+        "agreement": round(result.agreement, 6),
+        "d": k.d,
+        "D": result.D,
+        "encoding": k.encoding,
+        "target": result.target,
+        "size": result.size,
+        "reached": result.reached,
+        "interrupted": result.interrupted,
+        "fits": result.fits,
+        "search": result.search_record(),
+        "seconds": round(seconds, 1),
+        "trials": [c.as_dict() for c in result.candidates],
+    }
+    if f.base:
+        report["needs"] = "the base checkpoint beside the file (the ratio counts the file alone)"
+    if plot is not None:
+        report["plot"] = str(plot)
+    return report
+
+
+def trials_table(result: CompressResult) -> Table:
+    """Every candidate tried, in order; the kept one marked."""
+    t = Table(title="candidates (chosen on validation accuracy; test measured after the choice)", title_justify="left")
+    for col in ("#", "d", "encoding", "bytes", "val acc", "test acc", "epochs", "how", "seconds", ""):
+        t.add_column(col, justify="left" if col in ("encoding", "how", "") else "right")
+    for i, c in enumerate(result.candidates, 1):
+        t.add_row(str(i), f"{c.d:,}", c.encoding, f"{c.bytes:,}", f"{c.val_accuracy:.4f}", f"{c.test_accuracy:.4f}", str(c.epochs), c.method, f"{c.seconds:.1f}", "<- kept" if c is result.kept else "")
     return t
 
 
@@ -131,14 +237,15 @@ def report_table(r: dict) -> Table:
     t = Table(title=escape(f"{r['model']} -> {r['output']}"), show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column(justify="right")
-    t.add_row("teacher on disk", f"{r['teacher_bytes']:,} bytes")
-    t.add_row(".sqz on disk", f"{r['sqz_bytes']:,} bytes")
-    t.add_row("ratio", f"{r['ratio']:,.1f}x")
-    t.add_row("teacher test accuracy", f"{r['teacher_accuracy']:.4f}")
-    t.add_row("compressed test accuracy", f"{r['accuracy']:.4f} ({r['accuracy_ratio']:.3f} of teacher)")
-    t.add_row("agreement with teacher", f"{r['agreement']:.4f}")
-    t.add_row("d / D", f"{r['d']:,} / {r['D']:,}")
-    t.add_row("time", f"{r['seconds']:.1f} s")
+    t.add_row(".sqz on disk", f"{r['sqz_bytes']:,} bytes (d = {r['d']:,} of D = {r['D']:,}, {r['encoding']})")
+    ratio = f"{r['ratio']:,.1f}x smaller than float32 ({r['dense_bytes']:,} bytes)"
+    if "needs" in r:
+        ratio += "; needs the base beside it"
+    t.add_row("ratio", ratio)
+    t.add_row("teacher accuracy", f"test {r['teacher_accuracy']:.4f}, validation {r['teacher_val_accuracy']:.4f}")
+    t.add_row("compressed accuracy", f"test {r['accuracy']:.4f} ({r['accuracy_ratio']:.3f} of the teacher's), validation {r['val_accuracy']:.4f}")
+    t.add_row("agreement with teacher", f"{r['agreement']:.4f} (test)")
+    t.add_row("search", f"{r['search']['candidates']} candidates, {r['fits']} trained d, {r['seconds']:.1f} s")
     return t
 
 

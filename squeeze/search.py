@@ -1,0 +1,159 @@
+"""Choosing a file: candidates on the (d, encoding) plane, and the rule that picks one.
+
+A candidate is one way to store a model: a subspace dimension d and an encoding of theta_d
+(``f16``/``f32``: every value as a float; ``q4``, ``q8``, ...: k-means to L levels, then
+quantization-aware fine-tuning, range coded). Each has a size in bytes (of the file it makes)
+and a validation accuracy, measured on data carved from the training split.
+
+    best, reached = choose(candidates, threshold=0.88)   # --target: the smallest file reaching it
+    best, reached = choose(candidates, budget=1500)      # --size: the most accurate file within it
+
+:func:`choose` reads only ``bytes`` and ``val_accuracy``: the test split never enters a choice
+(the test accuracy of a candidate is measured after the choice, for the report).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Candidate:
+    """One (d, encoding) point.
+
+    Args:
+        d: the subspace dimension.
+        encoding: ``f16``, ``f32`` or ``qL`` (L levels, range coded).
+        bytes: size of the file it makes.
+        payload_bytes: the part of ``bytes`` that stores theta_d (the rest is the fixed cost).
+        val_accuracy: accuracy on the validation split (carved from the training split).
+        val_agreement: share of validation examples where it predicts the teacher's class.
+        epochs: epochs of the float training it comes from.
+        seconds: time spent on it (its training, or its quantization).
+        method: how theta_d was made (``float``, ``kmeans``, ``qat``).
+        test_accuracy: set after the choice, for the report only.
+        test_agreement: likewise, agreement with the teacher on the test split.
+        state: the model state (theta_d, buffers) that makes this file.
+        encoded: the coded theta_d for :func:`squeeze.format.save` (None for floats).
+    """
+
+    d: int
+    encoding: str
+    bytes: int
+    payload_bytes: int
+    val_accuracy: float
+    val_agreement: float
+    epochs: int
+    seconds: float
+    method: str = "float"
+    test_accuracy: float | None = None
+    test_agreement: float | None = None
+    state: Any = field(default=None, repr=False)
+    encoded: Any = field(default=None, repr=False)
+
+    @property
+    def levels(self) -> int | None:
+        return levels_of(self.encoding)
+
+    def estimate_bytes(self, d: int) -> int:
+        """The size this encoding would have at another d (the payload scales with d)."""
+        return self.bytes - self.payload_bytes + math.ceil(self.payload_bytes * d / self.d)
+
+    def as_dict(self) -> dict:
+        """The report row (JSON-ready)."""
+        out = {
+            "d": self.d,
+            "encoding": self.encoding,
+            "bytes": self.bytes,
+            "val_accuracy": round(self.val_accuracy, 6),
+            "val_agreement": round(self.val_agreement, 6),
+            "epochs": self.epochs,
+            "method": self.method,
+            "seconds": round(self.seconds, 2),
+        }
+        if self.test_accuracy is not None:
+            out["test_accuracy"] = round(self.test_accuracy, 6)
+        return out
+
+
+def levels_of(encoding: str) -> int | None:
+    """``q8`` -> 8; float encodings -> None."""
+    return int(encoding[1:]) if encoding.startswith("q") else None
+
+
+def encoding_name(levels: int | None, dtype: str = "float16") -> str:
+    """The encoding of L levels (None: the float ``dtype``)."""
+    if levels is None:
+        return {"float16": "f16", "float32": "f32"}[dtype]
+    return f"q{levels}"
+
+
+def bits_per_value(encoding: str) -> float:
+    """A first guess of the stored bits per value, before anything was measured."""
+    L = levels_of(encoding)
+    return {"f16": 16.0, "f32": 32.0}[encoding] if L is None else max(1.0, math.log2(L))
+
+
+def choose(candidates: list[Candidate], *, threshold: float | None = None, budget: int | None = None) -> tuple[Candidate | None, bool]:
+    """The kept candidate, and whether it meets the goal.
+
+    Args:
+        candidates: every candidate tried.
+        threshold: with no budget, the validation accuracy to reach: the smallest file reaching it
+            wins (ties: the more accurate); when none does, the most accurate.
+        budget: bytes: the most accurate file within it wins (ties: the smaller); when none
+            fits, the smallest. With a threshold as well, reaching it is also required for
+            ``reached``.
+
+    Returns:
+        ``(candidate, reached)``; ``(None, False)`` without candidates.
+    """
+    if not candidates:
+        return None, False
+    if budget is not None:
+        fitting = [c for c in candidates if c.bytes <= budget]
+        if not fitting:
+            return min(candidates, key=lambda c: (c.bytes, -c.val_accuracy)), False
+        best = max(fitting, key=lambda c: (c.val_accuracy, -c.bytes, -c.d))
+        return best, threshold is None or best.val_accuracy >= threshold
+    assert threshold is not None, "choose needs a threshold or a budget"
+    passing = [c for c in candidates if c.val_accuracy >= threshold]
+    if passing:
+        return min(passing, key=lambda c: (c.bytes, -c.val_accuracy, c.d)), True
+    return max(candidates, key=lambda c: (c.val_accuracy, -c.bytes, -c.d)), False
+
+
+def plot_frontier(candidates: list[Candidate], kept: Candidate, path, *, threshold: float | None = None, budget: int | None = None, title: str = "") -> None:
+    """Validation accuracy against file bytes, one marker per encoding, the kept file circled;
+    written atomically as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from squeeze.atomic import atomic_path
+
+    fig = Figure(figsize=(6.4, 4.2), dpi=110)
+    ax = fig.add_subplot(1, 1, 1)
+    for enc in sorted({c.encoding for c in candidates}, key=lambda e: (levels_of(e) or 1 << 20)):
+        pts = sorted((c for c in candidates if c.encoding == enc), key=lambda c: c.bytes)
+        ax.plot([c.bytes for c in pts], [c.val_accuracy for c in pts], marker="o", ms=4, lw=0.8, label=enc)
+    ax.scatter([kept.bytes], [kept.val_accuracy], s=160, facecolors="none", edgecolors="black", lw=1.5, label=f"kept: d={kept.d:,} {kept.encoding}, {kept.bytes:,} B", zorder=5)
+    if threshold is not None:
+        ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"target {threshold:.4f}")
+    if budget is not None:
+        ax.axvline(budget, color="tab:green", ls=":", lw=1, label=f"budget {budget:,} B")
+    ax.set_xscale("log")
+    ax.set_xlabel("file bytes")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(title or "accuracy against bytes")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+__all__ = ["Candidate", "choose", "levels_of", "encoding_name", "bits_per_value", "plot_frontier"]

@@ -56,6 +56,7 @@ __all__ = [
     "transpose",
     "triton_available",
     "triton_forward",
+    "triton_supports",
     "triton_theta0",
     "triton_transpose",
     "use_numba",
@@ -191,27 +192,43 @@ def _warn_triton_fallback(reason: str) -> None:
     warnings.warn(f"squeeze: the Triton kernels do not work here ({reason}); CUDA tensors take the slower reference path", RuntimeWarning, stacklevel=3)
 
 
-def _triton_kind(proj):
-    from squeeze.kernels import triton_sorf
+_TRITON_KINDS = {"sorf": "triton_sorf", "dense": "triton_dense", "sparse": "triton_sparse"}
 
-    kinds = {"sorf": triton_sorf}
-    if proj.kind not in kinds:
-        raise ValueError(f"no Triton kernel for projection {proj.kind!r}; set {ENV_VAR}=reference")
-    return kinds[proj.kind]
+
+def _triton_kind(proj):
+    """The Triton kernel module of ``proj.kind``, or None when there is none or ``proj`` does not fit it."""
+    import importlib
+
+    if proj.kind not in _TRITON_KINDS:
+        return None
+    module = importlib.import_module(f"squeeze.kernels.{_TRITON_KINDS[proj.kind]}")
+    return module if module.fits(proj) else None
+
+
+def triton_supports(proj) -> bool:
+    """Whether a Triton kernel covers ``proj`` (its kind, and for sorf and dense its width)."""
+    return _triton_kind(proj) is not None
+
+
+def _triton_module(proj):
+    module = _triton_kind(proj)
+    if module is None:
+        raise ValueError(f"no Triton kernel for this {proj.kind!r} projection (d={proj.d}); set {ENV_VAR}=reference")
+    return module
 
 
 def triton_forward(proj, x: torch.Tensor) -> torch.Tensor:
     """``P @ x`` with the Triton kernel of ``proj.kind``, on x's device (bit-exact with the reference).
 
     Raises:
-        ValueError: no Triton kernel for this projection kind.
+        ValueError: no Triton kernel covers this projection (see :func:`triton_supports`).
     """
-    return _triton_kind(proj).forward(proj, x)
+    return _triton_module(proj).forward(proj, x)
 
 
 def triton_transpose(proj, y: torch.Tensor) -> torch.Tensor:
     """``P^T @ y`` with the Triton kernel of ``proj.kind``, on y's device (gradients)."""
-    return _triton_kind(proj).transpose(proj, y)
+    return _triton_module(proj).transpose(proj, y)
 
 
 def triton_theta0(manifest, seed: int, base: dict[str, torch.Tensor] | None, device: torch.device | str) -> torch.Tensor:
@@ -395,11 +412,11 @@ def regenerate(
     if D != proj.D:
         raise ValueError(f"the manifest holds {D} values but the projection maps to D={proj.D}")
     if use_triton(theta_d):
-        if proj.kind == "sorf":
-            from squeeze.kernels import triton_sorf
-
-            return triton_sorf.regenerate(proj, theta_d, manifest, seed, base, selected, scales)
-        return _add_pieces(triton_theta0(manifest, seed, base, theta_d.device), triton_forward(proj, theta_d), manifest, chosen, scales)
+        if proj.kind == "sorf" and triton_supports(proj):
+            return _triton_kind(proj).regenerate(proj, theta_d, manifest, seed, base, selected, scales)
+        with torch.no_grad():
+            p = proj.forward(theta_d)  # the Triton kernel where one covers proj, else the reference
+        return _add_pieces(triton_theta0(manifest, seed, base, theta_d.device), p, manifest, chosen, scales)
     if proj.kind == "sorf" and selected is None and scales is None:
         xbits = _padded_bits(theta_d, proj.n)
         segs = _segments(manifest, seed, base)

@@ -36,6 +36,7 @@ from squeeze.kernels.triton_rng import key_tensor, load_key, sign_bits
 from squeeze.kernels.triton_init import Segments, find_segment, segments, theta0_at, theta0_into
 
 TILE = 1024  # values per program, at least
+MAX_N = 1 << 16  # the largest block (next_pow2(d)) a program holds
 
 
 @triton.jit
@@ -89,6 +90,11 @@ def _transpose_kernel(y, part, keys, scale, D, N: tl.constexpr, LOGN: tl.constex
     for i in tl.static_range(3):
         v = apply_signs(fwht(v, ROWS, N, LOGN), keys, 2 - i, tile, ROWS, N)
     tl.store(part + tile * N + j, tl.sum(v, axis=0))
+
+
+def fits(proj) -> bool:
+    """Whether a block of ``proj`` fits one program."""
+    return proj.n <= MAX_N
 
 
 @functools.lru_cache(maxsize=64)

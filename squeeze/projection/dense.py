@@ -46,6 +46,8 @@ class Dense(Projection):
         return cls(D, d, seed, scale_exp=int(spec["e"]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if kernels.use_triton(x) and kernels.triton_supports(self):
+            return kernels.triton_forward(self, x)
         if kernels.use_numba(x):
             return kernels.dense_forward(self, x)
         x = x.to(torch.float32)
@@ -56,6 +58,8 @@ class Dense(Projection):
         return out * (2.0**self.scale_exp)
 
     def transpose(self, y: torch.Tensor) -> torch.Tensor:
+        if kernels.use_triton(y) and kernels.triton_supports(self):
+            return kernels.triton_transpose(self, y)
         if kernels.use_numba(y):
             return kernels.dense_transpose(self, y)
         y = y.to(torch.float32)

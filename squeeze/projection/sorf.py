@@ -66,7 +66,7 @@ class SORF(Projection):
         return self._signs[device]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if kernels.use_triton(x):
+        if kernels.use_triton(x) and kernels.triton_supports(self):
             return kernels.triton_forward(self, x)
         if kernels.use_numba(x):
             return kernels.sorf_forward(self, x)
@@ -77,7 +77,7 @@ class SORF(Projection):
         return (v * (2.0**self.scale_exp)).reshape(-1)[: self.D]
 
     def transpose(self, y: torch.Tensor) -> torch.Tensor:
-        if kernels.use_triton(y):
+        if kernels.use_triton(y) and kernels.triton_supports(self):
             return kernels.triton_transpose(self, y)
         if kernels.use_numba(y):
             return kernels.sorf_transpose(self, y)

@@ -44,12 +44,16 @@ class Sparse(Projection):
         return self._cache[device]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if kernels.use_triton(x) and kernels.triton_supports(self):
+            return kernels.triton_forward(self, x)
         if kernels.use_numba(x):
             return kernels.sparse_forward(self, x)
         cols, sgn = self.entries(x.device)
         return fold_sum(x.to(torch.float32)[cols] * sgn) * (2.0**self.scale_exp)
 
     def transpose(self, y: torch.Tensor) -> torch.Tensor:
+        if kernels.use_triton(y) and kernels.triton_supports(self):
+            return kernels.triton_transpose(self, y)
         if kernels.use_numba(y):
             return kernels.sparse_transpose(self, y)
         cols, sgn = self.entries(y.device)

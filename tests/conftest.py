@@ -6,6 +6,10 @@ import pytest
 import torch
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "browser: real-browser tests of the demo page (headless chromium; .ci/web.sh installs it)")
+
+
 @pytest.fixture
 def one_thread():
     """Run a test on one intra-op thread, then restore the previous count.

@@ -30,7 +30,7 @@ WEB_DIR = Path(__file__).resolve().parents[2] / "samples" / "web"
 # What the page needs at run time (the rest of samples/web builds or documents it).
 PAGE_FILES = ("index.html", "app.js", "pad.js", "onnxinfo.js", "style.css", "examples", "vendor/onnxruntime-web")
 MIME = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm", ".json": "application/json", ".onnx": "application/octet-stream", ".css": "text/css"}
-PREPROCESSING_IN_GRAPH = "squeeze.preprocessing"  # ONNX metadata key: "in_graph" when the graph takes raw inputs
+INPUT_KEY = "squeeze.input"  # ONNX metadata: what the graph takes ("raw inputs, ..." when it applies the preprocessing)
 
 
 def copy_page(dest: Path) -> None:
@@ -104,7 +104,7 @@ def graph_takes_raw(onnx_path: Path) -> bool:
     import onnx
 
     meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
-    return meta.get(PREPROCESSING_IN_GRAPH) == "in_graph"
+    return meta.get(INPUT_KEY, "").startswith("raw inputs")
 
 
 class _Handler(SimpleHTTPRequestHandler):

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from squeeze.data import Dataset
-from squeeze.fit import TrainConfig, train
+from squeeze.fit import CONVERGE, TrainConfig, train
 from squeeze.subspace import Subspace, SubspaceConfig
 
 
@@ -156,7 +156,10 @@ class SweepConfig:
     """How each point of an intrinsic-dimension sweep is trained.
 
     Args:
-        epochs: passes over the training data (subspace and dense alike).
+        epochs: the cap on passes over the training data (subspace and dense alike).
+        patience: stop a run after this many epochs without a better validation loss
+            (None: exactly ``epochs``); the rule ``compress`` and ``train`` use, since d_int90
+            is measured at convergence.
         lr: Adam learning rate in the subspace.
         dense_lr: Adam learning rate of the dense baseline.
         batch_size: examples per step.
@@ -166,7 +169,8 @@ class SweepConfig:
         fraction: the share of dense accuracy that defines d_int (0.9: d_int90).
     """
 
-    epochs: int = 10
+    epochs: int = CONVERGE["epochs"]
+    patience: int | None = CONVERGE["patience"]
     lr: float = 0.1
     dense_lr: float = 1e-3
     batch_size: int = 128
@@ -184,11 +188,13 @@ class SweepConfig:
 
 @dataclass
 class SweepPoint:
-    """Test accuracies of the repeats at one d (``d`` is None for the dense baseline)."""
+    """Test accuracies of the repeats at one d (``d`` is None for the dense baseline), and the
+    epoch each run kept."""
 
     d: int | None
     accuracies: list[float]
     seconds: float = 0.0
+    epochs: list[int] = field(default_factory=list)
 
     @property
     def mean(self) -> float:
@@ -238,9 +244,9 @@ class SweepResult:
         return {
             "D": self.D,
             "fraction": self.fraction,
-            "dense": {"accuracies": self.dense.accuracies, "mean": self.dense.mean, "seconds": round(self.dense.seconds, 2)},
+            "dense": {"accuracies": self.dense.accuracies, "mean": self.dense.mean, "epochs": self.dense.epochs, "seconds": round(self.dense.seconds, 2)},
             "threshold": self.threshold,
-            "points": [{"d": p.d, "accuracies": p.accuracies, "mean": p.mean, "std": p.std, "seconds": round(p.seconds, 2)} for p in self.points],
+            "points": [{"d": p.d, "accuracies": p.accuracies, "mean": p.mean, "std": p.std, "epochs": p.epochs, "seconds": round(p.seconds, 2)} for p in self.points],
             "d_int": self.d_int,
             "d_int_interpolated": None if interp is None else round(interp, 1),
             "d_int_rule": "smallest tried d whose mean test accuracy reaches fraction x dense mean",
@@ -290,12 +296,13 @@ def sweep(
         raise ValueError(f"every dimension in {sorted(set(dims))} exceeds the model's D = {D:,}; choose dims below it")
 
     def cfg(r: int, lr: float) -> TrainConfig:
-        return TrainConfig(epochs=config.epochs, lr=lr, batch_size=config.batch_size, device=config.device, seed=config.seed + r)
+        return TrainConfig(epochs=config.epochs, lr=lr, batch_size=config.batch_size, device=config.device, seed=config.seed + r, patience=config.patience)
 
     dense = SweepPoint(None, [])
     for r in range(repeats):
         res = train(_fresh(build, config.seed + r), data, cfg(r, config.dense_lr), progress=progress, description=f"dense {r + 1}/{repeats}")
         dense.accuracies.append(res.test_accuracy)
+        dense.epochs.append(res.best_epoch)
         dense.seconds += res.seconds
         if res.interrupted:
             raise KeyboardInterrupt
@@ -308,6 +315,7 @@ def sweep(
             sub = Subspace(_fresh(build, config.seed + r), SubspaceConfig(dim=d, projection=config.projection, seed=config.seed + r))
             res = train(sub, data, cfg(r, config.lr), progress=progress, description=f"d={d} {r + 1}/{repeats}")
             point.accuracies.append(res.test_accuracy)
+            point.epochs.append(res.best_epoch)
             point.seconds += res.seconds
             if res.interrupted:
                 raise KeyboardInterrupt

@@ -524,12 +524,26 @@ def errors(model, x: torch.Tensor, y: torch.Tensor, device: str = "cpu") -> int:
     return int((predict(model, x, device=device).argmax(1) != y).sum())
 
 
+def recorded_search_bits(metrics: dict) -> float:
+    """``log2`` of the number of candidates the file records it was chosen from (``squeeze
+    compress`` writes ``metrics["search"]["candidates"]``); 0 when it records no search.
+
+    Args:
+        metrics: a file's metrics record.
+
+    Returns:
+        Bits, >= 0.
+    """
+    n = (metrics.get("search") or {}).get("candidates") if isinstance(metrics.get("search"), dict) else None
+    return math.log2(n) if isinstance(n, int) and n >= 1 else 0.0
+
+
 def file_report(
     path: str | os.PathLike,
     data,
     *,
     delta: float = 0.05,
-    search_bits: float = 0.0,
+    search_bits: float | None = None,
     arch=None,
     base=None,
     device: str = "cpu",
@@ -544,7 +558,8 @@ def file_report(
         path: the file.
         data: a :class:`~squeeze.data.Dataset`.
         delta: the bounds hold with probability 1 - delta.
-        search_bits: ``log2`` of the number of configurations tried.
+        search_bits: ``log2`` of the number of configurations tried; None charges the search
+            the file records (:func:`recorded_search_bits`).
         arch, base, device: as in :func:`squeeze.format.load_subspace`.
 
     Returns:
@@ -555,6 +570,8 @@ def file_report(
 
     if not 0 < delta < 1:
         raise ValueError(f"delta must lie in (0, 1), e.g. 0.05, got {delta!r}")
+    if search_bits is None:
+        search_bits = recorded_search_bits(fmt.read(path).metrics)
     desc = file_description_length(path, search_bits=search_bits)
     sub = fmt.load_subspace(path, arch, base=base, device=device)
     check_fits(sub, data)
@@ -580,6 +597,7 @@ __all__ = [
     "errors",
     "file_description_length",
     "file_report",
+    "recorded_search_bits",
     "fixed_width_description_length",
     "generalization_bounds",
     "kl_inverse",

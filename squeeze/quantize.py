@@ -168,6 +168,7 @@ def quantization_aware_finetune(
     levels: int,
     steps: int,
     lr: float,
+    on_step: Callable[[int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fine-tune a :class:`~squeeze.subspace.Subspace` with its theta_d quantized to ``levels`` values.
 
@@ -187,6 +188,7 @@ def quantization_aware_finetune(
         levels: L, the number of codebook values.
         steps: the number of optimizer steps (0 just quantizes with k-means).
         lr: Adam's learning rate for theta_d and the codebook.
+        on_step: called with the step number (from 1) after each step (progress).
 
     Returns:
         ``(codebook, codes)``: float32 (L,) sorted ascending, and int64 (d,) with
@@ -204,11 +206,13 @@ def quantization_aware_finetune(
             return functional_call(subspace, {"theta_d": quantizer(theta_d)}, args, kwargs)
 
         stream = _cycle(batches)
-        for _ in range(steps):
+        for step in range(1, steps + 1):
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model, next(stream))
             loss.backward()
             opt.step()
+            if on_step is not None:
+                on_step(step)
     with torch.no_grad():
         codebook, _ = torch.sort(quantizer.codebook.detach().to(torch.float32))
         codes = nearest(theta_d, codebook)
@@ -298,7 +302,7 @@ class _Batches:
             yield self.x[idx].to(self.device), self.y[idx].to(self.device)
 
 
-def quantize_subspace(subspace: nn.Module, config: QuantizeConfig, data: Dataset | None = None) -> QuantizeResult:
+def quantize_subspace(subspace: nn.Module, config: QuantizeConfig, data: Dataset | None = None, *, on_step: Callable[[int], None] | None = None) -> QuantizeResult:
     """Quantize ``subspace.theta_d`` to ``config.levels`` values, fine-tuning on ``data`` if given.
 
     Without data (or with ``steps=0``) this is :func:`kmeans_quantize`. With data, QAT runs on
@@ -312,6 +316,7 @@ def quantize_subspace(subspace: nn.Module, config: QuantizeConfig, data: Dataset
         subspace: a :class:`~squeeze.subspace.Subspace` (its layerwise scales stay as they are).
         config: a :class:`QuantizeConfig`.
         data: the training data, or None.
+        on_step: called with the QAT step number after each step (progress).
 
     Returns:
         A :class:`QuantizeResult`; ``subspace.theta_d`` holds ``codebook[codes]`` on return.
@@ -355,7 +360,7 @@ def quantize_subspace(subspace: nn.Module, config: QuantizeConfig, data: Dataset
             return (1 - w) * loss + w * kd
 
         batches = _Batches(train_set.x_train, train_set.y_train, config.batch_size, config.seed, dev)
-        q_codebook, q_codes = quantization_aware_finetune(subspace, loss_fn, batches, config.levels, config.steps, config.lr)
+        q_codebook, q_codes = quantization_aware_finetune(subspace, loss_fn, batches, config.levels, config.steps, config.lr, on_step)
         scores["qat"] = val_acc()
         if scores["qat"] > scores["kmeans"]:
             best = ("qat", q_codebook, q_codes)

@@ -16,7 +16,8 @@ from squeeze.dimension import SweepConfig, SweepPoint, SweepResult, plot as draw
 from squeeze.errors import SqueezeError
 from squeeze.projection import kinds
 from squeeze_cli import options
-from squeeze_cli.common import device as check_device, model_for_data
+from squeeze.fit import CONVERGE
+from squeeze_cli.common import check_output, device as check_device, model_for_data, set_threads
 from squeeze_cli.console import console, err_console
 
 DEFAULT_DIMS = "10,50,100,200,300,500,750,1000,1500,2000"
@@ -35,7 +36,8 @@ def command(
     data: str = options.Data,
     dims: str = typer.Option(DEFAULT_DIMS, "--dims", help="Subspace dimensions to try, comma-separated (those above D are skipped)."),
     repeats: int = typer.Option(1, "--repeats", help="Runs per d (and of the dense baseline), each with its own seed; means are compared."),
-    epochs: int = typer.Option(10, "--epochs", help="Passes over the training data per run."),
+    epochs: int = typer.Option(CONVERGE["epochs"], "--epochs", help="The cap on passes over the training data per run."),
+    patience: int = typer.Option(CONVERGE["patience"], "--patience", help="Stop a run after this many epochs without a better validation loss (0: exactly --epochs); the same rule as compress and train."),
     lr: float = typer.Option(0.1, "--lr", help="Adam learning rate in the subspace."),
     dense_lr: float = typer.Option(1e-3, "--dense-lr", help="Adam learning rate of the dense baseline."),
     batch_size: int = typer.Option(128, "--batch-size", help="Examples per step."),
@@ -45,29 +47,31 @@ def command(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Draw test accuracy against d with the 90% line into this PNG."),
     arch_kwargs: Optional[str] = options.ArchKwargs,
     as_json: bool = options.Json,
+    threads: int = options.Threads,
 ) -> None:
     """Train in random subspaces of each d and densely; report d_int90, the smallest tried d whose mean test accuracy reaches 90% of the dense model's (Li et al., 2018).
 
     Example: squeeze intrinsic-dim --arch squeeze.zoo:MLP --data mnist5k --dims 100,300,500,750,1000 --plot mlp.png
     """
+    set_threads(threads)
     dim_list = parse_dims(dims)
-    config = SweepConfig(epochs=epochs, lr=lr, dense_lr=dense_lr, batch_size=batch_size, projection=projection, seed=seed, device=check_device(dev))
-    if plot is not None and plot.suffix.lower() != ".png":
-        raise SqueezeError(f"--plot {plot} must end in .png")
+    config = SweepConfig(epochs=epochs, patience=patience or None, lr=lr, dense_lr=dense_lr, batch_size=batch_size, projection=projection, seed=seed, device=check_device(dev))
+    if plot is not None:
+        check_output(plot, suffixes=(".png",), force=True)
     _, arch_rec, ds = model_for_data(arch, arch_kwargs, data)
-    err_console.print(f"intrinsic dimension of {arch} on {ds.name}: dims {', '.join(map(str, dim_list))}, {repeats} repeat(s), {epochs} epochs", highlight=False, markup=False)
+    err_console.print(f"intrinsic dimension of {arch} on {ds.name}: dims {', '.join(map(str, dim_list))}, {repeats} repeat(s), {'until the validation loss stops improving (patience ' + str(patience) + ', cap ' + str(epochs) + ' epochs)' if patience else str(epochs) + ' epochs'}", highlight=False, markup=False)
 
     def show(p: SweepPoint) -> None:
         name = "dense" if p.d is None else f"d = {p.d:,}"
-        err_console.print(f"  {name:>12}: test accuracy {p.mean:.4f} ({p.seconds:.1f} s)", highlight=False)
+        err_console.print(f"  {name:>12}: test accuracy {p.mean:.4f}, epochs {', '.join(map(str, p.epochs))} ({p.seconds:.1f} s)", highlight=False)
 
-    progress = not as_json and sys.stdout.isatty()
+    progress = sys.stderr.isatty()
     result = sweep(lambda: arch_mod.build(arch_rec["ref"], arch_rec["kwargs"]), ds, dim_list, repeats=repeats, config=config, on_point=show, progress=progress)
     if result.skipped:
         err_console.print(f"[yellow]note:[/] skipped dims above D = {result.D:,}: {', '.join(map(str, result.skipped))}", highlight=False)
     if plot is not None:
         draw(result, plot, title=f"{arch} on {ds.name} (D = {result.D:,})")
-    out = {"arch": arch_rec, "data": ds.name, "epochs": epochs, "repeats": repeats, **result.to_json()}
+    out = {"arch": arch_rec, "data": ds.name, "epochs_cap": epochs, "patience": patience, "repeats": repeats, **result.to_json()}
     if plot is not None:
         out["plot"] = str(plot)
     if as_json:

@@ -13,7 +13,26 @@ from squeeze_cli.console import console, err_console
 
 from squeeze import format as fmt
 from squeeze.data import load_data
-from squeeze.mdl import file_report
+from squeeze.errors import SqueezeError
+from squeeze.mdl import file_report, recorded_search_bits
+from squeeze_cli.common import set_threads
+
+BUILT_IN = ("digits", "mnist5k", "mnist1d")
+
+
+def recorded_data(f: fmt.SqzFile, data: str | None, command: str) -> str:
+    """--data as given, else the built-in data set the file records (a user file is never
+    guessed from a name).
+
+    Raises:
+        SqueezeError: no --data and the file records no built-in data set.
+    """
+    if data is not None:
+        return data
+    name = (f.data or {}).get("name") or (f.metrics or {}).get("data")
+    if isinstance(name, str) and (name in BUILT_IN or name.startswith("mnist1d:")):
+        return name
+    raise SqueezeError(f"{command} needs --data: the file records {'the data ' + repr(name) if name else 'no data set'}, which is not a built-in set; pass the data it was trained on, e.g. --data train.npz")
 
 ITEMS = (
     ("message_bits", "coded message (theta_d)"),
@@ -28,9 +47,10 @@ ITEMS = (
 
 def command(
     file: Path = options.SqzFile,
-    data: str = typer.Option(..., "--data", help="The data the model was trained on (digits, mnist5k, mnist1d[:N], or a file): the bound uses its training split."),
+    data: str | None = typer.Option(None, "--data", help="The data the model was trained on (digits, mnist5k, mnist1d[:N], or a file): the bound uses its training split \\[default: the built-in set the file records]."),
     delta: float = typer.Option(0.05, "--delta", help="The bounds hold with probability 1 - delta."),
-    search_bits: float = typer.Option(0.0, "--search-bits", help="log2 of the number of configurations (d, L, learning rates, ...) tried before choosing this one."),
+    search_bits: float | None = typer.Option(None, "--search-bits", help="log2 of the number of configurations (d, L, learning rates, ...) tried before choosing this one \\[default: log2 of the candidates the file records, 0 if none]."),
+    threads: int = options.Threads,
     as_json: bool = options.Json,
     dev: str = options.Device,
     arch: str | None = options.Arch,
@@ -39,10 +59,16 @@ def command(
 ) -> None:
     """Description length of FILE's model in bits, itemised, and the test-error bounds it implies (Occam, kl-Occam, Catoni) from its error on the training split of --data.
 
-    Example: squeeze mdl mlp-q4.sqz --data mnist5k --search-bits 3
+    The search that chose the file (the candidates `squeeze compress` records) is charged by default.
+
+    Example: squeeze mdl mlp.sqz
     """
-    ds = load_data(data)
-    recorded = (fmt.read(file).data or {}).get("name")
+    set_threads(threads)
+    f = fmt.read(file)
+    ds = load_data(recorded_data(f, data, "mdl"))
+    if search_bits is None:
+        search_bits = recorded_search_bits(f.metrics)
+    recorded = (f.data or {}).get("name")
     if recorded and recorded != ds.name:
         err_console.print(f"warning: {file} records training data {recorded!r}, but the bound uses the training split of {ds.name!r}; it only holds for the data the model was trained on", highlight=False)
     r = file_report(file, ds, delta=delta, search_bits=search_bits, arch=arch, base=base_arg(base, trust_pickle), device=check_device(dev))

@@ -2,30 +2,37 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import typer
 from rich.table import Table
-from squeeze_cli import options
-from squeeze_cli.common import base_arg, device as check_device
-from squeeze_cli.console import console, err_console
 
 from squeeze import coding_registry
 from squeeze import format as fmt
 from squeeze.data import check_fits, load_data
+from squeeze.errors import SqueezeError
 from squeeze.fit import accuracy
 from squeeze.quantize import QuantizeConfig, quantize_subspace
+from squeeze_cli import options
+from squeeze_cli.commands.mdl import recorded_data
+from squeeze_cli.common import base_arg, check_output, device as check_device, set_threads
+from squeeze_cli.console import console, err_console
 
 DEFAULTS = QuantizeConfig(levels=2)
+# What a quantized file keeps of the float file's metrics: facts about the teacher, the data
+# and the search that chose d. Everything measured on the float model is measured again or dropped.
+KEPT_METRICS = ("data", "metric", "method", "dense_test_accuracy", "dense_val_accuracy", "search", "baseline", "epochs")
 
 
 def command(
     file: Path = options.SqzFile,
     levels: int = typer.Option(..., "--levels", "-L", help="L: the number of distinct values theta_d keeps (e.g. 4 or 8)."),
-    output: Path = options.out_option("Where to write the quantized .sqz file."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Where to write the quantized .sqz file \\[default: FILE-qL.sqz beside FILE]."),
     lean: bool = options.Lean,
-    data: str | None = typer.Option(None, "--data", help="Training data for quantization-aware fine-tuning and accuracy (digits, mnist5k, mnist1d[:N], or a file). Without it: k-means only."),
-    steps: int = typer.Option(DEFAULTS.steps, "--steps", help="Quantization-aware fine-tuning steps (needs --data; 0: k-means only)."),
+    data: str | None = typer.Option(None, "--data", help="Training data for quantization-aware fine-tuning and accuracy (digits, mnist5k, mnist1d[:N], or a file) \\[default: the built-in set the file records; without one: k-means only]."),
+    steps: int = typer.Option(DEFAULTS.steps, "--steps", help="Quantization-aware fine-tuning steps (needs data; 0: k-means only)."),
     lr: float = typer.Option(DEFAULTS.lr, "--lr", help="Adam learning rate of the fine-tuning."),
     distill: float = typer.Option(DEFAULTS.distill_weight, "--distill", help="Weight of matching the unquantized model's outputs, against the labels (0..1)."),
     batch_size: int = typer.Option(DEFAULTS.batch_size, "--batch-size", help="Examples per fine-tuning step."),
@@ -33,25 +40,42 @@ def command(
     arch: str | None = options.Arch,
     base: Path | None = options.Base,
     trust_pickle: bool = options.TrustPickle,
+    force: bool = options.Force,
+    threads: int = options.Threads,
+    as_json: bool = options.Json,
 ) -> None:
-    """Quantize FILE's theta_d to L values (k-means + quantization-aware fine-tuning) and store it entropy-coded.
+    """Quantize FILE's theta_d to L values (k-means + quantization-aware fine-tuning) and store it entropy-coded. The new file's accuracies are measured again (or dropped without data); nothing measured on the float model is kept.
 
-    Example: squeeze quantize mlp.sqz --levels 4 --data mnist5k -o mlp-q4.sqz
+    Example: squeeze quantize mlp.sqz --levels 4 -o mlp-q4.sqz
     """
+    start = time.time()
+    set_threads(threads)
     dev = check_device(dev)
+    output = check_output(output if output is not None else file.with_name(f"{file.stem}-q{levels}.sqz"), inputs=(file, base), force=force)
     f = fmt.read(file)
     sub = fmt.load_subspace(f, arch, base=base_arg(base, trust_pickle), device=dev)
     ds = None
-    if data is not None:
-        ds = load_data(data)
+    try:
+        source = recorded_data(f, data, "quantize")
+    except SqueezeError:
+        source = None
+        err_console.print("no --data (and the file records no built-in data set): k-means only, no fine-tuning, accuracy not measured", highlight=False)
+    if source is not None:
+        ds = load_data(source)
         check_fits(sub, ds)
-    else:
-        err_console.print("no --data: k-means only (no fine-tuning; accuracy not measured)")
     config = QuantizeConfig(levels=levels, steps=steps if ds is not None else 0, lr=lr, batch_size=batch_size, distill_weight=distill, device=dev)
     before = accuracy(sub, ds.x_test, ds.y_test, dev) if ds is not None else None
-    result = quantize_subspace(sub, config, ds)
+    every = max(1, config.steps // 10)
+
+    def progress(step: int) -> None:
+        if step % every == 0 or step == config.steps:
+            err_console.print(f"  quantization-aware fine-tuning: step {step:,}/{config.steps:,} ({time.time() - start:.1f} s)", highlight=False, markup=False)
+
+    if ds is not None and config.steps:
+        err_console.print(f"quantizing {file.name} to {levels} levels: k-means, then {config.steps:,} fine-tuning steps on {ds.name}", highlight=False, markup=False)
+    result = quantize_subspace(sub, config, ds, on_step=progress)
     encoded = coding_registry.encode_quantized(result.codebook, result.codes)
-    metrics = dict(f.metrics)
+    metrics = {k: v for k, v in f.metrics.items() if k in KEPT_METRICS}
     metrics.update(levels=levels, theta=encoded["enc"])
     after = None
     if ds is not None:
@@ -59,12 +83,27 @@ def command(
         metrics.update(data=ds.name, metric="accuracy", test_accuracy=round(after, 6), float_test_accuracy=round(before, 6), val_accuracy=round(result.val_accuracy[result.method], 6))
         if metrics.get("dense_test_accuracy"):
             metrics["ratio_to_dense"] = round(after / max(metrics["dense_test_accuracy"], 1e-12), 4)
-    else:
-        for k in ("test_accuracy", "val_accuracy", "ratio_to_dense"):
-            metrics.pop(k, None)  # measured before quantization: no longer this file's
     arch_rec = f.arch if arch is None else {"ref": arch, "kwargs": f.arch.get("kwargs", {}) if f.arch and f.arch.get("ref") == arch else {}}
     out = fmt.save(sub, output, arch=arch_rec, metrics=None if lean else metrics, data=None if lean else f.data, encoded=encoded)
-
+    how = {"kmeans": "k-means", "qat": f"k-means + {steps} steps of quantization-aware fine-tuning"}[result.method]
+    report = {
+        "input": str(file),
+        "output": str(output),
+        "bytes_before": f.size_bytes,
+        "bytes_after": out.size_bytes,
+        "ratio": round(out.dense_bytes() / out.size_bytes, 1),
+        "levels": levels,
+        "method": result.method,
+        "data": ds.name if ds is not None else None,
+        "test_accuracy_before": None if before is None else round(before, 6),
+        "test_accuracy_after": None if after is None else round(after, 6),
+        "val_accuracy": {k: round(v, 6) for k, v in result.val_accuracy.items()},
+        "weights_sha256": out.weights_sha256,
+        "seconds": round(time.time() - start, 1),
+    }
+    if as_json:
+        console.print_json(json.dumps(report))
+        return
     t = Table(show_header=True, title=f"{file} -> {output}", title_justify="left")
     t.add_column("")
     t.add_column("before", justify="right")
@@ -74,8 +113,8 @@ def command(
     if ds is not None:
         t.add_row(f"test accuracy ({ds.name})", f"{before:.4f}", f"{after:.4f}")
     console.print(t)
-    how = {"kmeans": "k-means", "qat": f"k-means + {steps} steps of quantization-aware fine-tuning"}[result.method]
-    err_console.print(f"{how}; weights sha256 {out.weights_sha256[:16]}... ({4 * out.D / out.size_bytes:,.0f}x smaller than float32)", highlight=False)
+    needs = "; needs its base beside it" if out.base else ""
+    err_console.print(f"{how}; weights sha256 {out.weights_sha256[:16]}... ({report['ratio']:,.1f}x smaller than float32{needs})", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

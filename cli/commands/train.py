@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -12,10 +13,10 @@ from squeeze import Subspace, SubspaceConfig, distributed
 from squeeze import format as fmt
 from squeeze.base import load_base
 from squeeze.errors import SqueezeError
-from squeeze.fit import TrainConfig, train
+from squeeze.fit import CONVERGE, TrainConfig, train
 from squeeze.projection import kinds
 from squeeze_cli import options
-from squeeze_cli.common import base_arg, device as check_device, model_for_data
+from squeeze_cli.common import base_arg, check_output, device as check_device, model_for_data, set_threads
 from squeeze_cli.console import console, err_console
 
 
@@ -26,11 +27,14 @@ def command(
     output: Path = options.out_option("Where to write the .sqz file."),
     projection: str = typer.Option("sorf", "--projection", help=f"Projection kind: {', '.join(kinds())}."),
     seed: int = typer.Option(0, "--seed", help="Seed of theta_0 and P (any integer in [0, 2**64))."),
-    epochs: int = typer.Option(10, "--epochs", help="Passes over the training data."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate [default: 0.1 in the subspace, 0.001 dense]."),
+    epochs: int = typer.Option(CONVERGE["epochs"], "--epochs", help="The cap on passes over the training data."),
+    patience: int = typer.Option(CONVERGE["patience"], "--patience", help="Stop after this many epochs without a better validation loss (0: exactly --epochs); the same rule as compress and intrinsic-dim."),
+    lr: float = typer.Option(0.1, "--lr", help="Adam learning rate of theta_d."),
     batch_size: int = typer.Option(128, "--batch-size", help="Examples per step."),
     dev: str = options.Device,
-    baseline: bool = typer.Option(False, "--baseline", help="Also train the dense model the same way and record its accuracy."),
+    baseline: bool = typer.Option(False, "--baseline", help="Also train the dense model (same stopping rule) and record its accuracy."),
+    baseline_lr: float = typer.Option(1e-3, "--baseline-lr", help="Adam learning rate of the dense baseline."),
+    baseline_epochs: Optional[int] = typer.Option(None, "--baseline-epochs", help="The cap on the dense baseline's epochs \\[default: --epochs]."),
     dtype: str = typer.Option("float16", "--dtype", help="Storage of theta_d: float16 (half the bytes) or float32."),
     layerwise: bool = typer.Option(False, "--layerwise", help="Learn one scale per tensor (SAID); the scales count in --dim."),
     arch_kwargs: Optional[str] = options.ArchKwargs,
@@ -39,6 +43,9 @@ def command(
     trust_pickle: bool = options.TrustPickle,
     lean: bool = options.Lean,
     quantize: Optional[int] = typer.Option(None, "--quantize", help="At the end, quantize theta_d to this many levels (k-means + quantization-aware fine-tuning on the training data) and store it entropy-coded, as `squeeze quantize` does."),
+    force: bool = options.Force,
+    threads: int = options.Threads,
+    as_json: bool = options.Json,
 ) -> None:
     """Train a model directly in a random d-dimensional subspace and save it as a .sqz file.
 
@@ -47,7 +54,10 @@ def command(
     Data-parallel: torchrun --nproc-per-node 2 -m squeeze_cli train ... (see docs/distributed.md);
     --batch-size stays the global batch, and only rank 0 prints and writes the file.
     """
+    set_threads(threads)
     dev = check_device(dev)
+    output = check_output(output, inputs=(base,), force=force)
+    existed = output.exists()
     dist = distributed.init(dev)
     dev = dist.device
     if dtype not in ("float16", "float32"):
@@ -59,7 +69,13 @@ def command(
         _report_base(sub, base, base_sd, arch, show=dist.is_main)
     if dist.is_main:
         err_console.print(f"training {arch} on {ds.name} in a {dim}-dimensional {projection} subspace of D={sub.D:,}")
-    result = train(sub, ds, TrainConfig(epochs=epochs, lr=lr or 0.1, batch_size=batch_size, device=dev), description="subspace", dist=dist)
+    result = train(sub, ds, TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, device=dev, patience=patience or None), description="subspace", dist=dist)
+    if result.best_epoch == 0 or (result.interrupted and existed):
+        dist.close()
+        if dist.is_main:
+            kept = f"{output} is unchanged" if existed else "nothing saved"
+            err_console.print(f"interrupted {'before the first epoch finished' if result.best_epoch == 0 else 'with ' + str(output) + ' existing'}: {kept}", highlight=False, markup=False)
+        raise typer.Exit(130)
     from squeeze.fit import accuracy
 
     encoded, float_accuracy = None, None
@@ -73,33 +89,53 @@ def command(
     else:
         fmt.round_for_storage_(sub, dtype)
 
-    metrics = {"data": ds.name, "metric": "accuracy", "test_accuracy": round(accuracy(sub, ds.x_test, ds.y_test, dev, dist), 6), "val_accuracy": round(result.val_accuracy, 6), "epochs": result.epochs_run}
+    metrics = {"data": ds.name, "metric": "accuracy", "test_accuracy": round(accuracy(sub, ds.x_test, ds.y_test, dev, dist), 6), "val_accuracy": round(result.val_accuracy, 6), "epochs": result.best_epoch}
+    if result.interrupted:
+        metrics["interrupted"] = True
     if encoded is not None:
         metrics.update(levels=quantize, theta=encoded["enc"], float_test_accuracy=float_accuracy, val_accuracy=round(q.val_accuracy[q.method], 6))
     if baseline and not result.interrupted:
         dense = __import__("squeeze.arch", fromlist=["build"]).build(arch_rec["ref"], arch_rec["kwargs"])
         metrics["baseline"] = _start_from_base(dense, sub, base_sd)
-        base_res = train(dense, ds, TrainConfig(epochs=epochs, lr=1e-3, batch_size=batch_size, device=dev), description="dense baseline", dist=dist)
+        base_cfg = TrainConfig(epochs=baseline_epochs or epochs, lr=baseline_lr, batch_size=batch_size, device=dev, patience=patience or None)
+        base_res = train(dense, ds, base_cfg, description="dense baseline", dist=dist)
         if base_res.interrupted:  # a partial baseline is no baseline: save the subspace model without it
             del metrics["baseline"]
             result.interrupted = True
+            metrics["interrupted"] = True
         else:
             metrics["dense_test_accuracy"] = round(base_res.test_accuracy, 6)
+            metrics["dense_epochs"] = base_res.best_epoch
             metrics["ratio_to_dense"] = round(metrics["test_accuracy"] / max(base_res.test_accuracy, 1e-12), 4)
     dist.close()
     if not dist.is_main:
         raise typer.Exit(130 if result.interrupted else 0)
     if dist.active:
         err_console.print(f"data-parallel over {dist.world_size} processes: {result.bytes_per_step:,} bytes of gradient all-reduced per step per process (4 x d = 4 x {dim}; a dense model would need 4 x D = {4 * sub.D:,})")
+    if result.interrupted and existed:
+        err_console.print(f"interrupted: {output} existed before this run and is left unchanged", highlight=False, markup=False)
+        raise typer.Exit(130)
     f = fmt.save(sub, output, arch=arch_rec, metrics=None if lean else metrics, data=None if lean else ds.describe(), dtype=dtype, encoded=encoded)
-    line = f"test accuracy {metrics['test_accuracy']:.4f}"
-    if encoded is not None:
-        line += f" with {quantize} levels ({float_accuracy:.4f} before quantization)"
-    if "dense_test_accuracy" in metrics:
-        line += f" (dense {metrics['dense_test_accuracy']:.4f}, ratio {metrics['ratio_to_dense']:.3f})"
-    console.print(f"{line}; wrote {output} ({f.size_bytes:,} bytes, {4 * f.D / f.size_bytes:,.0f}x smaller than float32)")
+    ratio = f.dense_bytes() / f.size_bytes
+    report = {
+        "output": str(output), "bytes": f.size_bytes, "ratio": round(ratio, 1), "d": dim, "D": sub.D,
+        "epochs": result.epochs_run, "best_epoch": result.best_epoch, "interrupted": result.interrupted,
+        **{k: v for k, v in metrics.items() if k not in ("interrupted", "epochs")},
+    }
+    if f.base:
+        report["needs"] = "the base checkpoint beside the file (the ratio counts the file alone)"
+    if as_json:
+        console.print_json(json.dumps(report))
+    else:
+        line = f"test accuracy {metrics['test_accuracy']:.4f} (epoch {result.best_epoch} of {result.epochs_run} run)"
+        if encoded is not None:
+            line += f" with {quantize} levels ({float_accuracy:.4f} before quantization)"
+        if "dense_test_accuracy" in metrics:
+            line += f" (dense {metrics['dense_test_accuracy']:.4f}, ratio {metrics['ratio_to_dense']:.3f})"
+        needs = "; needs its base beside it" if f.base else ""
+        console.print(f"{line}; wrote {output} ({f.size_bytes:,} bytes, {ratio:,.1f}x smaller than float32{needs})", highlight=False)
     if result.interrupted:
-        err_console.print(f"interrupted (subspace training ran {result.epochs_run} epochs): saved the best result so far to {output}")
+        err_console.print(f"interrupted: saved the best finished epoch ({result.best_epoch}) to {output}; its metrics record the interruption", highlight=False, markup=False)
         raise typer.Exit(130)
 
 

@@ -224,7 +224,7 @@ def _export_tiny(report: ExportReport, sub, model: nn.Module, f, spec: InputSpec
 
     projections.check_size(sub.projection)
     deployed = Deployed(model, spec)
-    metadata = {"squeeze.weights_sha256": f.weights_sha256, "squeeze.input": spec.describe()}
+    metadata = {"squeeze.weights_sha256": f.weights_sha256, "squeeze.pre": spec.short()}
     graph, graph_names, base_vector = tiny.build(sub, model, f, spec, example, names, opset, what, metadata)
     with tempfile.TemporaryDirectory(prefix=".squeeze-full-", dir=report.path.parent if report.path.parent.is_dir() else None) as folder:
         full = Path(folder) / "full.onnx"

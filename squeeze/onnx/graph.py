@@ -17,18 +17,18 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-DOMAIN = "squeeze"  # the domain of the model-local functions
+DOMAIN = "sq"  # the domain of the model-local functions (short: every call names it)
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def short_name(i: int) -> str:
-    """The i-th short value name: ``_0``, ``_1``, ..., ``_z``, ``_10``, ..."""
+    """The i-th short value name: ``0``, ``1``, ..., ``z``, ``10``, ... (base 36)."""
     out = ""
     while True:
         i, r = divmod(i, len(_DIGITS))
         out = _DIGITS[r] + out
         if i == 0:
-            return "_" + out
+            return out
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class Builder:
 
 
 def _function_proto(fn: Function, opset: int, registry: dict) -> onnx.FunctionProto:
-    body = Builder(opset, names=_counter(f"{fn.name}_"))
+    body = Builder(opset, names=_counter(""))
     body.functions = registry  # functions called from this body are defined before it
     outs = fn.body(body, list(fn.inputs))
     assert not body.initializers, "function bodies use Constant nodes, not initializers"

@@ -54,6 +54,15 @@ class InputSpec:
             return f"raw inputs, times {self.scale:.6g} in the graph (the recorded preprocessing)"
         return "float32 inputs as the model takes them (no preprocessing in the graph)"
 
+    def short(self) -> str:
+        """The graph's input in a few characters, for its metadata: ``x/255``, ``x*0.5``,
+        ``x`` or ``ids``."""
+        if self.dtype == INT_INPUT:
+            return "ids"
+        if self.divisor is not None:
+            return f"x/{self.divisor:g}"
+        return f"x*{self.scale!r}" if self.scale is not None else "x"
+
     def seeded(self, batch_sizes: tuple[int, ...], seed: int) -> list[np.ndarray]:
         """Seeded inputs, one array per batch size: standard normal values in the model's own
         units (raw units when the graph rescales), or token ids in [1, vocab) for int64."""

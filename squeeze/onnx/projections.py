@@ -18,8 +18,6 @@ suggests sorf, whose memory is O(D).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from squeeze import rng
@@ -47,7 +45,7 @@ def _stage(g: Builder, ins: list[str]) -> list[str]:
     return [g.op("Concat", g.op("Add", a, b), g.op("Sub", a, b), axis=1)]
 
 
-STAGE = Function("fwht_stage", ("x", "s"), ("y",), _stage)
+STAGE = Function("H", ("x", "s"), ("y",), _stage)
 
 
 def _fwht_function(n: int) -> Function:
@@ -59,7 +57,7 @@ def _fwht_function(n: int) -> Function:
             x = g.call(STAGE, x, pairs)
         return [g.op("Reshape", x, square)]
 
-    return Function(f"fwht{n}", ("x", "p", "q"), ("y",), body)
+    return Function(f"W{n}", ("x", "p", "q"), ("y",), body)
 
 
 def fwht(g: Builder, x: str, rows: int, n: int) -> str:

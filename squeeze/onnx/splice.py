@@ -80,7 +80,10 @@ def splice(model: onnx.ModelProto, g: Builder, theta: str, shapes: dict[str, tup
     pieces = g.op("Split", theta, g.const(np.array(sizes, np.int64)), axis=0, outputs=len(sizes)) if len(sizes) > 1 else [theta]
     for (name, shape), piece in zip(shapes.items(), pieces):
         if name in used:
-            g.nodes.append(helper.make_node("Reshape", [piece, g.const(np.array(shape, np.int64))], [name]))
+            if len(shape) == 1:  # already (n,): the piece is the parameter
+                _rename_uses(graph, name, piece)
+            else:
+                g.nodes.append(helper.make_node("Reshape", [piece, g.const(np.array(shape, np.int64))], [name]))
     for name, value in buffers.items():
         if name in used:
             g.tensor(name, value)
@@ -94,6 +97,39 @@ def splice(model: onnx.ModelProto, g: Builder, theta: str, shapes: dict[str, tup
     for k, v in metadata.items():
         result.metadata_props.add(key=k, value=v)
     return result, rename
+
+
+def _rename_uses(graph: onnx.GraphProto, old: str, new: str) -> None:
+    for n in graph.node:
+        n.input[:] = [new if i == old else i for i in n.input]
+    for o in graph.output:
+        if o.name == old:
+            raise AssertionError("a parameter is a graph output")
+
+
+# Attributes whose value is the operator's documented behaviour when absent (no schema default).
+_IMPLIED = {"dilations": 1, "strides": 1, "pads": 0}
+_WINDOWED = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool"}
+
+
+def _drop_default_attributes(node: onnx.NodeProto, opset: int) -> None:
+    """Remove attributes equal to the value the operator takes when they are absent."""
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, node.domain)
+    except onnx.defs.SchemaError:
+        return
+    keep = []
+    for a in node.attribute:
+        value = helper.get_attribute_value(a)
+        spec = schema.attributes.get(a.name)
+        default = spec.default_value if spec is not None else None
+        if default is not None and default.type != 0 and helper.get_attribute_value(default) == value:
+            continue
+        if node.op_type in _WINDOWED and a.name in _IMPLIED and isinstance(value, list) and all(v == _IMPLIED[a.name] for v in value):
+            continue
+        keep.append(a)
+    del node.attribute[:]
+    node.attribute.extend(keep)
 
 
 def _compact(graph: onnx.GraphProto, g: Builder) -> dict[str, str]:
@@ -110,14 +146,15 @@ def _compact(graph: onnx.GraphProto, g: Builder) -> dict[str, str]:
 
     for t in graph.initializer:
         t.name = short(t.name)
-        t.doc_string = ""
+        t.ClearField("doc_string")
         del t.metadata_props[:]
     for n in graph.node:
         n.input[:] = [short(i) for i in n.input]
         n.output[:] = [short(o) for o in n.output]
-        n.name = ""
-        n.doc_string = ""
+        n.ClearField("name")
+        n.ClearField("doc_string")
         del n.metadata_props[:]
+        _drop_default_attributes(n, g.opset)
         for a in n.attribute:
             if a.g.node or a.graphs:
                 from squeeze.export import ExportError
@@ -125,7 +162,7 @@ def _compact(graph: onnx.GraphProto, g: Builder) -> dict[str, str]:
                 raise ExportError(f"the model's graph holds a {n.op_type} with a subgraph, which a tiny graph does not support; use the full export")
     del graph.value_info[:]
     for v in (*graph.input, *graph.output):
-        v.doc_string = ""
+        v.ClearField("doc_string")
         del v.metadata_props[:]
     return rename
 

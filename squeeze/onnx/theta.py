@@ -42,8 +42,8 @@ def base_order(sub: Subspace) -> list[int]:
     return sorted((i for i, s in enumerate(sub.manifest) if s.init[0] == "b"), key=lambda i: sub.manifest[i].name)
 
 
-def _i64(values) -> np.ndarray:
-    return np.array(values, np.int64)
+def _i32(values) -> np.ndarray:
+    return np.array(values, np.int32)
 
 
 def theta(g: Builder, sub: Subspace, stored: Stored) -> str:
@@ -90,7 +90,7 @@ def theta(g: Builder, sub: Subspace, stored: Stored) -> str:
         mult.append(1.0 if kind == "b" else manifest[i].init[1])
     seg = tf.segment_ids(g, first, sub.D)
     pos = tf.positions(g, sub.D)
-    index = g.op("Add", g.op("Gather", g.const(_i64(offset)), seg), g.op("Mul", pos, g.op("Gather", g.const(_i64(step)), seg)))
+    index = g.op("Add", g.op("Gather", g.const(_i32(offset)), seg), g.op("Mul", pos, g.op("Gather", g.const(_i32(step)), seg)))
     theta0 = g.op("Mul", g.op("Gather", source, index), g.op("Gather", g.const(np.array(mult, np.float32)), seg))
 
     p = projections.forward(g, sub.projection, x, starts[len(uniform)], stored.theta_d)
@@ -104,10 +104,10 @@ def theta(g: Builder, sub: Subspace, stored: Stored) -> str:
         p_first.append(at - f if i in selected else 0)
         k_of.append(selected.get(i, 0))
         at += manifest[i].numel if i in selected else 0
-    p_index = g.op("Add", g.op("Gather", g.const(_i64(p_first)), seg), g.op("Mul", pos, g.op("Gather", g.const(_i64(inside)), seg)))
+    p_index = g.op("Add", g.op("Gather", g.const(_i32(p_first)), seg), g.op("Mul", pos, g.op("Gather", g.const(_i32(inside)), seg)))
     piece = g.op("Gather", p, p_index)
     if sub.scales is not None:
-        piece = g.op("Mul", g.op("Gather", stored.scales, g.op("Gather", g.const(_i64(k_of)), seg)), piece)
+        piece = g.op("Mul", g.op("Gather", stored.scales, g.op("Gather", g.const(_i32(k_of)), seg)), piece)
     mask = g.op("Gather", g.const(np.array(inside, bool)), seg)
     return g.op("Where", mask, g.op("Add", theta0, piece), theta0)
 

@@ -21,46 +21,51 @@ from squeeze.onnx.graph import Builder, Function
 U32 = np.uint32
 
 
-def _round(g: Builder, ins: list[str]) -> list[str]:
-    """One Threefry round: x0 += x1; x1 = rotl(x1, r) ^ x0 (``q`` = 32 - r)."""
-    x0, x1, r, q = ins
-    y0 = g.op("Add", x0, x1)
-    rot = g.op("BitwiseOr", g.op("BitShift", x1, r, direction="LEFT"), g.op("BitShift", x1, q, direction="RIGHT"))
-    return [y0, g.op("BitwiseXor", rot, y0)]
+def _group(g: Builder, ins: list[str]) -> list[str]:
+    """Four Threefry rounds (x0 += x1; x1 = rotl(x1, r_j) ^ x0, with ``q_j = 32 - r_j``), then
+    the key injection (x0 += ka; x1 += kb)."""
+    x0, x1, r, q, ka, kb = ins
+    rs = g.op("Split", r, axis=0, num_outputs=4, outputs=4)
+    qs = g.op("Split", q, axis=0, num_outputs=4, outputs=4)
+    for rj, qj in zip(rs, qs):
+        x0 = g.op("Add", x0, x1)
+        rot = g.op("BitwiseOr", g.op("BitShift", x1, rj, direction="LEFT"), g.op("BitShift", x1, qj, direction="RIGHT"))
+        x1 = g.op("BitwiseXor", rot, x0)
+    return [g.op("Add", x0, ka), g.op("Add", x1, kb)]
 
 
-ROUND = Function("tf_round", ("x0", "x1", "r", "q"), ("y0", "y1"), _round)
+GROUP = Function("G", ("a", "b", "r", "q", "k", "l"), ("y", "z"), _group)
 
 
 def threefry(g: Builder, c0: str, k0: str, k1: str) -> tuple[str, str]:
     """Threefry-2x32-20 of counters ``(c0, 0)`` under per-element keys ``(k0, k1)`` (uint32
     tensors of one shape); returns the two output words."""
+    assert rng.ROUNDS % 4 == 0
     ks = [k0, k1, g.op("BitwiseXor", g.op("BitwiseXor", k0, k1), g.const(U32(rng._PARITY)))]
     x0 = g.op("Add", c0, ks[0])
     x1 = ks[1]  # counter word 1 is 0
-    for r in range(rng.ROUNDS):
-        rot = rng._ROTATIONS[r % 8]
-        x0, x1 = g.call(ROUND, x0, x1, g.const(U32(rot)), g.const(U32(32 - rot)))
-        if r % 4 == 3:
-            s = r // 4 + 1
-            x0 = g.op("Add", x0, ks[s % 3])
-            x1 = g.op("Add", x1, g.op("Add", ks[(s + 1) % 3], g.const(U32(s))))
+    for group in range(rng.ROUNDS // 4):
+        rot = [rng._ROTATIONS[r % 8] for r in range(4 * group, 4 * group + 4)]
+        s = group + 1
+        kb = g.op("Add", ks[(s + 1) % 3], g.const(U32(s)))
+        x0, x1 = g.call(GROUP, x0, x1, g.const(np.array(rot, U32)), g.const(np.array([32 - r for r in rot], U32)), ks[s % 3], kb)
     return x0, x1
 
 
 def segment_ids(g: Builder, starts: list[int], total: int) -> str:
-    """An int64 vector of ``total`` entries: entry i holds the number of ``starts`` (after the
-    first, which is 0) at or below i, i.e. the segment that position i falls in."""
-    zeros = g.op("ConstantOfShape", g.const(np.array([total], np.int64)), value=_scalar(np.int64(0)))
+    """An int32 vector of ``total`` entries: entry i holds the number of ``starts`` (after the
+    first, which is 0) at or below i, i.e. the segment that position i falls in. (Every count
+    and index here is below 2**31: the projections' size cap and the memory check bound D.)"""
+    zeros = g.op("ConstantOfShape", g.const(np.array([total], np.int64)), value=_scalar(np.int32(0)))
     if len(starts) == 1:
         return zeros
-    marks = g.op("ScatterElements", zeros, g.const(np.array(starts[1:], np.int64)), g.const(np.ones(len(starts) - 1, np.int64)))
-    return g.op("CumSum", marks, g.const(np.int64(0)))
+    marks = g.op("ScatterElements", zeros, g.const(np.array(starts[1:], np.int32)), g.const(np.ones(len(starts) - 1, np.int32)))
+    return g.op("CumSum", marks, g.const(np.int32(0)))
 
 
 def positions(g: Builder, total: int) -> str:
-    """``arange(total)`` as int64."""
-    return g.op("Range", g.const(np.int64(0)), g.const(np.int64(total)), g.const(np.int64(1)))
+    """``arange(total)`` as int32."""
+    return g.op("Range", g.const(np.int32(0)), g.const(np.int32(total)), g.const(np.int32(1)))
 
 
 def blocks(g: Builder, requests: list[tuple[tuple[int, int], int]]) -> tuple[str, list[int]]:
@@ -74,7 +79,7 @@ def blocks(g: Builder, requests: list[tuple[tuple[int, int], int]]) -> tuple[str
     seg = segment_ids(g, starts, total)
     k0 = g.op("Gather", g.const(np.array([k[0] for k, _ in requests], U32)), seg)
     k1 = g.op("Gather", g.const(np.array([k[1] for k, _ in requests], U32)), seg)
-    c0 = g.op("Cast", g.op("Sub", positions(g, total), g.op("Gather", g.const(np.array(starts, np.int64)), seg)), to=12)  # uint32
+    c0 = g.op("Cast", g.op("Sub", positions(g, total), g.op("Gather", g.const(np.array(starts, np.int32)), seg)), to=12)  # uint32
     x0, x1 = threefry(g, c0, k0, k1)
     one = g.const(np.array([1], np.int64))
     return g.op("Concat", g.op("Unsqueeze", x0, one), g.op("Unsqueeze", x1, one), axis=1), starts
@@ -113,4 +118,4 @@ def _scalar(value: np.ndarray):
     return numpy_helper.from_array(np.asarray(value).reshape(1))
 
 
-__all__ = ["ROUND", "blocks", "positions", "rows", "segment_ids", "sign_bits", "threefry", "to_signs", "uniform16"]
+__all__ = ["GROUP", "blocks", "positions", "rows", "segment_ids", "sign_bits", "threefry", "to_signs", "uniform16"]

@@ -1,16 +1,26 @@
-"""Steps several commands share: resolving the architecture against the data, the device."""
+"""Steps several commands share: resolving the architecture against the data, the device,
+checking outputs, threads.
+
+torch and the squeeze modules that need it are imported inside the functions, so that
+``squeeze --help`` and ``--version`` start without loading torch.
+"""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from squeeze import arch as arch_mod
-from squeeze.data import Dataset, check_fits, load_data
 from squeeze.errors import ArchError, DataError, SqueezeError
+
+if TYPE_CHECKING:
+    import torch
+
+    from squeeze.data import Dataset
 
 
 def device(name: str) -> str:
     """Check a --device value."""
+    import torch
+
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
         raise SqueezeError(f"unknown device {name!r}; use cpu or cuda")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -30,7 +40,7 @@ def base_arg(base, trust_pickle: bool):
     return load_state_dict(Path(base), trust_pickle=trust_pickle)
 
 
-def model_for_data(ref: str, kwargs_json: str | None, data_source: str) -> tuple[torch.nn.Module, dict, Dataset]:
+def model_for_data(ref: str, kwargs_json: str | None, data_source: str) -> "tuple[torch.nn.Module, dict, Dataset]":
     """Load the data, build the architecture for it, and check one batch fits.
 
     Returns:
@@ -38,6 +48,9 @@ def model_for_data(ref: str, kwargs_json: str | None, data_source: str) -> tuple
     """
     if not ref:
         raise SqueezeError("--arch is required: the architecture of the model, e.g. --arch squeeze.zoo:MLP or --arch path/to/model.py:Net")
+    from squeeze import arch as arch_mod
+    from squeeze.data import check_fits, load_data
+
     if not data_source:
         raise SqueezeError("--data is required: the data to fit and measure on, e.g. --data mnist5k, or a .npz/.pt/.csv file with x, y[, x_test, y_test]")
     data = load_data(data_source)
@@ -116,6 +129,8 @@ def set_threads(threads: int | None) -> None:
     Args:
         threads: the number of threads; None keeps the default (see ``options.Threads``).
     """
+    import torch
+
     if threads is None:
         return
     if threads < 1:

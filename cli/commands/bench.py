@@ -9,18 +9,17 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import torch
 import typer
 from rich.table import Table
 
-from squeeze import format as fmt, kernels
-from squeeze.subspace import digest_of
 from squeeze_cli import options
 from squeeze_cli.common import base_arg, device as check_device, set_threads
 from squeeze_cli.console import console
 
 
 def _best_of(fn, repeats: int, device: str) -> float:
+    import torch
+
     best = float("inf")
     for _ in range(repeats):
         if device.startswith("cuda"):
@@ -47,6 +46,11 @@ def command(
 
     Example: squeeze bench mlp.sqz --repeats 10
     """
+    import torch
+
+    from squeeze import format as fmt, kernels
+    from squeeze.subspace import digest_of
+
     dev = check_device(dev)
     set_threads(threads)
     sub = fmt.load_subspace(file, arch, base=base_arg(base, trust_pickle), device=dev)

@@ -8,13 +8,14 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from squeeze import format as fmt
 from squeeze_cli import options
 from squeeze_cli.console import console
 
 
 def summary(path: Path) -> dict:
     """The facts ``info`` shows, as a JSON-ready dict."""
+    from squeeze import format as fmt
+
     f = fmt.read(path)
     out = {
         "file": str(path),

@@ -8,8 +8,6 @@ from typing import Optional
 
 import typer
 
-from squeeze import format as fmt
-from squeeze.errors import DigestMismatch
 from squeeze_cli import options
 from squeeze_cli.common import base_arg, device as check_device, set_threads
 from squeeze_cli.console import console, err_console
@@ -28,6 +26,9 @@ def command(
 
     Exit 0 when equal, 1 when not (2 for a file that cannot be read at all, as for every error).
     """
+    from squeeze import format as fmt
+    from squeeze.errors import DigestMismatch
+
     set_threads(threads)
     f = fmt.read(file)
     report = {"file": str(file), "D": f.D, "device": dev, "weights_sha256": f.weights_sha256}

@@ -1,14 +1,11 @@
-"""Choosing d: the smallest dimension that reaches a quality target, and the intrinsic-
-dimension sweep of Li et al. (2018).
+"""The intrinsic-dimension sweep of Li et al. (2018): train in subspaces of several d, each
+run to convergence (the rule of :data:`squeeze.fit.CONVERGE`), and find d_int90.
 
-    found = search_dim(evaluate, threshold=0.82, start=64, max_dim=sub.D)   # --dim auto
     result = sweep(build, data, dims=[100, 300, 1000], repeats=2)          # intrinsic-dim
     result.d_int        # smallest tried d whose mean accuracy reaches 90% of dense
     plot(result, "curve.png")
 
-``search_dim`` doubles d until the target is reached (or halves it while it is), then bisects
-between the largest failing and the smallest passing d. Accuracy is noisy in d, so the
-result is the smallest *tried* d that reached the target, not a proof that no smaller d does.
+(Choosing d for a file is :mod:`squeeze.compress`'s search over d and the encoding.)
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import nn
@@ -24,128 +21,6 @@ from torch import nn
 from squeeze.data import Dataset
 from squeeze.fit import CONVERGE, TrainConfig, train
 from squeeze.subspace import Subspace, SubspaceConfig
-
-
-@dataclass
-class Trial:
-    """One evaluated dimension.
-
-    Args:
-        d: the dimension.
-        accuracy: the score compared with the threshold (test accuracy).
-        seconds: time the trial took.
-        interrupted: Ctrl-C stopped it (the search stops after it).
-        info: other numbers to report (agreement, validation accuracy, ...).
-        payload: what the trial produced (a trained subspace); dropped unless it is the best.
-    """
-
-    d: int
-    accuracy: float
-    seconds: float = 0.0
-    interrupted: bool = False
-    info: dict = field(default_factory=dict)
-    payload: Any = None
-
-
-@dataclass
-class DimSearch:
-    """The outcome of :func:`search_dim`: every trial in order, the best one, and whether it
-    reached the threshold (the best is the smallest passing d, else the most accurate)."""
-
-    trials: list[Trial]
-    best: Trial
-    reached: bool
-    threshold: float
-    interrupted: bool = False
-
-
-def _better(a: Trial, b: Trial | None, threshold: float) -> bool:
-    """Is ``a`` a better result than ``b``: passing beats failing; among passing the smaller
-    d wins, among failing the higher accuracy (then the smaller d)."""
-    if b is None:
-        return True
-    pa, pb = a.accuracy >= threshold, b.accuracy >= threshold
-    if pa != pb:
-        return pa
-    if pa:
-        return a.d < b.d
-    return (a.accuracy, -a.d) > (b.accuracy, -b.d)
-
-
-def search_dim(
-    evaluate: Callable[[int], Trial],
-    threshold: float,
-    *,
-    start: int = 64,
-    max_dim: int,
-    tolerance: float = 0.125,
-    on_trial: Callable[[Trial], None] | None = None,
-) -> DimSearch:
-    """The smallest d whose ``evaluate(d).accuracy`` reaches ``threshold``.
-
-    Args:
-        evaluate: trains and measures at dimension d.
-        threshold: the accuracy to reach.
-        start: the first d tried (clipped to [1, max_dim]).
-        max_dim: the largest d allowed (the model's D, or a user cap).
-        tolerance: bisection stops when the bracket is narrower than ``tolerance * lower``
-            (and at width 1).
-        on_trial: called after each trial (to print it).
-
-    Returns:
-        A :class:`DimSearch`; ``reached`` is False when even ``max_dim`` missed the threshold.
-    """
-    if max_dim < 1:
-        raise ValueError(f"max_dim must be at least 1, got {max_dim}")
-    if not 0 < tolerance < 1:
-        raise ValueError(f"tolerance must be in (0, 1), got {tolerance}")
-    trials: list[Trial] = []
-    best: Trial | None = None
-    done: dict[int, bool] = {}
-
-    def run(d: int) -> bool:
-        nonlocal best
-        t = evaluate(d)
-        trials.append(t)
-        if _better(t, best, threshold):
-            if best is not None:
-                best.payload = None
-            best = t
-        else:
-            t.payload = None
-        if on_trial is not None:
-            on_trial(t)
-        done[d] = t.accuracy >= threshold
-        return done[d]
-
-    d = min(max(1, start), max_dim)
-    lo, hi = 0, None  # largest failing d, smallest passing d
-    if run(d):
-        hi = d
-        while d > 1 and not trials[-1].interrupted:  # halve while it passes
-            d //= 2
-            if run(d):
-                hi = d
-            else:
-                lo = d
-                break
-    else:
-        lo = d
-        while d < max_dim and not trials[-1].interrupted:  # double until it passes
-            d = min(2 * d, max_dim)
-            if run(d):
-                hi = d
-                break
-            lo = d
-    while hi is not None and not trials[-1].interrupted and hi - lo > max(1, math.ceil(tolerance * lo)):
-        mid = (lo + hi) // 2
-        if mid in done:
-            break
-        if run(mid):
-            hi = mid
-        else:
-            lo = mid
-    return DimSearch(trials=trials, best=best, reached=best.accuracy >= threshold, threshold=threshold, interrupted=trials[-1].interrupted)
 
 
 # --------------------------------------------------------------------------- sweep
@@ -367,4 +242,4 @@ def plot(result: SweepResult, path, title: str = "") -> None:
         fig.savefig(tmp, format="png")
 
 
-__all__ = ["Trial", "DimSearch", "search_dim", "count_params", "SweepConfig", "SweepPoint", "SweepResult", "sweep", "plot"]
+__all__ = ["count_params", "SweepConfig", "SweepPoint", "SweepResult", "sweep", "plot"]

@@ -1,4 +1,5 @@
-"""``squeeze compress``: dense checkpoint -> .sqz by distillation, --dim auto, strict loading."""
+"""``squeeze compress``: dense checkpoint -> the smallest (or most accurate) .sqz file on the
+(d, encoding) plane, chosen on validation only; outputs checked first; strict loading."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ from safetensors.torch import save_file
 
 from squeeze import arch as arch_mod
 from squeeze import format as fmt
-from squeeze.data import load_data
-from squeeze.dimension import Trial, search_dim
+from squeeze.compress import CompressConfig, compress, load_teacher
+from squeeze.data import Dataset, load_data
 from squeeze.fit import TrainConfig, accuracy, train
+from squeeze.search import Candidate, choose
 from squeeze.zoo import MLP
 from squeeze_cli.app import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small models: one thread is fastest on a busy machine
 MLP_KW = '{"hidden": [32]}'
+FAST = ["--epochs", "30", "--patience", "3", "--qat-steps", "30"]  # short fits: these tests check behaviour, not quality
 
 
 @pytest.fixture(scope="module")
@@ -41,26 +44,49 @@ def _json(out: str) -> dict:
     return json.loads(out[out.index("{") :])
 
 
+def _args(path, *extra):
+    return ["compress", str(path), "--arch", "squeeze.zoo:MLP", "--arch-kwargs", MLP_KW, "--data", "digits", *FAST, *extra]
+
+
 def test_compress_round_trip(teacher, digits, tmp_path, capsys):
     path, model, teacher_acc = teacher
     assert teacher_acc > 0.85
     out = tmp_path / "mlp.sqz"
-    rc = main(["compress", str(path), "--arch", "squeeze.zoo:MLP", "--arch-kwargs", MLP_KW, "--data", "digits", "--dim", "256", "--epochs", "6", "-o", str(out), "--json"])
+    rc = main(_args(path, "--dim", "256", "--levels", "8", "-o", str(out), "--json"))
     report = _json(capsys.readouterr().out)
     assert rc == 0
     f = fmt.read(out)
     assert f.d == report["d"] == 256 and f.D == report["D"] == sum(p.numel() for p in model.parameters())
-    assert report["sqz_bytes"] == out.stat().st_size and report["teacher_bytes"] == path.stat().st_size
-    assert report["ratio"] == pytest.approx(report["teacher_bytes"] / report["sqz_bytes"], abs=0.05)
+    assert report["encoding"] == "q8" and f.encoding["levels"] == 8
+    assert report["sqz_bytes"] == out.stat().st_size
+    # one ratio everywhere: float32 bytes of the weights / file bytes, as `info` reports it
+    assert report["ratio"] == pytest.approx(f.dense_bytes() / f.size_bytes, abs=0.05)
     assert report["teacher_accuracy"] == pytest.approx(teacher_acc, abs=1e-6)
     # the file records the metrics, and they are the metrics of the weights it regenerates
     assert f.metrics["test_accuracy"] == pytest.approx(report["accuracy"], abs=1e-6)
     assert f.metrics["dense_test_accuracy"] == pytest.approx(teacher_acc, abs=1e-6)
+    assert f.metrics["search"] == {"candidates": 1, "d": 1, "enc": 1} and "seconds" not in json.dumps(f.metrics)
     loaded = fmt.load(out)
     assert accuracy(loaded, digits.x_test, digits.y_test) == pytest.approx(report["accuracy"], abs=1e-6)
     agreement = float((loaded(digits.x_test).argmax(1) == model.eval()(digits.x_test).argmax(1)).float().mean())
     assert agreement == pytest.approx(report["agreement"], abs=1e-6)
     assert report["accuracy"] >= 0.85 * teacher_acc  # d=256 of D=2,410 keeps most of the quality
+    [trial] = report["trials"]
+    assert trial["epochs"] >= 1 and trial["bytes"] >= report["sqz_bytes"] and trial["test_accuracy"] == report["accuracy"]
+
+
+def test_size_budget_keeps_the_most_accurate_file_within_it(teacher, digits, tmp_path, capsys):
+    path, _, _ = teacher
+    out = tmp_path / "budget.sqz"
+    rc = main(_args(path, "--size", "1.2KB", "--plot", str(tmp_path / "frontier.png"), "-o", str(out), "--json"))
+    report = _json(capsys.readouterr().out)
+    assert rc == 0 and report["size"] == 1200
+    assert out.stat().st_size <= 1200 and report["sqz_bytes"] == out.stat().st_size
+    fitting = [t for t in report["trials"] if t["bytes"] <= 1200]
+    assert max(t["val_accuracy"] for t in fitting) == report["val_accuracy"]
+    assert len({t["encoding"] for t in report["trials"]}) >= 3  # float16 and several levels were tried
+    assert (tmp_path / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert fmt.read(out).metrics["search"]["candidates"] == len(report["trials"])
 
 
 USER_ARCH = textwrap.dedent(
@@ -78,7 +104,7 @@ USER_ARCH = textwrap.dedent(
 )
 
 
-def test_auto_dim_user_architecture(digits, tmp_path, capsys):
+def test_target_keeps_the_smallest_passing_file_user_architecture(digits, tmp_path, capsys):
     arch_file = tmp_path / "my_net.py"
     arch_file.write_text(USER_ARCH)
     ref = f"{arch_file}:Net"
@@ -87,15 +113,15 @@ def test_auto_dim_user_architecture(digits, tmp_path, capsys):
     train(dense, digits, TrainConfig(epochs=20, lr=3e-3), progress=False)
     ckpt = tmp_path / "net.safetensors"
     save_file({k: v.contiguous() for k, v in dense.state_dict().items()}, str(ckpt))
-    out = tmp_path / "net.sqz"
-    rc = main(["compress", str(ckpt), "--arch", ref, "--data", "digits", "--dim", "auto", "--target", "0.85", "--epochs", "4", "-o", str(out), "--json"])
+    rc = main(["compress", str(ckpt), "--arch", ref, "--data", "digits", "--target", "0.9", *FAST, "--json"])
     report = _json(capsys.readouterr().out)
-    assert rc == 0 and report["reached"]
-    threshold = 0.85 * report["teacher_accuracy"]
-    assert report["accuracy"] >= threshold
-    passing = [t["d"] for t in report["trials"] if t["accuracy"] >= threshold]
-    assert report["d"] == min(passing) < report["D"]
-    assert len({t["d"] for t in report["trials"]}) == len(report["trials"]) >= 2
+    out = tmp_path / "net.sqz"  # the default output: beside the input
+    assert rc == 0 and report["reached"] and report["output"] == str(out) and out.exists()
+    threshold = 0.9 * report["teacher_val_accuracy"]
+    passing = [t for t in report["trials"] if t["val_accuracy"] >= threshold]
+    assert report["val_accuracy"] >= threshold
+    assert report["sqz_bytes"] <= min(t["bytes"] for t in passing)
+    assert len({(t["d"], t["encoding"]) for t in report["trials"]}) == len(report["trials"]) >= 4
     # an independent evaluation of the decompressed weights gives the reported accuracy
     weights = tmp_path / "net_dense.safetensors"
     assert main(["decompress", str(out), "--arch", ref, "-o", str(weights)]) == 0
@@ -106,13 +132,71 @@ def test_auto_dim_user_architecture(digits, tmp_path, capsys):
     assert accuracy(fresh, digits.x_test, digits.y_test) == pytest.approx(report["accuracy"], abs=1e-6)
 
 
+def test_the_choice_never_reads_the_test_split(teacher, digits):
+    """Shuffled test labels (and test inputs) change every test accuracy but no choice."""
+    _, model, _ = teacher
+    gen = torch.Generator().manual_seed(7)
+    perm = torch.randperm(len(digits.y_test), generator=gen)
+    shuffled = Dataset(digits.name, digits.x_train, digits.y_train, digits.x_test.flip(0), digits.y_test[perm], digits.num_classes, digits.preprocessing)
+    config = CompressConfig(target=0.95, epochs=20, patience=3, qat_steps=20, start_dim=64, max_fits=4)
+    build = lambda: MLP(input_shape=digits.input_shape, num_classes=10, hidden=(32,))  # noqa: E731
+    runs = [compress(model, build, d, config, progress=False) for d in (digits, shuffled)]
+    strip = lambda r: [{k: v for k, v in c.as_dict().items() if k not in ("test_accuracy", "seconds")} for c in r.candidates]  # noqa: E731
+    assert strip(runs[0]) == strip(runs[1]) and len(runs[0].candidates) >= 4
+    assert (runs[0].kept.d, runs[0].kept.encoding) == (runs[1].kept.d, runs[1].kept.encoding)
+    assert torch.equal(runs[0].sub.theta_d, runs[1].sub.theta_d)
+    assert runs[0].accuracy != runs[1].accuracy  # the test split did change
+
+
+def test_two_identical_runs_give_identical_files(teacher, tmp_path):
+    path, _, _ = teacher
+    outs = [tmp_path / "a.sqz", tmp_path / "b.sqz"]
+    for out in outs:
+        assert main(_args(path, "--dim", "128", "-o", str(out))) == 0
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+
+
+def test_outputs_are_checked_before_any_work(teacher, tmp_path, capsys):
+    path, _, _ = teacher
+    existing = tmp_path / "keep.sqz"
+    existing.write_bytes(b"a good file")
+    cases = [
+        (["-o", str(existing)], "--force"),
+        (["-o", str(path)], "must end in .sqz"),
+        (["-o", str(tmp_path / "out.onnx")], "must end in .sqz"),
+        (["-o", str(tmp_path / "no" / "x.sqz")], "does not exist"),
+    ]
+    folder = tmp_path / "folder.sqz"
+    folder.mkdir()
+    cases.append((["-o", str(folder)], "is a folder"))
+    for extra, words in cases:
+        assert main(_args(path, "--dim", "8", *extra)) == 2
+        assert words in capsys.readouterr().err
+    assert existing.read_bytes() == b"a good file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.sqz", "keep.sqz"]
+    assert main(_args(path, "--dim", "8", "--levels", "4", "--target", "0.1", "-o", str(existing), "--force")) == 0
+    assert fmt.read(existing).d == 8
+
+
+@pytest.mark.parametrize("drop, words", [("--arch", "needs the checkpoint's architecture: add --arch, e.g. squeeze compress"), ("--data", "needs the data to distil on: add --data, e.g. squeeze compress")])
+def test_missing_arch_or_data_is_one_sentence_with_an_example(teacher, tmp_path, capsys, drop, words):
+    path, _, _ = teacher
+    args = ["compress", str(path), "--arch", "squeeze.zoo:MLP", "--data", "digits", "-o", str(tmp_path / "x.sqz")]
+    i = args.index(drop)
+    del args[i : i + 2]
+    assert main(args) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert words in err and "Traceback" not in err
+    assert not (tmp_path / "x.sqz").exists()
+
+
 def test_target_missed_keeps_best_file_and_fails(teacher, tmp_path, capsys):
     path, _, _ = teacher
     out = tmp_path / "tiny.sqz"
-    rc = main(["compress", str(path), "--arch", "squeeze.zoo:MLP", "--arch-kwargs", MLP_KW, "--data", "digits", "--dim", "auto", "--max-dim", "4", "--target", "1.0", "--epochs", "1", "-o", str(out)])
+    rc = main(_args(path, "--max-dim", "4", "--target", "1.0", "--levels", "4", "-o", str(out)))
     captured = capsys.readouterr()
     assert rc == 4
-    assert "target not reached" in captured.err
+    assert "goal not reached" in captured.err
     assert fmt.read(out).d <= 4  # the best file found is still written
 
 
@@ -131,43 +215,47 @@ def test_mismatched_checkpoint_lists_keys(teacher, tmp_path, capsys):
     assert not out.exists()
 
 
-def test_pickled_module_needs_trust_pickle(teacher, tmp_path, capsys):
+def test_pickled_module_needs_trust_pickle_and_supplies_its_class(teacher, tmp_path, capsys):
     _, model, _ = teacher
     pickled = tmp_path / "whole.pt"
     torch.save(model, pickled)
     out = tmp_path / "p.sqz"
-    args = ["compress", str(pickled), "--arch", "squeeze.zoo:MLP", "--arch-kwargs", MLP_KW, "--data", "digits", "--dim", "16", "--epochs", "1", "-o", str(out)]
-    rc = main(args)
+    args = ["compress", str(pickled), "--arch-kwargs", MLP_KW, "--data", "digits", "--dim", "16", "--levels", "4", "--target", "0.1", *FAST, "-o", str(out)]
+    assert main(args + ["--arch", "squeeze.zoo:MLP"]) == 2
     err = capsys.readouterr().err
-    assert rc == 2 and "pickle" in err and "--trust-pickle" in err
+    assert "pickle" in err and "--trust-pickle" in err
     assert not out.exists()
-    assert main(args + ["--trust-pickle"]) == 0
-    assert fmt.read(out).d == 16
+    assert main(args + ["--trust-pickle"]) == 0  # no --arch: the pickled module's class is the architecture
+    f = fmt.read(out)
+    assert f.d == 16 and f.arch["ref"] == "squeeze.zoo:MLP"
 
 
-def test_bad_dim_value(teacher, tmp_path, capsys):
+def test_bad_dim_levels_and_size_values(teacher, tmp_path, capsys):
     path, _, _ = teacher
-    rc = main(["compress", str(path), "--arch", "squeeze.zoo:MLP", "--data", "digits", "--dim", "many", "-o", str(tmp_path / "x.sqz")])
-    assert rc == 2 and "--dim must be a positive integer or 'auto'" in capsys.readouterr().err
+    for extra, words in ((["--dim", "many"], "--dim must be a positive integer or 'auto'"), (["--levels", "1"], "--levels must be an integer of at least 2"), (["--size", "2 parsecs"], "--size must be a number of bytes")):
+        assert main(["compress", str(path), "--arch", "squeeze.zoo:MLP", "--data", "digits", *extra, "-o", str(tmp_path / "x.sqz")]) == 2
+        assert words in capsys.readouterr().err
 
 
-def _step(at: int):
-    """A search target: accuracy 1 from d = ``at`` on, else d / at."""
-    return lambda d: Trial(d=d, accuracy=1.0 if d >= at else d / at)
+def _cand(d: int, enc: str, size: int, val: float, test: float = 0.0) -> Candidate:
+    return Candidate(d=d, encoding=enc, bytes=size, payload_bytes=size - 500, val_accuracy=val, val_agreement=val, epochs=1, seconds=0.0, test_accuracy=test)
 
 
-@pytest.mark.parametrize("at", [1, 5, 64, 100, 300, 1000, 2047])
-def test_search_finds_the_step_within_tolerance(at):
-    found = search_dim(_step(at), 1.0, start=64, max_dim=4096, tolerance=0.125)
-    assert found.reached and found.best.d >= at
-    failing = [t.d for t in found.trials if t.accuracy < 1.0]
-    lo = max((d for d in failing if d < found.best.d), default=0)
-    assert found.best.d - lo <= max(1, -(-0.125 * lo // 1))  # the bracket is as narrow as asked
-    assert found.best.d == min(t.d for t in found.trials if t.accuracy >= 1.0)
+def test_choose_smallest_passing_or_most_accurate_within_budget():
+    cands = [_cand(256, "f16", 1012, 0.90, 0.1), _cand(1024, "q4", 780, 0.91, 0.99), _cand(512, "q8", 760, 0.88), _cand(2048, "q4", 1100, 0.95)]
+    best, ok = choose(cands, threshold=0.9)
+    assert ok and (best.d, best.encoding) == (1024, "q4")  # the smallest passing file, not the smallest d
+    best, ok = choose(cands, budget=1050)
+    assert ok and (best.d, best.encoding) == (1024, "q4")
+    best, ok = choose(cands, threshold=0.99)
+    assert not ok and best.d == 2048  # missed: the most accurate
+    best, ok = choose(cands, budget=100)
+    assert not ok and best.bytes == 760  # nothing fits: the smallest
+    swapped = [_cand(c.d, c.encoding, c.bytes, c.val_accuracy, 1 - c.test_accuracy) for c in cands]
+    assert choose(swapped, threshold=0.9)[0].d == 1024  # test accuracies play no part
 
 
-def test_search_unreachable_keeps_most_accurate():
-    found = search_dim(_step(10_000), 1.0, start=64, max_dim=1000)
-    assert not found.reached
-    assert found.best.d == 1000 and [t.d for t in found.trials] == [64, 128, 256, 512, 1000]
-    assert sum(t.payload is not None for t in found.trials) == 0  # payloads only on the best (None here)
+def test_load_teacher_is_strict(teacher, digits):
+    path, model, _ = teacher
+    loaded = load_teacher(path, MLP(input_shape=digits.input_shape, num_classes=10, hidden=(32,)))
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))

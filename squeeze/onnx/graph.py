@@ -53,6 +53,7 @@ class Builder:
         self._consts: dict[tuple, str] = {}
         self._count = 0
         self._names = names or self._next
+        self._taken: set[str] = set()  # chosen names (stored tensors) that fresh names skip
 
     def _next(self) -> str:
         self._count += 1
@@ -60,7 +61,10 @@ class Builder:
 
     def fresh(self) -> str:
         """A new unused value name."""
-        return self._names()
+        name = self._names()
+        while name in self._taken:
+            name = self._names()
+        return name
 
     def const(self, value, dtype=None) -> str:
         """An initializer holding ``value`` (a numpy array or scalar); equal constants share one."""
@@ -74,6 +78,7 @@ class Builder:
 
     def tensor(self, name: str, value: np.ndarray) -> str:
         """An initializer with a chosen name (stored data such as theta_d)."""
+        self._taken.add(name)
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 

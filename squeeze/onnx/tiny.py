@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,38 @@ from squeeze.onnx.inputs import InputSpec
 from squeeze.onnx.splice import export_bound, splice
 from squeeze.onnx.theta import Stored, base_order, theta
 from squeeze.subspace import Subspace
+
+
+THETA_KEY = "squeeze.theta"  # metadata: the name of the flat weights (D,) inside the graph
+
+
+def regenerated_weights(path: str | os.PathLike, optimize: bool = True) -> np.ndarray:
+    """The flat float32 weights (D,) a tiny model regenerates, read from onnxruntime (CPU) by
+    running a copy of it with theta as an extra output.
+
+    Args:
+        path: a tiny ``.onnx`` file (its base data file beside it, for a fine-tune).
+        optimize: default session options (True) or every graph optimization disabled.
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    model = onnx.load(str(path), load_external_data=False)
+    name = {p.key: p.value for p in model.metadata_props}[THETA_KEY]
+    model.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [None]))
+    staged = _temp_beside(path, ".tmp.onnx")
+    try:
+        onnx.save(model, staged)
+        options = ort.SessionOptions()
+        if not optimize:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = ort.InferenceSession(str(staged), options, providers=["CPUExecutionProvider"])
+    finally:
+        staged.unlink(missing_ok=True)
+    inp = session.get_inputs()[0]
+    shape = [s if isinstance(s, int) else 1 for s in inp.shape]
+    x = np.zeros(shape, np.int64 if "int64" in inp.type else np.float32)
+    return session.run([name], {inp.name: x})[0]
 
 
 @dataclass
@@ -92,6 +123,7 @@ def build(sub: Subspace, model: nn.Module, f, spec: InputSpec, example: torch.Te
     buffers = {k: v.detach().cpu().numpy() for k, v in f.extras.items()}
     tiny, rename = splice(proto, g, flat, shapes, buffers, metadata)
     names = Names(rename.get(flat, flat), rename.get(names_in.base) if base is not None else None)
+    tiny.metadata_props.add(key=THETA_KEY, value=names.theta)
     return tiny, names, base
 
 
@@ -128,9 +160,9 @@ def check_base_file(path: Path, sub: Subspace, base: np.ndarray, digest: str) ->
 def _externalize(model: onnx.ModelProto, base_name: str, location: str, nbytes: int) -> None:
     for t in model.graph.initializer:
         if t.name == base_name:
-            t.ClearField("raw_data")
             external_data_helper.set_external_data(t, location, offset=0, length=nbytes)
             t.data_location = onnx.TensorProto.EXTERNAL
+            t.ClearField("raw_data")
             return
     raise AssertionError("the base vector is not in the graph")
 
@@ -164,16 +196,15 @@ def write_checked(tiny: onnx.ModelProto, names: Names, base: np.ndarray | None, 
     path.parent.mkdir(parents=True, exist_ok=True)
     base_path = path.parent / base_file_name(f.base) if base is not None else None
     reused = base_path is not None and check_base_file(base_path, sub, base, f.base)
-    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    # Staged beside the output (a fine-tune's graph names its base data file by a path
+    # relative to itself); hidden temporary names, removed whatever happens.
+    staged, checking = _temp_beside(path, ".tmp.onnx"), _temp_beside(path, ".check.tmp.onnx")
     created_base = False
     try:
-        staged, checking = folder / path.name, folder / ("check-" + path.name)
         if base is not None:
-            staged_base = folder / base_path.name
-            if reused:
-                _link_or_copy(base_path, staged_base)
-            else:
-                base.tofile(staged_base)
+            if not reused:
+                _write_new(base_path, base)
+                created_base = True
             _externalize(tiny, names.base, base_path.name, base.nbytes)
         _save(lambda: onnx.save(tiny, staged), path)
         check = copy.deepcopy(tiny)
@@ -197,24 +228,32 @@ def write_checked(tiny: onnx.ModelProto, names: Names, base: np.ndarray | None, 
         _check_onnx(staged)
         _session(staged)
         check_outputs(staged)
-        if base is not None and not reused:
-            os.replace(staged_base, base_path)
-            created_base = True
         os.replace(staged, path)
     except BaseException:
         if created_base:
             base_path.unlink(missing_ok=True)
         raise
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        staged.unlink(missing_ok=True)
+        checking.unlink(missing_ok=True)
     return TinyCheck(digests[0], digests[1], base_path, reused)
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def _temp_beside(path: Path, suffix: str) -> Path:
+    """A new empty hidden file beside ``path`` (for staging; the caller removes it)."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def _write_new(path: Path, values: np.ndarray) -> None:
+    """Write ``values`` to ``path`` through a temporary file and a rename."""
+    tmp = _temp_beside(path, ".tmp")
     try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+        values.tofile(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
-__all__ = ["Names", "TinyCheck", "base_file_name", "build", "check_base_file", "write_checked"]
+__all__ = ["Names", "THETA_KEY", "TinyCheck", "regenerated_weights", "base_file_name", "build", "check_base_file", "write_checked"]

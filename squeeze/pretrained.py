@@ -69,7 +69,8 @@ class MiniLMClassifier(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (N, L) int64 -> (N, num_classes)
         ids = ids.long()  # data files load as float32; token ids < 2**24 are exact
-        ids = ids[:, : max(int((ids != 0).sum(1).max()), 1)]  # drop the batch's trailing padding
+        if not torch.compiler.is_exporting():  # a data-dependent length cannot be exported; padding is masked anyway
+            ids = ids[:, : max(int((ids != 0).sum(1).max()), 1)]  # drop the batch's trailing padding
         mask = (ids != 0).long()
         h = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (N, L, 384)
         m = mask.unsqueeze(-1).to(h.dtype)

@@ -197,10 +197,23 @@ def _bad_files(folder: Path) -> dict[str, str]:
     }
 
 
+def _digits_model(folder: Path) -> tuple[Path, np.ndarray]:
+    """A small MLP trained on the 8x8 digits and exported tiny, and its first 50 raw test images."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    sqz, model = folder / "digits.sqz", folder / "digits.onnx"
+    for args in (["train", "--arch", "squeeze.zoo:MLP", "--data", "digits", "--dim", "200", "--epochs", "5", "-o", str(sqz)], ["export", str(sqz), "--tiny", "-o", str(model)]):
+        proc = subprocess.run([sys.executable, "-m", "squeeze_cli", *args], capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    data = load_data("digits")
+    x = data.x_test[:50].numpy().reshape(50, -1).astype(np.float64)
+    return model, np.rint(x / data.preprocessing["scale"]).astype(np.int64)
+
+
 @pytest.fixture(scope="module")
-def page_run(tmp_path_factory):
+def page_run(tmp_path_factory) -> dict:
     """One chromium session over the served samples/web: the hook on 100 test images, a drawn
-    digit, and the bad files; returns (driver result, expected scores, model.json, out folder)."""
+    digit, the bad files, then a digits model opened with the file button. Returns the driver's
+    result with what onnxruntime (Python) computes for the same inputs."""
     reason = _browser_missing()
     if reason and os.environ.get("SQUEEZE_WEB_REQUIRED"):
         pytest.fail(f"SQUEEZE_WEB_REQUIRED is set but {reason}")
@@ -210,10 +223,18 @@ def page_run(tmp_path_factory):
     out.mkdir(parents=True, exist_ok=True)
     work = tmp_path_factory.mktemp("web-job")
     bad = _bad_files(work)
+    digits, digits_raw = _digits_model(work)
     raw, _ = _raw_test_images(N_IMAGES)
-    server, thread = demo.serve_in_thread(WEB)
+    server, _thread = demo.serve_in_thread(WEB)
     try:
-        job = {"url": f"http://127.0.0.1:{server.server_address[1]}/", "chromium": _chromium(), "images": raw.tolist(), "out": str(out), "bad": [str(work / n) for n in bad]}
+        job = {
+            "url": f"http://127.0.0.1:{server.server_address[1]}/",
+            "chromium": _chromium(),
+            "images": raw.tolist(),
+            "out": str(out),
+            "bad": [str(work / n) for n in bad],
+            "other": {"file": str(digits), "images": digits_raw.tolist()},
+        }
         (work / "job.json").write_text(json.dumps(job))
         proc = subprocess.run(["node", str(DRIVER), str(work / "job.json")], capture_output=True, text=True, timeout=300)
     finally:
@@ -223,28 +244,34 @@ def page_run(tmp_path_factory):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "error" not in result, result.get("error")
     info = _info()
-    return result, _onnxruntime_scores(WEB / info["model"], raw, info), info, out, bad
+    digits_info = {"graph_input": "raw" if demo.graph_takes_raw(digits) else "preprocessed", "input": {"input_shape": [1, 8, 8], "pre": {"scale": 1 / 16}}}
+    return {
+        **result,
+        "want": _onnxruntime_scores(WEB / info["model"], raw, info),
+        "want_other": _onnxruntime_scores(digits, digits_raw, digits_info).argmax(1),
+        "info": info,
+        "out": out,
+        "bad_files": bad,
+    }
 
 
 @pytest.mark.browser
 def test_page_predictions_equal_onnxruntime_python(page_run):
-    result, want, info, _, _ = page_run
-    state = result["state"]
-    assert state["status"] == "ready" and state["model"] == info["model"] and state["message"] == ""
-    got = np.array(result["predictions"])
+    state, want, info = page_run["state"], page_run["want"], page_run["info"]
+    assert state["status"] == "ready" and state["model"] == info["model"] and state["tiny"] is info["tiny"]
+    got = np.array(page_run["predictions"])
     agree = int((got == want.argmax(1)).sum())
-    diff = float(np.abs(np.array(result["scores"], dtype=np.float64) - want.astype(np.float64)).max())
+    diff = float(np.abs(np.array(page_run["scores"], dtype=np.float64) - want.astype(np.float64)).max())
     print(f"\n[web] {agree}/{N_IMAGES} predictions equal onnxruntime (Python); max |score difference| {diff:.3g}")
     print(f"[web] in-page session start {state['sessionMs']:.1f} ms, first run {state['firstRunMs']:.1f} ms, runtime start {state['runtimeMs']:.0f} ms; model {state['bytes']:,} bytes (tiny: {state['tiny']})")
     assert agree == N_IMAGES
-    assert result["consoleErrors"] == []
+    assert page_run["consoleErrors"] == []
 
 
 @pytest.mark.browser
 def test_page_transfers_the_model_as_it_is_on_disk_and_nothing_from_outside(page_run):
-    result, _, info, _, _ = page_run
-    responses = result["responses"]
-    assert responses["/" + info["model"]]["bytes"] == info["bytes"] == result["state"]["bytes"]
+    responses, info = page_run["responses"], page_run["info"]
+    assert responses["/" + info["model"]]["bytes"] == info["bytes"] == page_run["state"]["bytes"]
     assert all(r["status"] == 200 for r in responses.values()), responses
     print(f"\n[web] model transferred: {info['bytes']:,} bytes; page total {sum(r['bytes'] for r in responses.values()):,} bytes")
     assert info["bytes"] <= TINY_LIMIT
@@ -252,20 +279,31 @@ def test_page_transfers_the_model_as_it_is_on_disk_and_nothing_from_outside(page
 
 @pytest.mark.browser
 def test_drawn_digit_is_classified_and_screenshot_saved(page_run):
-    result, _, _, out, _ = page_run
-    drawn = result["drawn"]
+    drawn = page_run["drawn"]
     assert drawn["prediction"] is not None and drawn["shown"] == str(drawn["prediction"]["class"])
     assert drawn["bars"] == 10 and "your drawing" in drawn["note"]
-    shot = out / "drawn.png"
+    shot = page_run["out"] / "drawn.png"
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     print(f"\n[web] drew a 7, the page predicts {drawn['prediction']['class']} ({100 * drawn['prediction']['probability']:.1f}%); screenshot {shot}")
 
 
 @pytest.mark.browser
 def test_bad_files_get_a_clear_message_and_the_model_stays(page_run):
-    result, _, info, _, bad = page_run
-    assert [b["file"] for b in result["bad"]] == list(bad)
-    for b in result["bad"]:
+    bad = page_run["bad_files"]
+    assert [b["file"] for b in page_run["bad"]] == list(bad)
+    for b in page_run["bad"]:
         assert b["visible"] and bad[b["file"]] in b["message"], b
-        assert b["model"] == info["model"], b
+        assert b["model"] == page_run["info"]["model"], b
         print(f"\n[web] {b['file']}: {b['message']}")
+
+
+@pytest.mark.browser
+def test_page_opens_a_digits_model_from_its_onnx_metadata(page_run):
+    other = page_run["other"]
+    spec = other["state"]["input"]
+    assert other["state"]["model"] == "digits.onnx" and other["state"]["message"] == ""
+    assert (spec["kind"], spec["h"], spec["w"], spec["rawMax"]) == ("image", 8, 8, 16)
+    assert other["predictions"] == page_run["want_other"].tolist()
+    assert other["examples"] == [[8, 8]] * 10
+    assert other["clicked"]["prediction"] is not None and "test image labelled 0" in other["clicked"]["note"]
+    print(f"\n[web] digits.onnx ({other['state']['bytes']:,} bytes, opened with the file button): {len(other['predictions'])}/{len(other['predictions'])} predictions equal onnxruntime (Python); session start {other['state']['sessionMs']:.1f} ms")

@@ -108,12 +108,13 @@ def graph_takes_raw(onnx_path: Path) -> bool:
 
 
 class _Handler(SimpleHTTPRequestHandler):
-    """Static files with the right types for ES modules and WebAssembly, never cached, no log lines."""
+    """Static files with the right types for ES modules and WebAssembly, revalidated on every load (a
+    new model replaces the old one; the runtime stays in the browser's cache), no log lines."""
 
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map, **MIME}
 
     def end_headers(self) -> None:
-        self.send_header("Cache-Control", "no-store")
+        self.send_header("Cache-Control", "no-cache")
         super().end_headers()
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)

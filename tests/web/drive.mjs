@@ -3,10 +3,14 @@
 //   node tests/web/drive.mjs JOB.json
 //
 // JOB.json: {url, chromium, images: [[raw pixels]...], out (folder for screenshots),
-//            bad: [path of a file to choose through the page's file input, ...]}
+//            bad: [path of a file to choose through the page's file input, ...],
+//            other: {file, images} (optional: a model to open through the file input, then
+//            classify its images and click its first test image),
+//            reloads: N (optional: only load the page N times and report each load's state)}
 // Prints one JSON line: the page's state after loading, the predictions and scores of the
 // images through window.squeezeDemo, the bytes of every response, the drawn digit's
-// prediction, the message shown for each bad file, and the page's console errors.
+// prediction, the message shown for each bad file, the other model's state, predictions and
+// clicked test image, and the page's console errors.
 
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -30,10 +34,16 @@ try {
       result.responses[new URL(r.url()).pathname] = { status: r.status(), bytes: (await r.buffer()).length };
     } catch { /* a response without a body */ }
   });
-  await page.goto(job.url, { waitUntil: 'load' });
-  await page.waitForFunction(() => typeof window.squeezeDemo === 'object', { timeout: 30000 });
-  result.state = await page.evaluate(() => window.squeezeDemo.ready.then(() => window.squeezeDemo.state()));
-  if (result.state.status === 'ready') {
+  const load = async () => {
+    await page.goto(job.url, { waitUntil: 'load' });
+    await page.waitForFunction(() => typeof window.squeezeDemo === 'object', { timeout: 30000 });
+    return page.evaluate(() => window.squeezeDemo.ready.then(() => window.squeezeDemo.state()));
+  };
+  result.state = await load();
+  if (job.reloads) {
+    result.loads = [result.state];
+    for (let i = 1; i < job.reloads; i++) result.loads.push(await load());
+  } else if (result.state.status === 'ready') {
     result.predictions = await page.evaluate((b) => window.squeezeDemo.classify(b), job.images);
     result.scores = await page.evaluate((b) => window.squeezeDemo.scores(b), job.images);
 
@@ -71,6 +81,23 @@ try {
       model: window.squeezeDemo.state().model,
     }), path.basename(file)));
     await page.screenshot({ path: path.join(job.out, `bad-${result.bad.length}.png`), fullPage: true });
+  }
+
+  if (job.other) {
+    const name = path.basename(job.other.file);
+    await (await page.$('#file-input')).uploadFile(job.other.file);
+    await page.waitForFunction((n) => window.squeezeDemo.state().model === n || !document.getElementById('message').hidden, { timeout: 30000 }, name);
+    const other = { state: await page.evaluate(() => window.squeezeDemo.state()) };
+    if (other.state.model === name) {
+      other.predictions = await page.evaluate((b) => window.squeezeDemo.classify(b), job.other.images);
+      await page.waitForSelector('#examples canvas', { timeout: 20000 });
+      other.examples = await page.$$eval('#examples canvas', (cs) => cs.map((c) => [c.width, c.height]));
+      await page.click('#examples canvas');
+      await page.waitForFunction(() => window.squeezeDemo.state().prediction !== null, { timeout: 20000 });
+      other.clicked = await page.evaluate(() => ({ prediction: window.squeezeDemo.state().prediction, note: document.getElementById('prediction-note').textContent }));
+      await page.screenshot({ path: path.join(job.out, 'other.png'), fullPage: true });
+    }
+    result.other = other;
   }
 } catch (e) {
   result.error = String(e && e.message ? e.message : e).split('\n')[0];

@@ -115,14 +115,14 @@ def test_train_interrupted_saves_the_best_so_far_and_says_where(tmp_path, monkey
         return real_step(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.Adam, "step", step)
-    assert main([*TRAIN, "--epochs", "4", "-o", str(out)]) == 130
+    assert main([*TRAIN, "--epochs", "4", "--patience", "0", "-o", str(out)]) == 130
     err = capsys.readouterr().err
     assert len(steps) == stop  # it stopped at the interrupt
-    assert f"saved the best result so far to {out}" in " ".join(err.split())
+    assert f"saved the best finished epoch ({fmt.read(out).metrics['epochs']}) to {out}" in " ".join(err.split())
     assert "Traceback" not in err
     f = fmt.read(out)
     model = fmt.load(out)  # complete, and its digest verifies
-    assert f.metrics["epochs"] == 3  # interrupted in its third epoch
+    assert f.metrics["epochs"] in (1, 2) and f.metrics["interrupted"] is True  # interrupted in its third epoch: a finished one is kept
     assert f.metrics["test_accuracy"] == round(accuracy(model, digits.x_test, digits.y_test), 6)  # the file's own numbers
     assert f.metrics["test_accuracy"] > 0.25  # trained for two epochs: not a random model (0.1)
     assert _leftovers(tmp_path) == []
@@ -140,7 +140,7 @@ def test_train_interrupted_while_saving_keeps_the_previous_file(tmp_path, monkey
         raise KeyboardInterrupt
 
     monkeypatch.setattr(safetensors.torch, "save", interrupted_save)
-    assert main([*TRAIN, "--epochs", "1", "-o", str(out)]) == 130
+    assert main([*TRAIN, "--epochs", "1", "--force", "-o", str(out)]) == 130
     assert "Traceback" not in capsys.readouterr().err
     assert out.read_bytes() == before
     assert _leftovers(tmp_path) == []
@@ -152,7 +152,7 @@ def test_sigint_to_a_training_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "500"}
     # torch.optim imports torch._dynamo on first use, which takes seconds and happens after the
     # "training" line but before the loop: import it first, so the signal lands in the loop.
-    cmd = [sys.executable, "-c", "import torch._dynamo; from squeeze_cli.app import run; run()", *TRAIN, "--epochs", "100000", "-o", str(out)]
+    cmd = [sys.executable, "-c", "import torch._dynamo; from squeeze_cli.app import run; run()", *TRAIN, "--epochs", "100000", "--patience", "0", "-o", str(out)]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     try:
         seen = ""
@@ -167,7 +167,7 @@ def test_sigint_to_a_training_process(tmp_path):
         proc.kill()
     stderr = " ".join((seen + stderr).split())
     assert "Traceback" not in stderr, stderr
-    assert f"saved the best result so far to {out}" in stderr, stderr
+    assert "saved the best finished epoch" in stderr and str(out) in stderr, stderr
     assert "wrote" in stdout
     assert proc.returncode == 130
     fmt.load(out)  # complete, and its digest verifies
@@ -193,7 +193,7 @@ def test_decompress_interrupted_while_writing(tmp_path, monkeypatch, capsys, suf
     else:
         writer = Interrupt(torch.save)
         monkeypatch.setattr(torch, "save", writer)
-    assert main(["decompress", str(sqz), "-o", str(out)]) == 130
+    assert main(["decompress", str(sqz), "-o", str(out), "--force"]) == 130
     assert writer.calls == 1
     if previous:
         assert out.read_bytes() == before
@@ -272,10 +272,8 @@ def _compress(teacher, out, *extra):
     return ["compress", str(teacher), "--arch", "squeeze.zoo:MLP", "--arch-kwargs", '{"hidden": [32]}', "--data", "digits", "--batch-size", "64", "-o", str(out), *extra]
 
 
-def test_compress_interrupted_saves_the_best_so_far_and_says_where(tmp_path, monkeypatch, capsys, teacher, digits):
-    out = tmp_path / "c.sqz"
-    per_epoch = -(-len(digits.validation_split(0.1)[0].y_train) // 64)
-    stop = per_epoch + per_epoch // 2  # Ctrl-C in the middle of the second epoch
+def _interrupt_at(monkeypatch, stop: int) -> list:
+    """Ctrl-C at optimiser step ``stop`` (a KeyboardInterrupt where the signal would land)."""
     real_step, steps = torch.optim.Adam.step, []
 
     def step(self, *args, **kwargs):
@@ -285,13 +283,34 @@ def test_compress_interrupted_saves_the_best_so_far_and_says_where(tmp_path, mon
         return real_step(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.Adam, "step", step)
-    assert main(_compress(teacher, out, "--dim", "50", "--epochs", "3")) == 130
+    return steps
+
+
+def test_compress_interrupted_saves_the_best_finished_epoch_and_says_so(tmp_path, monkeypatch, capsys, teacher, digits):
+    out = tmp_path / "c.sqz"
+    per_epoch = -(-len(digits.validation_split(0.1)[0].y_train) // 64)
+    stop = per_epoch + per_epoch // 2  # Ctrl-C in the middle of the second epoch of the only fit
+    steps = _interrupt_at(monkeypatch, stop)
+    assert main(_compress(teacher, out, "--dim", "50", "--levels", "4", "--epochs", "3")) == 130
     err = " ".join(capsys.readouterr().err.split())
     assert len(steps) == stop
-    assert f"saved the best result so far (d = 50) to {out}" in err and "Traceback" not in err
-    assert fmt.load(out) is not None  # complete, and its digest verifies
-    assert fmt.read(out).d == 50
+    assert f"interrupted: saved the best finished trial (d = 50, q4, {out.stat().st_size:,} bytes) to {out}" in err and "Traceback" not in err
+    f = fmt.read(out)
+    assert f.d == 50 and f.metrics["interrupted"] is True
+    fmt.load(out)  # complete, and its digest verifies
     assert _leftovers(tmp_path) == []
+
+
+def test_compress_interrupted_in_a_search_keeps_only_finished_trials(tmp_path, monkeypatch, capsys, teacher, digits):
+    out = tmp_path / "s.sqz"
+    per_epoch = -(-len(digits.validation_split(0.1)[0].y_train) // 64)
+    # the first fit (d = 256) runs 2 epochs; Ctrl-C lands in the second (d = 512)
+    _interrupt_at(monkeypatch, 2 * per_epoch + per_epoch // 2)
+    assert main(_compress(teacher, out, "--dim", "auto", "--levels", "4", "--epochs", "2", "--patience", "0", "--qat-steps", "0", "--target", "1.0")) == 130
+    err = " ".join(capsys.readouterr().err.split())
+    f = fmt.read(out)
+    assert f.d == 256 and f.metrics["interrupted"] is True and f.metrics["search"]["candidates"] == 1  # the finished trial, not the interrupted one
+    assert "saved the best finished trial (d = 256" in err
 
 
 def test_compress_interrupted_while_saving_keeps_the_previous_file(tmp_path, monkeypatch, teacher):
@@ -306,6 +325,32 @@ def test_compress_interrupted_while_saving_keeps_the_previous_file(tmp_path, mon
         raise KeyboardInterrupt
 
     monkeypatch.setattr(safetensors.torch, "save", interrupted_save)
-    assert main(_compress(teacher, out, "--dim", "30", "--epochs", "1")) == 130
+    assert main(_compress(teacher, out, "--dim", "30", "--levels", "4", "--epochs", "1", "--force")) == 130
+    assert out.read_bytes() == before
+    assert _leftovers(tmp_path) == []
+
+
+def test_sigint_to_compress_over_an_existing_file_leaves_it_byte_identical(tmp_path, teacher):
+    """Ctrl-C as a user sends it, to a search writing over an existing file with --force: the
+    file is not replaced, even though a finished trial exists."""
+    out = _sqz(tmp_path / "good.sqz")
+    before = out.read_bytes()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "500"}
+    args = _compress(teacher, out, "--force", "--epochs", "60", "--patience", "0", "--levels", "4", "--qat-steps", "0", "--target", "1.0")
+    cmd = [sys.executable, "-c", "import torch._dynamo; from squeeze_cli.app import run; run()", *args]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        seen = ""
+        while not seen.strip().startswith("d ="):  # the first trial finished; the second fit starts
+            line = proc.stderr.readline()
+            assert line, f"compress ended before its first trial: {seen}"
+            seen = line
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    stderr = " ".join((seen + stderr).split())
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    assert "existed before this run and is left unchanged" in stderr, stderr
     assert out.read_bytes() == before
     assert _leftovers(tmp_path) == []

@@ -231,8 +231,10 @@ def test_a_tampered_file_is_refused_on_read(quantized, tmp_path):
 
 
 def test_quantize_without_data_uses_kmeans(float_file, tmp_path, capsys):
+    no_record = tmp_path / "no_record.sqz"  # records no data set, so there is nothing to default to
+    fmt.save(fmt.load_subspace(float_file), no_record, arch=fmt.read(float_file).arch)
     out = tmp_path / "k.sqz"
-    assert main(["quantize", str(float_file), "--levels", "2", "-o", str(out)]) == 0
+    assert main(["quantize", str(no_record), "--levels", "2", "-o", str(out)]) == 0
     assert "k-means only" in capsys.readouterr().err
     f = fmt.read(out)
     assert torch.unique(f.theta_d).numel() <= 2 and "test_accuracy" not in f.metrics
@@ -298,3 +300,31 @@ def test_lean_quantized_file_leaves_out_the_records_and_still_verifies(float_fil
     assert f_lean.weights_sha256 == f_full.weights_sha256  # the same weights, fewer bytes
     assert f_lean.size_bytes < f_full.size_bytes - 100
     assert main(["verify", str(lean)]) == 0
+
+
+def test_quantize_measures_again_and_drops_the_float_models_numbers(float_file, tmp_path, capsys, digits):
+    """The float file claims an agreement and a target of its own; the quantized file keeps neither,
+    and its accuracy is measured on its own weights (the data set defaults to the recorded one)."""
+    claims = tmp_path / "claims.sqz"
+    f = fmt.read(float_file)
+    fmt.save(fmt.load_subspace(float_file), claims, arch=f.arch, data=f.data, metrics={"test_accuracy": 0.99, "agreement": 0.99, "target": 0.9, "dense_test_accuracy": 0.95, "search": {"candidates": 8, "d": 2, "enc": 4}})
+    out = tmp_path / "q.sqz"
+    assert main(["quantize", str(claims), "--levels", "3", "--steps", "20", "-o", str(out)]) == 0
+    assert "step 20/20" in capsys.readouterr().err  # progress, not minutes of silence
+    m = fmt.read(out).metrics
+    assert "agreement" not in m and "target" not in m and m["data"] == "digits"
+    assert m["test_accuracy"] == pytest.approx(accuracy(fmt.load(out), digits.x_test, digits.y_test), abs=1e-6)
+    assert m["dense_test_accuracy"] == 0.95 and m["search"]["candidates"] == 8
+    assert main(["quantize", str(claims), "--levels", "3", "-o", str(out)]) == 2  # exists: --force needed
+    assert "--force" in capsys.readouterr().err
+
+
+def test_mdl_charges_the_recorded_search_and_defaults_the_data(float_file, tmp_path, capsys):
+    searched = tmp_path / "searched.sqz"
+    f = fmt.read(float_file)
+    fmt.save(fmt.load_subspace(float_file), searched, arch=f.arch, data=f.data, metrics={"search": {"candidates": 16, "d": 4, "enc": 4}})
+    assert main(["mdl", str(searched), "--json"]) == 0
+    bits = json.loads(capsys.readouterr().out)["bits"]
+    assert bits["search_bits"] == pytest.approx(4.0)  # log2 of 16 candidates, without --search-bits
+    assert main(["mdl", str(searched), "--json", "--search-bits", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["bits"]["search_bits"] == 0

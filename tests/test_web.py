@@ -197,8 +197,9 @@ def _bad_files(folder: Path) -> dict[str, str]:
     }
 
 
-def _digits_model(folder: Path) -> tuple[Path, np.ndarray]:
-    """A small MLP trained on the 8x8 digits and exported tiny, and its first 50 raw test images."""
+def _digits_model(folder: Path) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A small MLP trained on the 8x8 digits and exported tiny, its first 50 raw test images and
+    their labels."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     sqz, model = folder / "digits.sqz", folder / "digits.onnx"
     for args in (["train", "--arch", "squeeze.zoo:MLP", "--data", "digits", "--dim", "200", "--epochs", "5", "-o", str(sqz)], ["export", str(sqz), "--tiny", "-o", str(model)]):
@@ -206,7 +207,21 @@ def _digits_model(folder: Path) -> tuple[Path, np.ndarray]:
         assert proc.returncode == 0, proc.stderr[-2000:]
     data = load_data("digits")
     x = data.x_test[:50].numpy().reshape(50, -1).astype(np.float64)
-    return model, np.rint(x / data.preprocessing["scale"]).astype(np.int64)
+    return model, np.rint(x / data.preprocessing["scale"]).astype(np.int64), data.y_test[:50].numpy()
+
+
+def _generic_model(folder: Path) -> tuple[Path, list[float], int]:
+    """A hand-made ONNX model (no squeeze metadata) taking 5 numbers: the page's generic input.
+    Returns the file, the numbers to type and the class onnxruntime (Python) predicts for them."""
+    w = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "five", [x], [y], [onnx.numpy_helper.from_array(w, "w")])
+    path = folder / "five.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), path)
+    values = [0.5, -1.25, 2.0, 0.0, 3.5]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return path, values, int(session.run(None, {"x": np.array([values], np.float32)})[0].argmax())
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +238,8 @@ def page_run(tmp_path_factory) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     work = tmp_path_factory.mktemp("web-job")
     bad = _bad_files(work)
-    digits, digits_raw = _digits_model(work)
+    digits, digits_raw, digits_labels = _digits_model(work)
+    generic, generic_values, generic_class = _generic_model(work)
     raw, _ = _raw_test_images(N_IMAGES)
     server, _thread = demo.serve_in_thread(WEB)
     try:
@@ -234,6 +250,7 @@ def page_run(tmp_path_factory) -> dict:
             "out": str(out),
             "bad": [str(work / n) for n in bad],
             "other": {"file": str(digits), "images": digits_raw.tolist()},
+            "generic": {"file": str(generic), "values": generic_values},
         }
         (work / "job.json").write_text(json.dumps(job))
         proc = subprocess.run(["node", str(DRIVER), str(work / "job.json")], capture_output=True, text=True, timeout=300)
@@ -249,6 +266,9 @@ def page_run(tmp_path_factory) -> dict:
         **result,
         "want": _onnxruntime_scores(WEB / info["model"], raw, info),
         "want_other": _onnxruntime_scores(digits, digits_raw, digits_info).argmax(1),
+        "want_generic": generic_class,
+        "labels": _raw_test_images(N_IMAGES)[1],
+        "labels_other": digits_labels,
         "info": info,
         "out": out,
         "bad_files": bad,
@@ -265,6 +285,7 @@ def test_page_predictions_equal_onnxruntime_python(page_run):
     print(f"\n[web] {agree}/{N_IMAGES} predictions equal onnxruntime (Python); max |score difference| {diff:.3g}")
     print(f"[web] in-page session start {state['sessionMs']:.1f} ms, first run {state['firstRunMs']:.1f} ms, runtime start {state['runtimeMs']:.0f} ms; model {state['bytes']:,} bytes (tiny: {state['tiny']})")
     assert agree == N_IMAGES
+    assert (got == page_run["labels"]).mean() >= 0.8  # the README MLP's test accuracy is 0.87: inputs fed right
     assert page_run["consoleErrors"] == []
 
 
@@ -302,8 +323,17 @@ def test_page_opens_a_digits_model_from_its_onnx_metadata(page_run):
     other = page_run["other"]
     spec = other["state"]["input"]
     assert other["state"]["model"] == "digits.onnx" and other["state"]["message"] == ""
-    assert (spec["kind"], spec["h"], spec["w"], spec["rawMax"]) == ("image", 8, 8, 16)
+    assert (spec["kind"], spec["h"], spec["w"], spec["rawMax"], spec["feedScale"]) == ("image", 8, 8, 16, 1)  # raw pixels: the tiny graph divides by 16
     assert other["predictions"] == page_run["want_other"].tolist()
+    assert (np.array(other["predictions"]) == page_run["labels_other"]).mean() >= 0.6  # about 0.8 when fed right
     assert other["examples"] == [[8, 8]] * 10
     assert other["clicked"]["prediction"] is not None and "test image labelled 0" in other["clicked"]["note"]
     print(f"\n[web] digits.onnx ({other['state']['bytes']:,} bytes, opened with the file button): {len(other['predictions'])}/{len(other['predictions'])} predictions equal onnxruntime (Python); session start {other['state']['sessionMs']:.1f} ms")
+
+
+@pytest.mark.browser
+def test_page_takes_typed_numbers_for_another_input_shape(page_run):
+    generic = page_run["generic"]
+    assert generic["state"]["model"] == "five.onnx" and generic["state"]["input"]["kind"] == "generic"
+    assert generic["visible"] == {"generic": True, "image": False}
+    assert generic["prediction"]["class"] == page_run["want_generic"]

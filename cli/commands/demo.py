@@ -30,7 +30,10 @@ WEB_DIR = Path(__file__).resolve().parents[2] / "samples" / "web"
 # What the page needs at run time (the rest of samples/web builds or documents it).
 PAGE_FILES = ("index.html", "app.js", "pad.js", "onnxinfo.js", "style.css", "examples", "vendor/onnxruntime-web")
 MIME = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm", ".json": "application/json", ".onnx": "application/octet-stream", ".css": "text/css"}
-INPUT_KEY = "squeeze.input"  # ONNX metadata: what the graph takes ("raw inputs, ..." when it applies the preprocessing)
+# ONNX metadata saying what the graph takes: "x/255", "x*0.5", "x" or "ids" (tiny graphs), and a
+# phrase beginning "raw inputs" when the graph applies the recorded preprocessing (full graphs).
+PRE_KEY = "squeeze.pre"
+INPUT_KEY = "squeeze.input"
 
 
 def copy_page(dest: Path) -> None:
@@ -100,11 +103,13 @@ def write_model(sqz: Path, dest: Path, *, arch: Optional[str] = None) -> dict:
 
 
 def graph_takes_raw(onnx_path: Path) -> bool:
-    """Whether the exported graph applies the recorded preprocessing itself (takes raw inputs)."""
+    """Whether the exported graph applies the recorded preprocessing itself (takes raw inputs):
+    its metadata says ``squeeze.pre = x/255`` (or ``x*SCALE``; tiny graphs), or ``squeeze.input``
+    begins with "raw inputs" (full graphs)."""
     import onnx
 
     meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
-    return meta.get(INPUT_KEY, "").startswith("raw inputs")
+    return meta.get(PRE_KEY, "").startswith(("x/", "x*")) or meta.get(INPUT_KEY, "").startswith("raw inputs")
 
 
 class _Handler(SimpleHTTPRequestHandler):

@@ -61,9 +61,10 @@ async function startRuntime() {
 }
 
 /**
- * What squeeze recorded about the input: model.json, else the ONNX metadata (`squeeze.data`,
- * the .sqz file's input record, and `squeeze.input`, which says whether the graph takes raw
- * inputs and applies the recorded preprocessing itself). Null for a file without either.
+ * What squeeze recorded about the input: model.json, else the ONNX metadata: `squeeze.pre` (tiny
+ * graphs: `x/255` or `x*SCALE` when the graph applies the preprocessing to raw inputs, `x` when it
+ * takes the model's own input), `squeeze.input` (full graphs: a phrase, "raw inputs, divided by
+ * 255 ..." or not) and `squeeze.data` (the .sqz file's input record). Null without any of them.
  */
 function recordedInput(info, metadata) {
   if (info) return info;
@@ -73,12 +74,18 @@ function recordedInput(info, metadata) {
   } catch {
     input = null;
   }
+  const pre = metadata['squeeze.pre'] || '';
   const takes = metadata['squeeze.input'] || '';
-  if (!input && !takes) return null;
+  if (!input && !pre && !takes) return null;
   input = input || {};
-  const divisor = /divided by ([0-9.e+]+)/.exec(takes);
-  if (!(input.pre && input.pre.scale) && divisor) input.pre = { scale: 1 / Number(divisor[1]) };
-  return { input, graph_input: takes.startsWith('raw inputs') ? 'raw' : 'preprocessed', tiny: null };
+  const divisor = /^x\/([0-9.e+]+)$/.exec(pre) || /divided by ([0-9.e+]+)/.exec(takes);
+  const times = /^x\*([0-9.e+-]+)$/.exec(pre) || /times ([0-9.e+-]+)/.exec(takes);
+  if (!(input.pre && input.pre.scale)) {
+    if (divisor) input.pre = { scale: 1 / Number(divisor[1]) };
+    else if (times) input.pre = { scale: Number(times[1]) };
+  }
+  const raw = divisor !== null || times !== null;
+  return { input, graph_input: raw ? 'raw' : 'preprocessed', tiny: pre ? true : null };
 }
 
 /**
@@ -287,7 +294,10 @@ function describeSource(name, recorded, info) {
     const s = info.sqz;
     return `${s.file}: ${fmt(s.bytes)} bytes as .sqz, D = ${fmt(s.D)} weights from d = ${fmt(s.d)} (${s.projection}), ${s.arch}, test accuracy ${s.test_accuracy ?? '?'}`;
   }
-  if (recorded && recorded.input) return `squeeze export of a ${recorded.input.name || ''} model`;
+  if (recorded) {
+    const kind = recorded.tiny ? 'a tiny graph from squeeze export' : 'squeeze export';
+    return recorded.input && recorded.input.name ? `${kind}, a ${recorded.input.name} model` : kind;
+  }
   return 'an ONNX file without squeeze metadata';
 }
 

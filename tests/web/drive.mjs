@@ -6,6 +6,8 @@
 //            bad: [path of a file to choose through the page's file input, ...],
 //            other: {file, images} (optional: a model to open through the file input, then
 //            classify its images and click its first test image),
+//            generic: {file, values} (optional: a model of another input shape; its numbers are
+//            typed into the page's input box and run with the Run button),
 //            reloads: N (optional: only load the page N times and report each load's state)}
 // Prints one JSON line: the page's state after loading, the predictions and scores of the
 // images through window.squeezeDemo, the bytes of every response, the drawn digit's
@@ -98,6 +100,24 @@ try {
       await page.screenshot({ path: path.join(job.out, 'other.png'), fullPage: true });
     }
     result.other = other;
+  }
+
+  if (job.generic) {
+    const name = path.basename(job.generic.file);
+    await (await page.$('#file-input')).uploadFile(job.generic.file);
+    await page.waitForFunction((n) => window.squeezeDemo.state().model === n || !document.getElementById('message').hidden, { timeout: 30000 }, name);
+    const generic = { state: await page.evaluate(() => window.squeezeDemo.state()) };
+    if (generic.state.model === name) {
+      generic.visible = await page.evaluate(() => ({ generic: !document.getElementById('generic-ui').hidden, image: !document.getElementById('image-ui').hidden }));
+      await page.click('#generic-values', { count: 3 });
+      await page.$eval('#generic-values', (el) => { el.value = ''; });
+      await page.type('#generic-values', job.generic.values.join(' '));
+      await page.click('#generic-run');
+      await page.waitForFunction(() => window.squeezeDemo.state().prediction !== null, { timeout: 20000 });
+      generic.prediction = await page.evaluate(() => window.squeezeDemo.state().prediction);
+      await page.screenshot({ path: path.join(job.out, 'generic.png'), fullPage: true });
+    }
+    result.generic = generic;
   }
 } catch (e) {
   result.error = String(e && e.message ? e.message : e).split('\n')[0];

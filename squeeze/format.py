@@ -38,9 +38,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from squeeze import __version__, arch as arch_mod, coding_registry
+from squeeze import __version__, arch as arch_mod, coding_registry, materialize as mat
 from squeeze.atomic import write_bytes
-from squeeze.base import base_digest, load_base
+from squeeze.base import ARCH, base_digest, load_base
 from squeeze.errors import ArchError, DigestMismatch, FormatError, SqueezeError
 from squeeze.init import TensorSpec, manifest_text
 from squeeze.projection import kinds, projection_from_spec
@@ -437,14 +437,15 @@ def parse(raw: bytes, name: str = "<bytes>") -> SqzFile:
     )
 
 
-def build_model(f: SqzFile, arch: str | nn.Module | None = None, arch_kwargs: dict | None = None) -> nn.Module:
+def build_model(f: SqzFile, arch: str | nn.Module | None = None, arch_kwargs: dict | None = None, *, empty: bool = False) -> nn.Module:
     """The module the file was made for: ``arch`` if given, else the file's own reference.
 
     A reference read from the file is only followed to a ``torch.nn.Module`` class of an
     importable package: a file never makes squeeze run a Python file or call other code (pass
     ``arch`` to choose such an architecture yourself). The module is first built on the meta
     device and checked against the manifest, so arguments from a hostile file cannot make it
-    allocate more than the manifest (already checked against memory) describes.
+    allocate more than the manifest (already checked against memory) describes. With
+    ``empty``, its parameters stay on the meta device (:func:`squeeze.materialize.parameters_on_meta`).
     """
     if isinstance(arch, nn.Module):
         return arch
@@ -469,6 +470,9 @@ def build_model(f: SqzFile, arch: str | nn.Module | None = None, arch_kwargs: di
         except ValueError as e:
             raise ArchError(str(e)) from None
     try:
+        if empty:
+            with mat.parameters_on_meta():
+                return arch_mod.build(ref, kwargs)
         return arch_mod.build(ref, kwargs)
     except SqueezeError:
         raise
@@ -538,7 +542,8 @@ def load_subspace(
     f = source if isinstance(source, SqzFile) else read(source)
     # theta_0, theta, the model's own copy and workspace (float32), and a sparse P's (D, k) table
     _check_memory(f.D, f"the file describes {f.D:,} parameters", 16 + 40 * f.spec["p"].get("k", 0))
-    model = build_model(f, arch, arch_kwargs).to(device)
+    # Without PyTorch's init: the weights are regenerated later, unless the base is the model's own.
+    model = mat.to_device(build_model(f, arch, arch_kwargs, empty=not (f.base is not None and str(base) == ARCH)), device)
     base_sd = None
     if f.base is not None:
         if base is None:
@@ -565,12 +570,20 @@ def load_subspace(
             sub.scales.copy_(f.scales.to(device))
     _load_extras(sub, f.extras)
     if verify:
-        if (f.buffers_sha256 or f.extras) and (f.buffers_sha256 is None or buffers_digest(f.extras) != f.buffers_sha256):
-            raise DigestMismatch("the stored buffers (BatchNorm statistics) do not match their SHA-256 in the file; the file is damaged")
-        got = sub.digest()
-        if got != f.weights_sha256:
-            raise DigestMismatch(f"regenerated weights have SHA-256 {got[:16]}..., the file says {f.weights_sha256[:16]}...; the file is damaged or was made by an incompatible squeeze")
+        check_digests(f, sub.digest())
     return sub
+
+
+def check_digests(f: SqzFile, weights_sha256: str) -> None:
+    """Refuse stored buffers, or regenerated weights (their SHA-256 given), that differ from the file's digests.
+
+    Raises:
+        DigestMismatch: either differs.
+    """
+    if (f.buffers_sha256 or f.extras) and (f.buffers_sha256 is None or buffers_digest(f.extras) != f.buffers_sha256):
+        raise DigestMismatch("the stored buffers (BatchNorm statistics) do not match their SHA-256 in the file; the file is damaged")
+    if weights_sha256 != f.weights_sha256:
+        raise DigestMismatch(f"regenerated weights have SHA-256 {weights_sha256[:16]}..., the file says {f.weights_sha256[:16]}...; the file is damaged or was made by an incompatible squeeze")
 
 
 def _load_extras(sub: Subspace, extras: dict[str, torch.Tensor]) -> None:
@@ -586,8 +599,12 @@ def _load_extras(sub: Subspace, extras: dict[str, torch.Tensor]) -> None:
 
 
 def load(path: str | os.PathLike, arch: str | nn.Module | None = None, *, base=None, device: str | torch.device = "cpu") -> nn.Module:
-    """Regenerate a plain ``nn.Module`` (eval mode) from a ``.sqz`` file, verifying its digest."""
-    return load_subspace(path, arch, base=base, device=device).materialize().eval()
+    """Regenerate a plain ``nn.Module`` (eval mode) from a ``.sqz`` file, verifying its digest
+    (computed while each parameter is regenerated into its own storage)."""
+    f = read(path)
+    model, got = mat.materialize(load_subspace(f, arch, base=base, device=device, verify=False))
+    check_digests(f, got)
+    return model.eval()
 
 
 def dense_state_dict(sub: Subspace) -> dict[str, torch.Tensor]:

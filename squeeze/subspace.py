@@ -5,14 +5,16 @@
     opt = torch.optim.Adam([sub.theta_d])
     dense = sub.materialize()             # a plain module holding the dense weights
 
-Only theta_d (and, for the layerwise variant, one scale per tensor) is trainable; the model's
-own parameters are frozen and never read except to build the manifest. Buffers learned from
-data (BatchNorm running statistics) stay in the wrapped model and are saved as they are.
+Only theta_d (and, for the layerwise variant, one scale per tensor) is trainable. The model's
+own parameters are read once, to build the manifest, then replaced by meta tensors (no
+storage): training holds theta and its gradient, not a frozen copy of the weights beside them.
+theta_0 is not stored either on the numba path: it is drawn inside the regeneration kernel
+(:mod:`squeeze.materialize`); other paths compute it once when first needed. Buffers learned
+from data (BatchNorm running statistics) stay in the wrapped model and are saved as they are.
 """
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 import hashlib
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from squeeze import materialize as mat
 from squeeze.base import base_digest
 from squeeze.errors import mismatch
 from squeeze.init import TensorSpec, build_manifest, regenerate_theta0
@@ -82,7 +85,9 @@ class Subspace(nn.Module):
     """A model whose weights live in a random d-dimensional subspace.
 
     Args:
-        model: any ``nn.Module``; its parameters are frozen, its structure untouched.
+        model: any ``nn.Module``; its structure is untouched, its parameters are replaced by
+            frozen meta tensors (their values are read once, for the manifest; use
+            :meth:`materialize` for a module holding weights).
         config: a :class:`SubspaceConfig`.
         base: a state_dict of pretrained weights; tensors it names take theta_0 from it
             (fine-tunes). Others are drawn from the seed.
@@ -112,9 +117,13 @@ class Subspace(nn.Module):
         self.manifest = manifest
         base_names = [s.name for s in manifest if s.init[0] == "b"]
         self.base_digest = base_digest(base, base_names) if base_names else None
+        self._base = {n: base[n].detach() for n in base_names} if base_names else {}
+        if base_names and any(n not in base for n in base_names):
+            raise ValueError(f"tensor {next(n for n in base_names if n not in base)!r} comes from a base checkpoint; pass --base")
         self.D = sum(s.numel for s in manifest)
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        self.register_buffer("theta_0", regenerate_theta0(manifest, config.seed, base, device), persistent=False)
+        device = next((p.device for p in model.parameters() if not p.is_meta), torch.device("cpu"))
+        mat.release_parameters(model)
+        self._theta0: dict[torch.device, torch.Tensor] = {}
 
         if config.include:
             self.selected = [i for i, s in enumerate(manifest) if any(fnmatch.fnmatchcase(s.name, p) for p in config.include)]
@@ -140,16 +149,34 @@ class Subspace(nn.Module):
         return self.config.dim
 
     @property
-    def _plain(self) -> bool:
+    def plain(self) -> bool:
         """Every tensor in the subspace and no layerwise scales: theta is one addition."""
         return self.scales is None and len(self.selected) == len(self.manifest)
+
+    @property
+    def theta_0(self) -> torch.Tensor:
+        """The flat float32 theta_0 (D,) on theta_d's device, computed when first asked for
+        (training on the numba path never asks: the kernels draw it as they go)."""
+        device = self.theta_d.device
+        if device not in self._theta0:
+            self._theta0[device] = regenerate_theta0(self.manifest, self.config.seed, self._base or None, device)
+        return self._theta0[device]
+
+    def base_tensors(self) -> dict[str, torch.Tensor]:
+        """The base checkpoint's tensors that theta_0 takes (fine-tunes), by name."""
+        return self._base
+
+    def _apply(self, fn, recurse=True):
+        # The wrapped model's meta parameters have no data to move or convert.
+        self._theta0.clear()
+        return super()._apply(lambda t: t if t.is_meta else fn(t), recurse)
 
     def _pieces(self, theta_d: torch.Tensor | None = None) -> list[torch.Tensor]:
         """The flat regenerated tensors in manifest order. Tensors outside the subspace are
         theta_0's own slices (no gradient flows to them)."""
         p = self.projection(self.theta_d if theta_d is None else theta_d)
         sizes = [s.numel for s in self.manifest]
-        if self._plain:
+        if self.plain:
             return list(torch.split(self.theta_0 + p, sizes))
         parts = list(torch.split(self.theta_0, sizes))
         offset = 0
@@ -167,13 +194,22 @@ class Subspace(nn.Module):
         Args:
             theta_d: values to use instead of ``self.theta_d`` (same shape).
         """
-        if self._plain:
+        x = self.theta_d if theta_d is None else theta_d
+        if mat.fused_applies(self, x):
+            return mat.fused_theta(x, self.scales, self)
+        if self.plain:
             return self.theta_0 + self.projection(self.theta_d if theta_d is None else theta_d)
         return torch.cat(self._pieces(theta_d))
 
     def tensors(self, theta: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The regenerated parameters by name, shaped as in the model."""
-        pieces = self._pieces() if theta is None else torch.split(theta, [s.numel for s in self.manifest])
+        sizes = [s.numel for s in self.manifest]
+        if theta is not None:
+            pieces = torch.split(theta, sizes)
+        elif mat.fused_applies(self, self.theta_d):
+            pieces = torch.split(self.theta(), sizes)
+        else:
+            pieces = self._pieces()
         return {s.name: t.view(s.shape) for s, t in zip(self.manifest, pieces)}
 
     def forward(self, *args, **kwargs):
@@ -186,18 +222,14 @@ class Subspace(nn.Module):
 
     @torch.no_grad()
     def digest(self) -> str:
-        """SHA-256 of the regenerated float32 weights in manifest order."""
-        return digest_of(self.theta())
+        """SHA-256 of the regenerated float32 weights in manifest order (regenerated in chunks)."""
+        return mat.digest(self)
 
     @torch.no_grad()
     def materialize(self) -> nn.Module:
-        """A deep copy of the model holding the regenerated dense weights."""
-        out = copy.deepcopy(self.model)
-        own = dict(out.named_parameters())
-        for name, t in self.tensors().items():
-            own[name].copy_(t)
-            own[name].requires_grad_(True)
-        return out
+        """A copy of the model holding the regenerated dense weights, each parameter filled in
+        its own storage (see :func:`squeeze.materialize.materialize`)."""
+        return mat.materialize(self)[0]
 
 
 def _is_param(model: nn.Module, key: str) -> bool:

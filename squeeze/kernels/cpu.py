@@ -501,8 +501,8 @@ def _row_words(k0, k1, first, W, words):
 
 
 @njit(**_JIT)
-def _dense_rows(xbits, d, i0, i1, k0, k1, scale, out, wbits):
-    """Rows i0 .. i1-1 of the dense forward into ``out``."""
+def _dense_rows(xbits, d, i0, i1, k0, k1, scale, out, shift, wbits):
+    """Rows i0 .. i1-1 of the dense forward into ``out[i0 - shift:]``."""
     d = U(d)
     W = (d + U(63)) // U(64)
     m = _next_pow2(d)
@@ -519,7 +519,7 @@ def _dense_rows(xbits, d, i0, i1, k0, k1, scale, out, wbits):
                 bits[o + t] = xbits[o + t] ^ ((w << np.uint32(U(31) - t)) & _SIGN)
         for j in range(d, size):  # the pad of fold_sum is +0.0
             bits[j] = np.uint32(0)
-        out[i] = _fold(v, m) * scale
+        out[i - U(shift)] = _fold(v, m) * scale
 
 
 def dense_forward(xbits: np.ndarray, d: int, k0: int, k1: int, scale: np.float32, out: np.ndarray) -> np.ndarray:
@@ -530,7 +530,7 @@ def dense_forward(xbits: np.ndarray, d: int, k0: int, k1: int, scale: np.float32
     then times ``scale``. ``xbits`` is theta_d zero-padded to 64 W values, as uint32 bits.
     """
     k0, k1 = np.uint32(k0), np.uint32(k1)
-    _run(lambda c, lo, hi: _dense_rows(xbits, d, lo, hi, k0, k1, scale, out, WORD), out.shape[0], max(1, (1 << 16) // d))
+    _run(lambda c, lo, hi: _dense_rows(xbits, d, lo, hi, k0, k1, scale, out, 0, WORD), out.shape[0], max(1, (1 << 16) // d))
     return out
 
 
@@ -582,8 +582,8 @@ def _sparse_entry(k0, k1, index, d):
 
 
 @njit(**_JIT)
-def _sparse_rows(xbits, d, k, i0, i1, k0, k1, scale, out):
-    """Rows i0 .. i1-1 of the sparse forward into ``out``."""
+def _sparse_rows(xbits, d, k, i0, i1, k0, k1, scale, out, shift):
+    """Rows i0 .. i1-1 of the sparse forward into ``out[i0 - shift:]``."""
     d = U(d)
     k = U(k)
     m = _next_pow2(k)
@@ -593,13 +593,13 @@ def _sparse_rows(xbits, d, k, i0, i1, k0, k1, scale, out):
         for i in range(U(i0), U(i1)):
             col, s = _sparse_entry(k0, k1, i, d)
             bits[0] = xbits[col] ^ s
-            out[i] = v[0] * scale
+            out[i - U(shift)] = v[0] * scale
     else:
         for i in range(U(i0), U(i1)):
             for r in range(k):
                 col, s = _sparse_entry(k0, k1, i * k + r, d)
                 bits[r] = xbits[col] ^ s
-            out[i] = _fold(v, m) * scale
+            out[i - U(shift)] = _fold(v, m) * scale
 
 
 def sparse_forward(xbits: np.ndarray, d: int, k: int, k0: int, k1: int, scale: np.float32, out: np.ndarray) -> np.ndarray:
@@ -607,7 +607,7 @@ def sparse_forward(xbits: np.ndarray, d: int, k: int, k0: int, k1: int, scale: n
     i*k .. i*k+k-1 (theta_d[col] with its sign) by fold_sum, then times ``scale``.
     ``xbits`` is theta_d as uint32 bits."""
     k0, k1 = np.uint32(k0), np.uint32(k1)
-    _run(lambda c, lo, hi: _sparse_rows(xbits, d, k, lo, hi, k0, k1, scale, out), out.shape[0], max(1, (1 << 16) // k))
+    _run(lambda c, lo, hi: _sparse_rows(xbits, d, k, lo, hi, k0, k1, scale, out, 0), out.shape[0], max(1, (1 << 16) // k))
     return out
 
 
@@ -633,3 +633,185 @@ def sparse_transpose(y: np.ndarray, d: int, k: int, k0: int, k1: int, scale: np.
         return acc
 
     return np.sum(_run(work, y.shape[0], max(1, (1 << 16) // k)), axis=0).astype(np.float32) * scale
+
+
+# --------------------------------------------------------------------------- one tensor
+#
+# Regeneration tensor by tensor (loading, streaming, training): theta of one manifest entry,
+# or of a range of it, into its own buffer, theta_0 drawn in the same pass. A tensor is
+# described by its theta_0 ``t0`` = (kind, val, k0, k1, given), as the segments of
+# ``theta0_into`` (``given``: a base tensor's values), by its offset in the projection's output
+# and by its layerwise scale ``s`` (``has_s``). ``out[0]`` holds the tensor's value ``a``. The
+# operations are the reference's: ``t0 + p`` or ``t0 + s * p``, p = P x.
+
+
+@njit(**_JIT)
+def _theta0_local(kind, val, k0, k1, given, lo, hi, out, a):
+    """theta_0 values lo .. hi-1 (uint64) of one tensor into out[lo - a:hi - a]."""
+    if kind == SEG_UNIFORM:
+        _uniform_range(k0, k1, val, lo, hi, out, lo - a)
+    elif kind == SEG_CONST:
+        for i in range(lo, hi):
+            out[i - a] = val
+    else:
+        for i in range(lo, hi):
+            out[i - a] = given[i]
+
+
+@njit(**_JIT)
+def _theta0_chunk_local(kind, val, k0, k1, given, lo, hi, out, a):
+    _theta0_local(kind, val, k0, k1, given, U(a) + U(lo), U(a) + U(hi), out, U(a))
+
+
+def theta0_tensor(t0: tuple, a: int, out: np.ndarray) -> np.ndarray:
+    """theta_0 values a .. a+len(out)-1 of one tensor into ``out`` (float32)."""
+    _run(lambda c, lo, hi: _theta0_chunk_local(*t0, lo, hi, out, a), out.shape[0], 1 << 16)
+    return out
+
+
+@njit(**_JIT)
+def _sorf_tensor_blocks(xbits, n, b0, b1, keys, scale, q, a, kind, val, k0, k1, given, s, has_s, out, wbits):
+    """Blocks b0 .. b1-1 of the SORF forward restricted to outputs q .. q+len(out)-1, as the
+    values a .. of one tensor: out[j] = theta_0[a + j] + p[q + j] (``s * p`` with has_s),
+    p = 2**e H S3 H S2 H S1 x."""
+    n = U(n)
+    q = U(q)
+    a = U(a)
+    end = q + U(out.shape[0])
+    bits = np.empty(n, np.uint32)
+    v = bits.view(np.float32)
+    words = np.empty(n // U(32) + U(4), np.uint32)
+    for b in range(U(b0), U(b1)):
+        o = b * n
+        lo = max(o, q)
+        hi = min(o + n, end)
+        for j in range(n):
+            bits[j] = xbits[j]
+        for r in range(3):
+            _sign_words(keys[r, 0], keys[r, 1], o, n, words)
+            _signed_fwht(v, bits, n, o, words, wbits)
+        _theta0_local(kind, val, k0, k1, given, a + lo - q, a + hi - q, out, a)
+        if has_s:
+            for j in range(lo, hi):
+                out[j - q] = out[j - q] + s * (v[j - o] * scale)
+        else:
+            for j in range(lo, hi):
+                out[j - q] = out[j - q] + v[j - o] * scale
+
+
+def sorf_tensor(xbits: np.ndarray, n: int, keys: np.ndarray, scale: np.float32, q: int, a: int, t0: tuple, s: np.float32, has_s: bool, out: np.ndarray) -> np.ndarray:
+    """Values a .. a+len(out)-1 of one tensor, ``theta_0 + (s *) SORF.forward(x)[q:]``, into ``out``.
+
+    Args:
+        xbits, n, keys, scale: as in :func:`sorf_forward`.
+        q: the offset in the projection's output of ``out[0]``.
+        a: the index in the tensor of ``out[0]``.
+        t0: the tensor's theta_0, (kind, val, k0, k1, given) as the segments of :func:`theta0_into`.
+        s, has_s: its layerwise scale (float32), and whether there is one.
+        out: float32, written and returned.
+    """
+    b0, b1 = q // n, (q + out.shape[0] + n - 1) // n
+    _run(lambda c, lo, hi: _sorf_tensor_blocks(xbits, n, b0 + lo, b0 + hi, keys, scale, q, a, *t0, s, has_s, out, WORD), b1 - b0, max(1, 4096 // n))
+    return out
+
+
+@njit(**_JIT)
+def _theta0_plus(kind, val, k0, k1, given, lo, hi, a, s, has_s, out):
+    """out[j] = theta_0[a + j] + out[j] (``s * out[j]`` with has_s) for j in lo .. hi-1."""
+    tmp = np.empty(256, np.float32)
+    lo = U(lo)
+    hi = U(hi)
+    a = U(a)
+    for c in range(lo, hi, U(256)):
+        e = min(c + U(256), hi)
+        _theta0_local(kind, val, k0, k1, given, a + c, a + e, tmp, a + c)
+        for j in range(c, e):
+            p = out[j]
+            if has_s:
+                p = s * p
+            out[j] = tmp[j - c] + p
+
+
+def rows_tensor(kind: str, xbits: np.ndarray, d: int, k: int, k0: int, k1: int, scale: np.float32, q: int, a: int, t0: tuple, s: np.float32, has_s: bool, out: np.ndarray) -> np.ndarray:
+    """As :func:`sorf_tensor` for the row projections (``kind`` dense or sparse, ``k`` nonzeros
+    per row for sparse, key ``k0, k1``): rows q .. q+len(out)-1 of ``P x`` into ``out``, then
+    theta_0 added. ``xbits`` as :func:`dense_forward` or :func:`sparse_forward` take it."""
+    k0, k1 = np.uint32(k0), np.uint32(k1)
+    m = out.shape[0]
+    if kind == "dense":
+        _run(lambda c, lo, hi: _dense_rows(xbits, d, q + lo, q + hi, k0, k1, scale, out, q, WORD), m, max(1, (1 << 16) // d))
+    else:
+        _run(lambda c, lo, hi: _sparse_rows(xbits, d, k, q + lo, q + hi, k0, k1, scale, out, q), m, max(1, (1 << 16) // k))
+    _run(lambda c, lo, hi: _theta0_plus(*t0, lo, hi, a, s, has_s, out), m, 1 << 16)
+    return out
+
+
+@njit(**_JIT)
+def _sorf_transpose_segments(g, x, n, b0, b1, keys, scale, pstart, dst, sc, acc, gs, wbits):
+    """For blocks b0 .. b1-1 and each segment k (projection outputs pstart[k] .. pstart[k+1]-1,
+    their gradient at g[dst[k]:]) overlapping a block: u = P_b^T (the segment's share of g);
+    acc += sc[k] * u and gs[k] += <u, x> (float64)."""
+    n = U(n)
+    K = U(pstart.shape[0] - 1)
+    d = U(x.shape[0])
+    bits = np.empty(n, np.uint32)
+    v = bits.view(np.float32)
+    words = np.empty(n // U(32) + U(4), np.uint32)
+    k = U(np.searchsorted(pstart, U(b0) * n, side="right")) - U(1)
+    for b in range(U(b0), U(b1)):
+        o = b * n
+        while pstart[k + U(1)] <= o:
+            k += U(1)
+        kk = k
+        while kk < K and pstart[kk] < o + n:
+            lo = max(o, pstart[kk])
+            hi = min(o + n, pstart[kk + U(1)])
+            if hi > lo:
+                for j in range(n):
+                    v[j] = np.float32(0)
+                for j in range(lo, hi):
+                    v[j - o] = g[dst[kk] + (j - pstart[kk])] * scale
+                words[:] = 0  # plain H first, then H S3, H S2, and S1
+                _signed_fwht(v, bits, n, o, words, wbits)
+                for r in range(2, 0, -1):
+                    _sign_words(keys[r, 0], keys[r, 1], o, n, words)
+                    _signed_fwht(v, bits, n, o, words, wbits)
+                _sign_words(keys[0, 0], keys[0, 1], o, n, words)
+                _apply_signs(bits, n, o, words, wbits)
+                dot = 0.0
+                for j in range(d):
+                    dot += np.float64(v[j]) * np.float64(x[j])
+                gs[kk] += dot
+                sk = np.float64(sc[kk])
+                for j in range(n):
+                    acc[j] += sk * np.float64(v[j])
+            kk += U(1)
+
+
+def sorf_transpose_segments(
+    g: np.ndarray, x: np.ndarray, n: int, nblocks: int, keys: np.ndarray, scale: np.float32, pstart: np.ndarray, dst: np.ndarray, sc: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both gradients of theta = theta_0 + sc[k] * (P x) per tensor k (SORF) in one pass.
+
+    Args:
+        g: (D,) float32, the gradient of theta in manifest order.
+        x: (d,) float32, theta_d.
+        n, nblocks, keys, scale: as in :func:`sorf_transpose`.
+        pstart: (K + 1,) uint64: tensor k's share of the projection's output starts at pstart[k].
+        dst: (K,) uint64: where tensor k starts in theta (and g).
+        sc: (K,) float32: the scales (ones when there are none).
+
+    Returns:
+        (P^T (sc * g) as (d,) float32, the K scale gradients <g_k, (P x)_k> as float32).
+    """
+
+    def work(c, lo, hi):
+        acc = np.zeros(n, np.float64)
+        gs = np.zeros(sc.shape[0], np.float64)
+        _sorf_transpose_segments(g, x, n, lo, hi, keys, scale, pstart, dst, sc, acc, gs, WORD)
+        return acc, gs
+
+    parts = _run(work, nblocks, max(1, 4096 // n))
+    acc = np.sum([p[0] for p in parts], axis=0)
+    gs = np.sum([p[1] for p in parts], axis=0)
+    return acc[: x.shape[0]].astype(np.float32), gs.astype(np.float32)

@@ -1,4 +1,10 @@
-"""``squeeze decompress``: the full state_dict, regenerated and verified."""
+"""``squeeze decompress``: the full state_dict, regenerated and verified.
+
+To ``.safetensors`` the weights are streamed (:mod:`squeeze.stream`): the module is built
+without its weights, each parameter is regenerated in chunks and written as it comes, and the
+digest, computed on the way, is checked before the file is renamed into place; peak memory is
+a few chunks, not D. ``.pt`` files (pickled by ``torch.save``) are written from the whole state_dict.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from typing import Optional
 import torch
 import typer
 
-from squeeze import format as fmt
+from squeeze import format as fmt, materialize as mat, stream
 from squeeze.atomic import atomic_path
 from squeeze_cli import options
 from squeeze_cli.common import base_arg, check_output, device as check_device, set_threads
@@ -33,20 +39,28 @@ def command(
     """
     output = check_output(output, suffixes=(".safetensors", ".pt"), inputs=(file,), force=force, default_from=file)
     set_threads(threads)
-    sub = fmt.load_subspace(file, arch, base=base_arg(base, trust_pickle), device=check_device(dev))
-    state = fmt.dense_state_dict(sub)
-    with atomic_path(output) as tmp:
-        if output.suffix == ".safetensors":
-            from safetensors.torch import save_file
-
-            save_file(state, str(tmp))
-        else:
-            torch.save(state, tmp)
-    values = sum(v.numel() for v in state.values())
-    if as_json:
-        console.print_json(json.dumps({"file": str(file), "output": str(output), "values": values, "bytes": output.stat().st_size, "weights_sha256": sub.digest()}))
+    f = fmt.read(file)
+    sub = fmt.load_subspace(f, arch, base=base_arg(base, trust_pickle), device=check_device(dev), verify=False)
+    if output.suffix.lower() == ".safetensors" and stream.streamable(sub):
+        fmt.check_digests(f, f.weights_sha256)  # the stored buffers; the weights are checked as they stream
+        written = stream.write_safetensors(sub, output, f.weights_sha256)
+        values, digest = written.values, written.weights_sha256
     else:
-        console.print(f"wrote {output}: {values:,} values, weights sha256 {sub.digest()}", highlight=False)
+        model, digest = mat.materialize(sub)
+        fmt.check_digests(f, digest)
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        with atomic_path(output) as tmp:
+            if output.suffix.lower() == ".safetensors":
+                from safetensors.torch import save_file
+
+                save_file(state, str(tmp))
+            else:
+                torch.save(state, tmp)
+        values = sum(v.numel() for v in state.values())
+    if as_json:
+        console.print_json(json.dumps({"file": str(file), "output": str(output), "values": values, "bytes": output.stat().st_size, "weights_sha256": digest}))
+    else:
+        console.print(f"wrote {output}: {values:,} values, weights sha256 {digest}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

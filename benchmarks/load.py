@@ -1,0 +1,168 @@
+"""Loading a big model: ``squeeze.load`` and ``squeeze decompress`` against the dense checkpoint, in one run.
+
+    python benchmarks/load.py                    # the GPT-2-small-sized module, d = 1,000
+    python benchmarks/load.py --repeats 3 --threads 2
+
+The module (:class:`Big`) is an embedding 50257 x 768 plus 12 blocks of Linear layers shaped as
+GPT-2 small's (D = 123,614,976). It is saved once with ``squeeze.save`` (theta_d float32) and
+as a dense safetensors file of the same weights. Then each of these runs in its own fresh
+process (time from after the imports; peak RSS of the whole process from ``wait4``):
+
+* ``import torch`` alone (the floor every row pays);
+* dense: ``Big()`` + ``safetensors.torch.load_file`` + ``load_state_dict``;
+* ``squeeze.load(file, arch="benchmarks/load.py:Big")`` (built without PyTorch's init);
+* ``squeeze decompress file -o out.safetensors`` (streamed tensor by tensor).
+
+Prints medians over ``--repeats`` and the ratios to the dense load; for decompress, peak RSS
+above the torch import as a share of the dense file's size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+HERE = Path(__file__).resolve()
+
+
+class Big(nn.Module):
+    """GPT-2-small-sized weights: token embedding 50257 x 768 and 12 blocks of four Linear layers."""
+
+    def __init__(self, vocab: int = 50257, width: int = 768, blocks: int = 12):
+        super().__init__()
+        self.wte = nn.Embedding(vocab, width)
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict({"qkv": nn.Linear(width, 3 * width), "proj": nn.Linear(width, width), "fc": nn.Linear(width, 4 * width), "out": nn.Linear(4 * width, width)})
+            for _ in range(blocks)
+        )
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.wte(tokens)
+        for b in self.blocks:
+            x = x + b["proj"](b["qkv"](x)[..., : x.shape[-1]])
+            x = x + b["out"](torch.relu(b["fc"](x)))
+        return x @ self.wte.weight.T
+
+
+DENSE = """
+import time, torch
+from safetensors.torch import load_file
+import importlib.util
+spec = importlib.util.spec_from_file_location("bench_load", {here!r}); mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+t = time.perf_counter()
+model = mod.Big()
+model.load_state_dict(load_file({dense!r}), strict=True)
+print(time.perf_counter() - t)
+"""
+
+SQUEEZE = """
+import time, torch, squeeze
+t = time.perf_counter()
+model = squeeze.load({sqz!r}, arch={ref!r})
+print(time.perf_counter() - t)
+"""
+
+DECOMPRESS = """
+import time, torch
+from squeeze_cli.app import main
+import sys
+sys.argv = ["squeeze", "decompress", {sqz!r}, "-o", {out!r}, "--arch", {ref!r}, "--force"]
+t = time.perf_counter()
+try:
+    main()
+except SystemExit as e:
+    assert not e.code, e.code
+print(time.perf_counter() - t)
+"""
+
+IMPORT = """
+import torch
+print(0.0)
+"""
+
+
+def measure(code: str, threads: int | None, repeats: int) -> tuple[float, float]:
+    """Medians of (seconds, peak RSS GB) over ``repeats`` fresh processes."""
+    rows = [_run_reaped(code, threads) for _ in range(repeats)]
+    return statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
+
+
+def _run_reaped(code: str, threads: int | None) -> tuple[float, float]:
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads))
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        pid = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=err, env=env, cwd=HERE.parent.parent).pid
+        _, status, usage = os.wait4(pid, 0)
+        out.seek(0)
+        err.seek(0)
+        if status != 0:
+            raise RuntimeError(err.read().decode()[-3000:])
+        return float(out.read().decode().split()[-1]), usage.ru_maxrss / 1e6
+
+
+def _same_tensors(a: Path, b: Path) -> bool:
+    from safetensors.torch import load_file
+
+    x, y = load_file(str(a)), load_file(str(b))
+    return x.keys() == y.keys() and all(x[k].dtype == y[k].dtype and torch.equal(x[k].view(torch.uint8), y[k].view(torch.uint8)) for k in x)
+
+
+def prepare(folder: Path, dim: int) -> tuple[Path, Path]:
+    """Save the module as ``big.sqz`` (d = ``dim``) and its weights as ``big.safetensors``."""
+    import squeeze
+    from safetensors.torch import save_file
+
+    sqz, dense = folder / "big.sqz", folder / "big.safetensors"
+    sub = squeeze.Subspace(Big(), squeeze.SubspaceConfig(dim=dim, seed=0))
+    with torch.no_grad():
+        sub.theta_d.copy_(torch.randn(sub.theta_d.numel(), generator=torch.Generator().manual_seed(0)) * 0.01)
+    squeeze.save(sub, sqz, arch={"ref": f"{HERE}:Big"}, dtype="float32")
+    save_file({k: v.contiguous() for k, v in sub.materialize().state_dict().items()}, str(dense))
+    return sqz, dense
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dim", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=3, help="fresh processes per row (medians)")
+    ap.add_argument("--threads", type=int, default=None, help="threads of each process (default: every core)")
+    ap.add_argument("--folder", type=Path, default=None, help="where to write the files (default: a temporary folder)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.folder or Path(tmp)
+        sqz, dense = prepare(folder, args.dim)
+        out = folder / "out.safetensors"
+        ref = f"{HERE}:Big"
+        rows = {
+            "import torch": measure(IMPORT, args.threads, args.repeats),
+            "dense build + load_file + load_state_dict": measure(DENSE.format(here=str(HERE), dense=str(dense)), args.threads, args.repeats),
+            "squeeze.load": measure(SQUEEZE.format(sqz=str(sqz), ref=ref), args.threads, args.repeats),
+            "squeeze decompress -o .safetensors": measure(DECOMPRESS.format(sqz=str(sqz), out=str(out), ref=ref), args.threads, args.repeats),
+        }
+        same = _same_tensors(out, dense)
+        file_gb = dense.stat().st_size / 1e9
+    base_t, base_rss = rows["dense build + load_file + load_state_dict"]
+    floor = rows["import torch"][1]
+    threads = args.threads or os.cpu_count()
+    print(f"load of the GPT-2-small-sized module (D = 123,614,976, d = {args.dim}), {threads} threads, median of {args.repeats} fresh processes each")
+    print(f"{'':44s} {'time s':>8s} {'peak RSS GB':>12s} {'time / dense':>13s} {'RSS / dense':>12s}")
+    for name, (t, rss) in rows.items():
+        print(f"{name:44s} {t:8.2f} {rss:12.2f} {t / base_t:13.2f} {rss / base_rss:12.2f}")
+    dec_rss = rows["squeeze decompress -o .safetensors"][1]
+    print(f"decompress peak RSS above the torch import: {dec_rss - floor:.3f} GB = {100 * (dec_rss - floor) / file_gb:.1f}% of the dense file ({file_gb:.2f} GB)")
+    print(f"decompressed file holds the dense file's tensors, bit for bit: {same}")
+    print(json.dumps({k: {"s": v[0], "rss_gb": v[1]} for k, v in rows.items()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -84,13 +84,11 @@ def segments(manifest, seed: int, base: dict[str, torch.Tensor] | None, entries:
         if spec.numel == 0:
             continue
         tag = spec.init[0]
-        key = (0, 0)
         value = 0.0
         off = 0
         if tag == "u":
             kind.append(UNIFORM)
             value = spec.init[1]
-            key = rng.stream_key(seed, rng.stream_id(rng.STREAM_INIT, i))
         elif tag == "c":
             kind.append(CONST)
             value = spec.init[1]
@@ -109,7 +107,7 @@ def segments(manifest, seed: int, base: dict[str, torch.Tensor] | None, entries:
         start.append(start[-1] + spec.numel)
         dst.append(pos[i])
         val.append(value)
-        keys.append(key)
+        keys.append(i)
         goff.append(off)
         kept.append(k)
     i64 = dict(dtype=torch.int64, device=device)
@@ -122,11 +120,18 @@ def segments(manifest, seed: int, base: dict[str, torch.Tensor] | None, entries:
         dst=torch.tensor(dst, **i64),
         kind=torch.tensor(kind, dtype=torch.int32, device=device),
         val=torch.tensor(val, dtype=torch.float32, device=device),
-        keys=key_tensor(keys, device) if keys else torch.zeros(0, dtype=torch.int32, device=device),
+        keys=key_tensor(_init_keys(seed, keys), device) if keys else torch.zeros(0, dtype=torch.int32, device=device),
         goff=torch.tensor(goff, **i64),
         scale=scale,
         given=torch.cat(given) if given else torch.zeros(1, dtype=torch.float32, device=device),
     )
+
+
+def _init_keys(seed: int, entries: list[int]) -> list[tuple[int, int]]:
+    """``rng.stream_key(seed, stream_id(STREAM_INIT, i))`` for every i, in one vectorised call."""
+    streams = torch.tensor([rng.stream_id(rng.STREAM_INIT, i) for i in entries], dtype=torch.int64)
+    k0, k1 = rng.threefry2x32((seed & rng.MASK32, seed >> 32), streams & rng.MASK32, streams >> 32)
+    return list(zip(k0.tolist(), k1.tolist()))
 
 
 @triton.jit

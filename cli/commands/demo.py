@@ -10,7 +10,6 @@ uses the same functions to make the page's default model.
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import shutil
 import tempfile
@@ -78,12 +77,11 @@ def write_model(sqz: Path, dest: Path, *, arch: Optional[str] = None) -> dict:
     if not f.data or not f.data.get("input_shape"):
         raise SqueezeError(f"{sqz} records no input description (made with --lean?); the page needs the input shape it records")
     onnx_path = dest / "model.onnx"
-    tiny = "tiny" in inspect.signature(export_onnx).parameters  # the full graph where squeeze has no tiny export
-    report = export_onnx(f, onnx_path, arch=arch, **({"tiny": True} if tiny else {}))
+    report = export_onnx(f, onnx_path, arch=arch, tiny=True)
     info = {
         "model": onnx_path.name,
         "bytes": onnx_path.stat().st_size,
-        "tiny": tiny,
+        "tiny": True,
         "input": f.data,
         "graph_input": "raw" if graph_takes_raw(onnx_path) else "preprocessed",
         "weights_sha256": f.weights_sha256,

@@ -109,6 +109,7 @@ def command(
     trust_pickle: bool = options.TrustPickle,
     arch_kwargs: Optional[str] = options.ArchKwargs,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Draw validation accuracy against bytes for every candidate, the kept file marked, into this PNG."),
+    lean: bool = typer.Option(False, "--lean", help="Leave out the informational records (accuracies, input description) to save about 300 bytes; the file keeps its architecture and the record of the search (which `squeeze mdl` charges), and still regenerates, verifies and exports (give --input-shape to export)."),
     force: bool = options.Force,
     threads: int = options.Threads,
     as_json: bool = options.Json,
@@ -146,7 +147,7 @@ def command(
 
     def measure(sub, encoded, enc):
         with tempfile.TemporaryDirectory() as tmp:
-            f = fmt.save(sub, Path(tmp) / "c.sqz", arch=arch_rec, metrics=file_metrics(ds.name, config.size, target), data=ds.describe(), dtype=_dtype(enc), encoded=encoded)
+            f = fmt.save(sub, Path(tmp) / "c.sqz", arch=arch_rec, metrics=file_metrics(config.size, target, lean=lean), data=None if lean else ds.describe(), dtype=_dtype(enc), encoded=encoded)
         return f.size_bytes, coding_registry.stored_bytes(encoded) if encoded else f.theta_d.numel() * (2 if enc == "f16" else 4)
 
     def show(c: Candidate) -> None:
@@ -160,7 +161,7 @@ def command(
     if result.interrupted and existed:
         err_console.print(f"interrupted: {output} existed before this run and is left unchanged; the best finished trial (d = {result.d:,}, {result.kept.encoding}) was not saved", highlight=False, markup=False)
         raise typer.Exit(130)
-    f = fmt.save(result.sub, output, arch=arch_rec, metrics=result.metrics(), data=ds.describe(), dtype=_dtype(result.kept.encoding), encoded=result.encoded)
+    f = fmt.save(result.sub, output, arch=arch_rec, metrics=result.metrics(lean), data=None if lean else ds.describe(), dtype=_dtype(result.kept.encoding), encoded=result.encoded)
     if plot is not None:
         plot_frontier(result.candidates, result.kept, plot, threshold=None if config.size else target * result.teacher_val_accuracy, budget=config.size, title=f"{arch} on {ds.name}")
     report = _report(model, output, f, result, time.time() - start, plot)

@@ -103,6 +103,7 @@ def main() -> None:
         ("page: first run (batch 1)", [p["firstRunMs"] for p in pages]),
         ("node, same wasm: session start, wall", [n["sessionStart"]["wallMs"] for n in nodes]),
         ("node, same wasm: session start, CPU", [n["sessionStart"]["cpuMs"] for n in nodes]),
+        ("node, same wasm: second session, wall", [n["sessionStartAgain"]["wallMs"] for n in nodes]),
         ("python onnxruntime: session, default options", py_default),
         ("python onnxruntime: session, 1 thread", py_one),
     ]

@@ -1,7 +1,9 @@
 // The page's onnxruntime-web build (samples/web/vendor, WebAssembly, one thread) in Node: wall
 // and CPU time of the runtime's start, the model's session start and the first run, in this
 // fresh process. CPU time (user + system, all threads of the process) does not count time spent
-// waiting for a shared CPU, so on a busy machine it is closer to what an idle one takes.
+// waiting for a shared CPU, so on a busy machine it is closer to what an idle one takes. A
+// second session of the same model in the same process shows how much of the first one is the
+// runtime's first use of its kernels (WebAssembly functions are compiled lazily, on first call).
 //
 //   node benchmarks/web_session_node.mjs MODEL.onnx      (one JSON line; see web_session.py)
 
@@ -33,4 +35,7 @@ const meta = session.inputMetadata[0];
 const dims = meta.shape.map((d) => (typeof d === 'number' ? d : 1));
 const x = new ort.Tensor('float32', new Float32Array(dims.reduce((a, b) => a * b, 1)), dims);
 const [, firstRun] = await timed(() => session.run({ [meta.name]: x }));
-console.log(JSON.stringify({ runtime, sessionStart, firstRun }));
+const [again, sessionStartAgain] = await timed(() => ort.InferenceSession.create(bytes, { executionProviders: ['wasm'], graphOptimizationLevel: 'all' }));
+await again.release();
+await session.release();
+console.log(JSON.stringify({ runtime, sessionStart, firstRun, sessionStartAgain }));

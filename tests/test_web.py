@@ -104,7 +104,8 @@ def test_demo_refuses_bad_options_before_exporting(tmp_path, capsys):
     assert main(["demo", str(WEB / "mlp.sqz"), "--no-serve", "-o", str(tmp_path)]) == 2
     assert "not an empty folder" in capsys.readouterr().err
     assert main(["demo", str(tmp_path / "taken.txt"), "--no-serve", "-o", str(tmp_path / "site")]) == 2
-    assert not (tmp_path / "site" / "model.onnx").exists()
+    assert "taken.txt" in capsys.readouterr().err
+    assert not (tmp_path / "site").exists()  # a failed export leaves no folder behind
 
 
 def _check_site(site: Path) -> dict:

@@ -35,15 +35,20 @@ PRE_KEY = "squeeze.pre"
 INPUT_KEY = "squeeze.input"
 
 
+def check_page() -> None:
+    """Raise SqueezeError when the page's files are missing (squeeze installed without its repository)."""
+    missing = [p for p in PAGE_FILES if not (WEB_DIR / p).exists()]
+    if missing:
+        raise SqueezeError(f"the demo page's files are missing from {WEB_DIR} ({', '.join(missing)}); run squeeze demo from a checkout of the repository installed with pip install -e .")
+
+
 def copy_page(dest: Path) -> None:
     """Copy the page's run-time files from ``samples/web`` into ``dest`` (created if needed).
 
     Raises:
-        SqueezeError: the page's files are missing (squeeze installed without its repository).
+        SqueezeError: the page's files are missing.
     """
-    missing = [p for p in PAGE_FILES if not (WEB_DIR / p).exists()]
-    if missing:
-        raise SqueezeError(f"the demo page's files are missing from {WEB_DIR} ({', '.join(missing)}); run squeeze demo from a checkout of the repository installed with pip install -e .")
+    check_page()
     dest.mkdir(parents=True, exist_ok=True)
     for rel in PAGE_FILES:
         src, dst = WEB_DIR / rel, dest / rel
@@ -160,11 +165,18 @@ def command(
         raise SqueezeError("--no-serve writes the page to a folder; pass -o FOLDER")
     if output is not None and output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise SqueezeError(f"{output} exists and is not an empty folder; pass a new or empty folder to -o")
+    check_page()
     with tempfile.TemporaryDirectory(prefix="squeeze-demo-") as tmp:
         folder = output if output is not None else Path(tmp)
+        created = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
-        info = write_model(file, folder, arch=arch)
-        copy_page(folder)
+        try:
+            info = write_model(file, folder, arch=arch)
+            copy_page(folder)
+        except BaseException:
+            if created and folder != Path(tmp):
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
         console.print(f"wrote {folder}: model.onnx ({info['bytes']:,} bytes, from {info['sqz']['bytes']:,} bytes of .sqz) and the page", highlight=False)
         if no_serve:
             console.print(f"serve it with any static web server, e.g. python -m http.server -d {folder}", highlight=False)

@@ -83,6 +83,15 @@ def test_default_model_is_tiny():
     assert info["bytes"] <= TINY_LIMIT
 
 
+def test_vendored_runtime_is_the_pinned_onnxruntime_web():
+    pinned = json.loads((WEB / "package.json").read_text())["dependencies"]["onnxruntime-web"]
+    locked = json.loads((WEB / "package-lock.json").read_text())["packages"]["node_modules/onnxruntime-web"]["version"]
+    vendor = WEB / "vendor" / "onnxruntime-web"
+    header = (vendor / "ort.wasm.min.mjs").read_text()[:200]
+    assert pinned == locked and f"ONNX Runtime Web v{pinned}" in header
+    assert (vendor / "ort-wasm-simd-threaded.wasm").read_bytes()[:4] == b"\0asm"
+
+
 @pytest.mark.parametrize("name", ["mnist5k", "digits"])
 def test_example_images_are_real_test_images(name):
     ex = json.loads((WEB / "examples" / f"{name}.json").read_text())

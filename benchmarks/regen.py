@@ -1,5 +1,6 @@
 """Regeneration speed: theta = theta_0 + P @ theta_d, reference torch path vs numba kernels,
-against reading the same dense weights with ``safetensors.torch.load_file`` (page cache warm).
+against reading the same dense weights with ``safetensors.torch.load_file`` (page cache warm);
+on a GPU, the Triton kernels vs the reference on CUDA tensors, against copying the same bytes.
 
 ``load_file`` memory-maps by default and returns before reading a byte, so two baselines are
 timed: the default call (``mmap``, lazy) and ``backend="pread"``, which copies the data into
@@ -7,6 +8,7 @@ memory the way regeneration produces it; the ratio column compares with the latt
 
     python benchmarks/regen.py                       # D = 1M and 10M, d = 1000, every kind
     python benchmarks/regen.py --sizes 10M --kinds sorf --repeats 5
+    python benchmarks/regen.py --sizes 0 --cuda-sizes 124M        # the GPU rows only
 
 Each row builds the projection from scratch (as ``decompress`` does), draws theta_0 for a
 manifest shaped like a stack of linear layers, and adds P @ theta_d. Times are wall-clock
@@ -14,6 +16,12 @@ manifest shaped like a stack of linear layers, and adds P @ theta_d. Times are w
 A reference run expected to exceed ``--budget`` seconds is timed on a smaller D and scaled
 linearly (marked ``~``): every path is linear in D at a fixed row density (the sparse probe
 keeps the full size's k non-zeros per row).
+
+The CUDA rows (printed only when a GPU is present) time Triton and the reference on the GPU
+(CUDA events, best of ``--repeats``, after a warm-up call that compiles the kernels), and divide
+a device-to-device copy and a pinned host-to-device copy of the same D float32 values by each
+time (above 1: faster than copying the dense weights). Their bits are compared with each other
+and, up to ``--cpu-check`` values, with the CPU's.
 """
 
 from __future__ import annotations
@@ -82,6 +90,79 @@ def regenerate(path: str, kind: str, D: int, d: int, x: torch.Tensor, **options)
         return regenerate_theta0(manifest, SEED) + proj.forward(x)
 
 
+def regenerate_cuda(path: str, kind: str, D: int, d: int, x: torch.Tensor, **options) -> torch.Tensor:
+    """theta on the GPU by ``path`` (triton: one fused kernel for sorf; reference: eager torch)."""
+    manifest = manifest_for(D)
+    proj = make_projection(kind, D, d, SEED, **options)
+    with kernel_path(path), torch.no_grad():
+        if path == "triton":
+            return kernels.regenerate(proj, x, manifest, SEED)
+        return regenerate_theta0(manifest, SEED, device=x.device) + proj.forward(x)
+
+
+def cuda_timed(fn, repeats: int) -> tuple[float, object]:
+    """Best GPU seconds (CUDA events around one call) and the last result."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        result = None
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        result = fn()
+        end.record()
+        torch.cuda.synchronize()
+        best = min(best, start.elapsed_time(end) / 1e3)
+    return best, result
+
+
+def cuda_table(args, x_cpu: torch.Tensor) -> Table | None:
+    """The GPU rows (see the module docstring), or None without a GPU."""
+    if not torch.cuda.is_available():
+        return None
+    dev = torch.device("cuda")
+    x = x_cpu.to(dev)
+    paths = (["triton"] if kernels.triton_available(dev) else []) + ["reference"]
+    table = Table(title=f"CUDA: {torch.cuda.get_device_name(dev)}, theta_0 + P @ theta_d, d = {args.d} ({'Triton ' + triton_version() if 'triton' in paths else 'no working Triton'})")
+    for col in ("D", "kind", "path", "ms", "Gparams/s", "vs D2D copy", "vs pinned H2D", "bits"):
+        table.add_column(col, justify="right" if col not in ("kind", "path", "bits") else "left")
+    for D in (parse_size(s) for s in args.cuda_sizes.split(",") if parse_size(s)):
+        src = torch.randn(D, device=dev)
+        dst = torch.empty_like(src)
+        host = torch.empty(D, dtype=torch.float32, pin_memory=True)
+        d2d, _ = cuda_timed(lambda: dst.copy_(src), max(5, args.repeats))
+        h2d, _ = cuda_timed(lambda: dst.copy_(host, non_blocking=True), max(5, args.repeats))
+        del src, dst, host
+        table.add_row(f"{D:,}", "-", "copy device to device", f"{d2d * 1e3:.3f}", f"{D / d2d / 1e9:.1f}", "1.00", f"{h2d / d2d:.2f}", "")
+        table.add_row(f"{D:,}", "-", "copy pinned host to device", f"{h2d * 1e3:.3f}", f"{D / h2d / 1e9:.1f}", f"{d2d / h2d:.3f}", "1.00", "")
+        for kind in args.kinds.split(","):
+            digests = {}
+            for path in paths:
+                probe = min(D, 1_000_000)
+                same_k = {"k": make_projection(kind, D, args.d, SEED).k} if kind == "sparse" else {}
+                regenerate_cuda(path, kind, probe, args.d, x, **same_k)  # compile / warm up
+                p_s, _ = cuda_timed(functools.partial(regenerate_cuda, path, kind, probe, args.d, x, **same_k), 1)
+                if p_s * D / probe > args.cuda_budget:
+                    seconds, bits, mark = p_s * D / probe, f"~ from D={probe:,}", "~"
+                else:
+                    seconds, out = cuda_timed(functools.partial(regenerate_cuda, path, kind, D, args.d, x), max(5, args.repeats))
+                    digests[path] = bits = digest(out.cpu())
+                    mark = ""
+                    del out
+                table.add_row(f"{D:,}", kind, path, f"{mark}{seconds * 1e3:.3f}", f"{mark}{D / seconds / 1e9:.2f}", f"{mark}{d2d / seconds:.3f}", f"{mark}{h2d / seconds:.3f}", bits)
+            if D <= args.cpu_check and kernels.available():
+                digests["cpu"] = digest(regenerate("numba", kind, D, args.d, x_cpu))
+            if len(digests) > 1:
+                same = len(set(digests.values())) == 1
+                table.add_row("", kind, "same bits (" + ", ".join(digests) + ")", "", "", "", "", "yes" if same else "NO")
+    return table
+
+
+def triton_version() -> str:
+    import triton
+
+    return triton.__version__
+
+
 def timed(fn, repeats: int) -> tuple[float, float, object]:
     """Best wall seconds, the CPU seconds of that run, and the last result."""
     best_wall, best_cpu, result = float("inf"), 0.0, None
@@ -107,6 +188,9 @@ def main() -> None:
     ap.add_argument("--paths", default="reference,numba")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--budget", type=float, default=60.0, help="seconds a reference run may take before it is scaled from a smaller D")
+    ap.add_argument("--cuda-sizes", default="10M,124M", help="comma-separated D values of the CUDA rows (only with a GPU)")
+    ap.add_argument("--cuda-budget", type=float, default=2.0, help="seconds a CUDA run may take before it is scaled from D = 1M")
+    ap.add_argument("--cpu-check", type=float, default=10e6, help="largest D whose CUDA bits are also compared with the CPU's (numba)")
     args = ap.parse_args()
 
     console = Console(width=150)
@@ -123,7 +207,7 @@ def main() -> None:
     for col in ("D", "kind", "path", "wall ms", "cpu ms", "Mparams/s", "vs load_file", "bits"):
         table.add_column(col, justify="right" if col not in ("kind", "path", "bits") else "left")
 
-    for D in (parse_size(s) for s in args.sizes.split(",")):
+    for D in [parse_size(s) for s in args.sizes.split(",") if s.strip()]:
         with tempfile.TemporaryDirectory() as tmp:
             file = Path(tmp) / "theta.safetensors"
             save_file({"theta": torch.randn(D)}, str(file))
@@ -155,9 +239,16 @@ def main() -> None:
             if len(digests) == 2:
                 same = digests["reference"] == digests["numba"]
                 table.add_row("", kind, "same bits", "", "", "", "", "yes" if same else "NO")
-    console.print(table)
-    console.print(f"load average now {os.getloadavg()[0]:.1f} (a busy machine inflates wall times; cpu ms is the process's CPU time).")
-    console.print("vs load_file: load_file(pread) time / this time (above 1: faster than reading the dense weights from a warm page cache).")
+    if table.rows:
+        console.print(table)
+        console.print(f"load average now {os.getloadavg()[0]:.1f} (a busy machine inflates wall times; cpu ms is the process's CPU time).")
+        console.print("vs load_file: load_file(pread) time / this time (above 1: faster than reading the dense weights from a warm page cache).")
+    cuda = cuda_table(args, x)
+    if cuda is None:
+        console.print("no CUDA device: no CUDA rows (they need a GPU).")
+    else:
+        console.print(cuda)
+        console.print("vs D2D copy / vs pinned H2D: the copy's time / this time (above 1: faster than copying the dense weights); ~: scaled from D = 1M.")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,8 @@ def sha(t: torch.Tensor) -> str:
 
 
 def run_cases(device: str, suite: str) -> dict[str, dict[str, object]]:
-    """Every case on the Triton path (on ``device``) and the reference path (CPU).
+    """Every case on the Triton path (on ``device``) and the reference path (CPU); ``suite``
+    is ``golden`` (known answers and golden digests), ``default`` (smaller dense work) or ``all``.
 
     Returns:
         category -> case name -> {"got": Triton digest, "want": reference digest} for bit checks,
@@ -71,14 +72,11 @@ def run_cases(device: str, suite: str) -> dict[str, dict[str, object]]:
     sys.path.insert(0, str(TESTS))
     import numpy as np
     import test_kernels as tk
-    import test_projection as tp
-    import test_subspace as ts
 
     from squeeze import kernels, rng
     from squeeze.init import regenerate_theta0
     from squeeze.kernels import triton_rng
     from squeeze.projection import make_projection
-    from squeeze.subspace import Subspace, SubspaceConfig
 
     torch.set_num_threads(1)
     out: dict[str, dict[str, object]] = {}
@@ -117,6 +115,8 @@ def run_cases(device: str, suite: str) -> dict[str, dict[str, object]]:
     for (k0, k1, c0, c1), want in kat.items():
         x0, x1 = triton_rng.threefry2x32((k0, k1), torch.tensor([c0], device=device), torch.tensor([c1], device=device))
         out.setdefault("threefry", {})[f"kat {k0:x} {c0:x}"] = {"got": [int(x0[0]), int(x1[0])], "want": list(want)}
+    if suite == "golden":
+        return golden_cases(out, bits, device)
     g = np.random.default_rng(0)
     c = torch.from_numpy(g.integers(0, 2**32, (2, 5000), dtype=np.int64))
     for key in [(0, 0), (0xDEADBEEF, 0x12345678), (2**32 - 1, 1)]:
@@ -165,7 +165,18 @@ def run_cases(device: str, suite: str) -> dict[str, dict[str, object]]:
                 bits("regenerate", f"{kind} d={d} input={i}", lambda p=proj, x=x: kernels.regenerate(p, x.to(device), manifest, 21, base_dev),
                      lambda p=proj, x=x: regenerate_theta0(manifest, 21, base) + p.forward(x))
 
-    # Golden digests: projections, then whole subspaces (plain, layerwise, include patterns).
+    return golden_cases(out, bits, device)
+
+
+def golden_cases(out: dict, bits, device: str) -> dict:
+    """The golden digests: projections, then whole subspaces (plain, layerwise, include patterns)."""
+    import test_projection as tp
+    import test_subspace as ts
+
+    from squeeze import kernels
+    from squeeze.projection import make_projection
+    from squeeze.subspace import Subspace, SubspaceConfig
+
     for (kind, seed, d, D), (_, digest) in tp.GOLDEN.items():
         proj = make_projection(kind, D, d, seed)
         bits("golden projection", f"{kind}/{seed}/{d}/{D}", lambda p=proj, d=d: p.forward(tp.golden_theta_d(d).to(device)), lambda p=proj, d=d: p.forward(tp.golden_theta_d(d)))
@@ -323,7 +334,7 @@ def test_dispatch(monkeypatch):
 def main() -> None:
     ap = argparse.ArgumentParser(description="Run the Triton bit checks (interpreted on cpu, compiled on cuda).")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--suite", default="default", choices=["default", "all"])
+    ap.add_argument("--suite", default="default", choices=["golden", "default", "all"], help="golden: the Threefry known answers and golden digests only")
     ap.add_argument("--json", action="store_true", help="print one JSON line (for the tests)")
     args = ap.parse_args()
     results = run_cases(args.device, args.suite)

@@ -36,7 +36,7 @@ from squeeze.kernels.triton_rng import key_tensor, load_key, sign_bits
 from squeeze.kernels.triton_init import Segments, find_segment, segments, theta0_at, theta0_into
 
 TILE = 1024  # values per program, at least
-MAX_N = 1 << 16  # the largest block (next_pow2(d)) a program holds
+MAX_N = 1 << 14  # the largest block (next_pow2(d)) a program holds (its layout changes go through shared memory)
 
 
 @triton.jit

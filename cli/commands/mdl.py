@@ -47,9 +47,9 @@ ITEMS = (
 
 def command(
     file: Path = options.SqzFile,
-    data: str | None = typer.Option(None, "--data", help="The data the model was trained on (digits, mnist5k, mnist1d[:N], or a file): the bound uses its training split \\[default: the built-in set the file records]."),
+    data: str | None = typer.Option(None, "--data", help="The data the model was trained on (digits, mnist5k, mnist1d[:N], or a file): the bound uses its training split [default: the built-in set the file records]."),
     delta: float = typer.Option(0.05, "--delta", help="The bounds hold with probability 1 - delta."),
-    search_bits: float | None = typer.Option(None, "--search-bits", help="log2 of the number of configurations (d, L, learning rates, ...) tried before choosing this one \\[default: log2 of the candidates the file records, 0 if none]."),
+    search_bits: float | None = typer.Option(None, "--search-bits", help="log2 of the number of configurations (d, L, learning rates, ...) tried before choosing this one [default: log2 of the candidates the file records, 0 if none]."),
     threads: int = options.Threads,
     as_json: bool = options.Json,
     dev: str = options.Device,

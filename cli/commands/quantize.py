@@ -29,9 +29,9 @@ KEPT_METRICS = ("data", "metric", "method", "dense_test_accuracy", "dense_val_ac
 def command(
     file: Path = options.SqzFile,
     levels: int = typer.Option(..., "--levels", "-L", help="L: the number of distinct values theta_d keeps (e.g. 4 or 8)."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Where to write the quantized .sqz file \\[default: FILE-qL.sqz beside FILE]."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Where to write the quantized .sqz file [default: FILE-qL.sqz beside FILE]."),
     lean: bool = options.Lean,
-    data: str | None = typer.Option(None, "--data", help="Training data for quantization-aware fine-tuning and accuracy (digits, mnist5k, mnist1d[:N], or a file) \\[default: the built-in set the file records; without one: k-means only]."),
+    data: str | None = typer.Option(None, "--data", help="Training data for quantization-aware fine-tuning and accuracy (digits, mnist5k, mnist1d[:N], or a file) [default: the built-in set the file records; without one: k-means only]."),
     steps: int = typer.Option(DEFAULTS.steps, "--steps", help="Quantization-aware fine-tuning steps (needs data; 0: k-means only)."),
     lr: float = typer.Option(DEFAULTS.lr, "--lr", help="Adam learning rate of the fine-tuning."),
     distill: float = typer.Option(DEFAULTS.distill_weight, "--distill", help="Weight of matching the unquantized model's outputs, against the labels (0..1)."),

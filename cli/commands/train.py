@@ -34,7 +34,7 @@ def command(
     dev: str = options.Device,
     baseline: bool = typer.Option(False, "--baseline", help="Also train the dense model (same stopping rule) and record its accuracy."),
     baseline_lr: float = typer.Option(1e-3, "--baseline-lr", help="Adam learning rate of the dense baseline."),
-    baseline_epochs: Optional[int] = typer.Option(None, "--baseline-epochs", help="The cap on the dense baseline's epochs \\[default: --epochs]."),
+    baseline_epochs: Optional[int] = typer.Option(None, "--baseline-epochs", help="The cap on the dense baseline's epochs [default: --epochs]."),
     dtype: str = typer.Option("float16", "--dtype", help="Storage of theta_d: float16 (half the bytes) or float32."),
     layerwise: bool = typer.Option(False, "--layerwise", help="Learn one scale per tensor (SAID); the scales count in --dim."),
     arch_kwargs: Optional[str] = options.ArchKwargs,

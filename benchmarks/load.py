@@ -6,7 +6,7 @@
 The module (:class:`Big`) is an embedding 50257 x 768 plus 12 blocks of Linear layers shaped as
 GPT-2 small's (D = 123,614,976). It is saved once with ``squeeze.save`` (theta_d float32) and
 as a dense safetensors file of the same weights. Then each of these runs in its own fresh
-process (time from after the imports; peak RSS of the whole process from ``wait4``):
+process (time from after the imports; peak RSS of the whole process, its ``VmHWM``):
 
 * ``import torch`` alone (the floor every row pays);
 * dense: ``Big()`` + ``safetensors.torch.load_file`` + ``load_state_dict``;
@@ -74,13 +74,8 @@ print(time.perf_counter() - t)
 DECOMPRESS = """
 import time, torch
 from squeeze_cli.app import main
-import sys
-sys.argv = ["squeeze", "decompress", {sqz!r}, "-o", {out!r}, "--arch", {ref!r}, "--force"]
 t = time.perf_counter()
-try:
-    main()
-except SystemExit as e:
-    assert not e.code, e.code
+assert main(["decompress", {sqz!r}, "-o", {out!r}, "--arch", {ref!r}, "--force"]) in (0, None)
 print(time.perf_counter() - t)
 """
 
@@ -91,23 +86,23 @@ print(0.0)
 
 
 def measure(code: str, threads: int | None, repeats: int) -> tuple[float, float]:
-    """Medians of (seconds, peak RSS GB) over ``repeats`` fresh processes."""
-    rows = [_run_reaped(code, threads) for _ in range(repeats)]
+    """Medians of (seconds, peak RSS GB) over ``repeats`` fresh processes running ``code``."""
+    rows = [run(code, threads) for _ in range(repeats)]
     return statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
 
 
-def _run_reaped(code: str, threads: int | None) -> tuple[float, float]:
+def run(code: str, threads: int | None) -> tuple[float, float]:
+    """(the seconds ``code`` prints last, peak RSS in GB) of one fresh Python process. The
+    peak is the process's own ``VmHWM`` (``ru_maxrss`` would count the forking parent's pages)."""
     env = dict(os.environ)
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads))
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        pid = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=err, env=env, cwd=HERE.parent.parent).pid
-        _, status, usage = os.wait4(pid, 0)
-        out.seek(0)
-        err.seek(0)
-        if status != 0:
-            raise RuntimeError(err.read().decode()[-3000:])
-        return float(out.read().decode().split()[-1]), usage.ru_maxrss / 1e6
+    code += "\nprint(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=HERE.parent.parent, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    *_, seconds, kb = proc.stdout.split()
+    return float(seconds), int(kb) * 1024 / 1e9
 
 
 def _same_tensors(a: Path, b: Path) -> bool:

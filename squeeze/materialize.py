@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,7 +33,7 @@ from torch import nn
 
 from squeeze import kernels, rng
 
-CHUNK = 1 << 22  # values regenerated at once when streaming (16 MiB of float32)
+CHUNK = 1 << 20  # values regenerated at once when streaming (4 MiB of float32)
 _FAST_KINDS = ("sorf", "dense", "sparse")
 _register_lock = threading.Lock()
 
@@ -305,9 +306,17 @@ class FusedTheta(torch.autograd.Function):
         return torch.from_numpy(gx), (torch.from_numpy(gs) if scales is not None else None), None
 
 
-@torch.compiler.disable
+@torch._disable_dynamo
+def _fused_eager(theta_d: torch.Tensor, scales: torch.Tensor | None, sub) -> torch.Tensor:
+    return FusedTheta.apply(theta_d, scales, sub)
+
+
 def fused_theta(theta_d: torch.Tensor, scales: torch.Tensor | None, sub) -> torch.Tensor:
-    """``FusedTheta.apply``, run eagerly under ``torch.compile`` (the numba kernels are opaque to it)."""
+    """``FusedTheta.apply(theta_d, scales, sub)``; ``torch.compile`` runs it eagerly (the numba
+    kernels are opaque to it). Without torch._dynamo imported nothing can be compiling, and
+    importing it (seconds, and 150 MB) is left to whoever compiles."""
+    if "torch._dynamo" in sys.modules:
+        return _fused_eager(theta_d, scales, sub)
     return FusedTheta.apply(theta_d, scales, sub)
 
 

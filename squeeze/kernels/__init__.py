@@ -131,7 +131,6 @@ def cpu_module():
     return cpu
 
 
-
 _KAT = (0x6B200159, 0x99BA4EFE)  # Threefry-2x32-20 of key = counter = 0 (Random123 kat_vectors)
 
 

@@ -41,15 +41,12 @@ class Segments:
     goff: torch.Tensor
     scale: torch.Tensor
     given: torch.Tensor
+    size: int  # the number of indices the table covers
 
     @property
     def count(self) -> int:
+        """The number of segments."""
         return self.kind.numel()
-
-    @property
-    def size(self) -> int:
-        """The number of indices the table covers."""
-        return int(self.start[-1])
 
     @property
     def log2(self) -> int:
@@ -57,10 +54,13 @@ class Segments:
         return max(1, self.count.bit_length())
 
     def args(self) -> tuple:
+        """The table's tensors in the order the kernels take them."""
         return self.start, self.dst, self.kind, self.val, self.keys, self.goff, self.scale, self.given
 
 
-def segments(manifest, seed: int, base: dict[str, torch.Tensor] | None, entries: list[int], device, scales: torch.Tensor | None = None) -> Segments:
+def segments(
+    manifest, seed: int, base: dict[str, torch.Tensor] | None, entries: list[int], device: torch.device | str, scales: torch.Tensor | None = None
+) -> Segments:
     """The segment table of manifest ``entries`` (indices, in order) on ``device``.
 
     Args:
@@ -124,6 +124,7 @@ def segments(manifest, seed: int, base: dict[str, torch.Tensor] | None, entries:
         goff=torch.tensor(goff, **i64),
         scale=scale,
         given=torch.cat(given) if given else torch.zeros(1, dtype=torch.float32, device=device),
+        size=start[-1],
     )
 
 
@@ -156,7 +157,7 @@ def theta0_at(start, kind, val, keys, goff, given, s, i, m):
     k1 = tl.load(keys + 2 * s + 1, mask=m, other=0).to(tl.uint32, bitcast=True)
     u = uniform16_scaled(k0, k1, local, v)
     g = tl.load(given + tl.load(goff + s, mask=m, other=0) + local, mask=m & (kd == 2), other=0.0)
-    return tl.where(kd == 0, u, tl.where(kd == 1, v, g)), local
+    return tl.where(kd == 0, u, tl.where(kd == 1, v, g)), local  # UNIFORM, CONST, else GIVEN
 
 
 @triton.jit
@@ -175,7 +176,7 @@ def theta0_into(out: torch.Tensor, segs: Segments) -> torch.Tensor:
     return out
 
 
-def theta0(manifest, seed: int, base: dict[str, torch.Tensor] | None, device) -> torch.Tensor:
+def theta0(manifest, seed: int, base: dict[str, torch.Tensor] | None, device: torch.device | str) -> torch.Tensor:
     """The flat float32 theta_0 on ``device``, bit-exact with ``init.regenerate_theta0``.
 
     Args:

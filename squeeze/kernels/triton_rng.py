@@ -4,7 +4,7 @@ The same integer operations as ``squeeze/rng.py`` on explicit ``uint32`` values:
 wrap modulo 2**32, rotations shift by constants in 1..31 (never by 32 or more), and every
 right shift is of an unsigned value (a logical shift in numpy, in the interpreter, and in PTX).
 64-bit counters are split into words with a truncating cast and a shift of a non-negative
-int64 by 32. Only ``squeeze/kernels/triton_*.py`` imports this module: it needs ``triton``.
+int64 by 32. The module needs ``triton``: the dispatcher imports it only when a Triton path is asked for.
 
 Stream layouts (see ``squeeze/rng.py``):
   * signs: value ``g`` is bit ``g % 64`` of block ``g // 64`` (bits of x0, then of x1);

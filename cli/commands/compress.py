@@ -116,7 +116,7 @@ def command(
 ) -> None:
     """Compress a trained dense MODEL into the smallest .sqz file reaching --target (or the most accurate within --size bytes). theta_d is distilled from the dense model (the teacher) at each d until the validation objective stops improving, and stored as float16 or quantized; every choice is made on a validation share of the training split, and the test split is measured once the choice is made.
 
-    Exits with status 4 when the goal is not reached (the best file found is still written), 130 after Ctrl-C.
+    Exits with status 4 when a search of d misses the goal (the best file found is still written; with --dim pinned it is a note), 130 after Ctrl-C.
 
     Example: squeeze compress samples/mlp_mnist5k.safetensors --arch squeeze.zoo:MLP --data mnist5k --size 1500
     """
@@ -179,6 +179,9 @@ def command(
             msg = f"no candidate fits {config.size:,} bytes; saved the smallest ({f.size_bytes:,} bytes) to {output}. Try a larger --size or pin fewer --levels"
         else:
             msg = f"validation accuracy {k.val_accuracy:.4f} is below the target {target * result.teacher_val_accuracy:.4f} ({target:g} x teacher {result.teacher_val_accuracy:.4f}) even for the best candidate (d = {k.d:,}, {k.encoding}); saved it to {output}. Try a higher --max-dim or a lower --target"
+        if config.dim is not None:  # d was the user's choice: a note, not a failure
+            err_console.print(f"[yellow]note:[/] {escape(msg)}", highlight=False)
+            return
         err_console.print(f"[bold red]goal not reached:[/] {escape(msg)}", highlight=False)
         raise typer.Exit(EXIT_TARGET_MISSED)
 

@@ -196,7 +196,7 @@ class Subspace(nn.Module):
         """
         x = self.theta_d if theta_d is None else theta_d
         if mat.fused_applies(self, x):
-            return mat.fused_theta(x, self.scales, self)
+            return torch.cat(mat.fused_theta(x, self.scales, self))
         if self.plain:
             return self.theta_0 + self.projection(self.theta_d if theta_d is None else theta_d)
         return torch.cat(self._pieces(theta_d))
@@ -207,7 +207,7 @@ class Subspace(nn.Module):
         if theta is not None:
             pieces = torch.split(theta, sizes)
         elif mat.fused_applies(self, self.theta_d):
-            pieces = torch.split(self.theta(), sizes)
+            pieces = mat.fused_theta(self.theta_d, self.scales, self)
         else:
             pieces = self._pieces()
         return {s.name: t.view(s.shape) for s, t in zip(self.manifest, pieces)}

@@ -757,7 +757,9 @@ def _sorf_transpose_segments(g, x, n, b0, b1, keys, scale, pstart, dst, sc, acc,
     bits = np.empty(n, np.uint32)
     v = bits.view(np.float32)
     words = np.empty(n // U(32) + U(4), np.uint32)
-    k = U(np.searchsorted(pstart, U(b0) * n, side="right")) - U(1)
+    k = U(np.searchsorted(pstart, U(b0) * n, side="right"))
+    if k > U(0):
+        k -= U(1)
     for b in range(U(b0), U(b1)):
         o = b * n
         while pstart[k + U(1)] <= o:
@@ -789,29 +791,30 @@ def _sorf_transpose_segments(g, x, n, b0, b1, keys, scale, pstart, dst, sc, acc,
 
 
 def sorf_transpose_segments(
-    g: np.ndarray, x: np.ndarray, n: int, nblocks: int, keys: np.ndarray, scale: np.float32, pstart: np.ndarray, dst: np.ndarray, sc: np.ndarray
+    g: np.ndarray, x: np.ndarray, n: int, b0: int, b1: int, keys: np.ndarray, scale: np.float32, pstart: np.ndarray, dst: np.ndarray, sc: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Both gradients of theta = theta_0 + sc[k] * (P x) per tensor k (SORF) in one pass.
+    """Both gradients of theta = theta_0 + sc[k] * (P x) for tensors k (SORF), in one pass over
+    the projection's blocks b0 .. b1-1 (those the tensors cover).
 
     Args:
-        g: (D,) float32, the gradient of theta in manifest order.
+        g: float32, the gradient of the tensors' theta; tensor k's starts at g[dst[k]].
         x: (d,) float32, theta_d.
-        n, nblocks, keys, scale: as in :func:`sorf_transpose`.
-        pstart: (K + 1,) uint64: tensor k's share of the projection's output starts at pstart[k].
-        dst: (K,) uint64: where tensor k starts in theta (and g).
+        n, keys, scale: as in :func:`sorf_transpose`.
+        pstart: (K + 1,) uint64: tensor k is the projection's outputs pstart[k] .. pstart[k+1]-1.
+        dst: (K,) uint64: where tensor k starts in g.
         sc: (K,) float32: the scales (ones when there are none).
 
     Returns:
-        (P^T (sc * g) as (d,) float32, the K scale gradients <g_k, (P x)_k> as float32).
+        (P^T (sc * g) over these tensors as (d,) float64, the K scale gradients <g_k, (P x)_k> as float64).
     """
 
     def work(c, lo, hi):
         acc = np.zeros(n, np.float64)
         gs = np.zeros(sc.shape[0], np.float64)
-        _sorf_transpose_segments(g, x, n, lo, hi, keys, scale, pstart, dst, sc, acc, gs, WORD)
+        _sorf_transpose_segments(g, x, n, b0 + lo, b0 + hi, keys, scale, pstart, dst, sc, acc, gs, WORD)
         return acc, gs
 
-    parts = _run(work, nblocks, max(1, 4096 // n))
+    parts = _run(work, b1 - b0, max(1, 4096 // n))
     acc = np.sum([p[0] for p in parts], axis=0)
     gs = np.sum([p[1] for p in parts], axis=0)
-    return acc[: x.shape[0]].astype(np.float32), gs.astype(np.float32)
+    return acc[: x.shape[0]], gs

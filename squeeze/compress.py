@@ -263,7 +263,7 @@ class _Search:
         if self.floats:
             d = max(self.floats)
             sub, state, epochs, _ = self.floats[d]
-            sub.load_state_dict(state)
+            _restore(sub, state)
         else:
             epochs = 0
             sub = Subspace(self.build(), SubspaceConfig(dim=d, projection=self.config.projection, seed=self.config.seed), base=self.base)
@@ -285,7 +285,7 @@ class _Search:
             if c.d == d and c.encoding == enc:
                 return c
         sub, state, epochs, seconds = self.floats[d]
-        sub.load_state_dict(state)
+        _restore(sub, state)
         start = time.time()
         L = levels_of(enc)
         encoded, method = None, "float"
@@ -326,7 +326,21 @@ class _Search:
 
 
 def _state(sub: Subspace) -> dict:
-    return {k: v.detach().clone() for k, v in sub.state_dict().items()}
+    """What a candidate owns: theta_d, the layerwise scales and the buffers (not the module's
+    own, unused weights, which would cost D values per candidate)."""
+    state = {"theta_d": sub.theta_d.detach().clone(), "buffers": {k: v.detach().clone() for k, v in sub.extra_tensors().items()}}
+    if sub.scales is not None:
+        state["scales"] = sub.scales.detach().clone()
+    return state
+
+
+@torch.no_grad()
+def _restore(sub: Subspace, state: dict) -> None:
+    sub.theta_d.copy_(state["theta_d"])
+    if "scales" in state:
+        sub.scales.copy_(state["scales"])
+    for k, v in sub.extra_tensors().items():
+        v.copy_(state["buffers"][k])
 
 
 def _default_measure(sub: Subspace, encoded: dict | None, enc: str) -> tuple[int, int]:
@@ -467,13 +481,13 @@ def compress(
     sub = None
     for c in s.candidates:
         model = s.floats[c.d][0]
-        model.load_state_dict(c.state)
+        _restore(model, c.state)
         pred = predict(model.materialize(), data.x_test, device=dev).argmax(1)  # what the file decompresses to
         c.test_accuracy = float((pred == data.y_test).float().mean())
         c.test_agreement = float((pred == teacher_test).float().mean())
     if kept is not None:
         sub = s.floats[kept.d][0]
-        sub.load_state_dict(kept.state)
+        _restore(sub, kept.state)
     return CompressResult(
         sub=sub,
         kept=kept,

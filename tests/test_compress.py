@@ -259,3 +259,20 @@ def test_load_teacher_is_strict(teacher, digits):
     path, model, _ = teacher
     loaded = load_teacher(path, MLP(input_shape=digits.input_shape, num_classes=10, hidden=(32,)))
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+
+
+def test_batchnorm_statistics_of_the_kept_candidate_are_the_files(digits, tmp_path, capsys):
+    """A CNN with BatchNorm: several candidates share a trained d; the file holds the kept one's
+    statistics, and the decompressed model scores what the report says."""
+    torch.manual_seed(0)
+    dense = arch_mod.build("squeeze.zoo:ResNet", {"input_shape": [1, 8, 8], "num_classes": 10})
+    train(dense, digits, TrainConfig(epochs=3, lr=3e-3), progress=False)
+    ckpt = tmp_path / "resnet.safetensors"
+    save_file({k: v.contiguous() for k, v in dense.state_dict().items()}, str(ckpt))
+    rc = main(["compress", str(ckpt), "--arch", "squeeze.zoo:ResNet", "--data", "digits", "--dim", "64", "--epochs", "4", "--patience", "2", "--qat-steps", "10", "--json"])
+    report = _json(capsys.readouterr().out)
+    assert rc == 0 and len(report["trials"]) == 4
+    out = tmp_path / "resnet.sqz"
+    f = fmt.read(out)
+    assert any(k.endswith("running_var") for k in f.extras)
+    assert accuracy(fmt.load(out), digits.x_test, digits.y_test) == pytest.approx(report["accuracy"], abs=1e-6)

@@ -213,7 +213,7 @@ def _uniform_range(k0, k1, bound, q0, q1, out, o):
         out[j + U(1)] = _u16(w0 >> np.uint32(16), bound)
         out[j + U(2)] = _u16(w1 & _M16, bound)
         out[j + U(3)] = _u16(w1 >> np.uint32(16), bound)
-    for q in range(max(head, b1 * U(4)), q1):
+    for q in range(max(q0, head, b1 * U(4)), q1):  # q0 when the range lies inside one block
         out[o + q - q0] = _u16_one(k0, k1, bound, q)
 
 

@@ -117,7 +117,9 @@ def test_target_keeps_the_smallest_passing_file_user_architecture(digits, tmp_pa
     report = _json(capsys.readouterr().out)
     out = tmp_path / "net.sqz"  # the default output: beside the input
     assert rc == 0 and report["reached"] and report["output"] == str(out) and out.exists()
-    threshold = 0.9 * report["teacher_val_accuracy"]
+    t, n_val = 0.9 * report["teacher_val_accuracy"], len(digits.validation_split(0.1)[1].y_train)
+    threshold = report["threshold"]
+    assert threshold == pytest.approx(t + (t * (1 - t) / n_val) ** 0.5, abs=1e-6)  # the target plus one standard error
     passing = [t for t in report["trials"] if t["val_accuracy"] >= threshold]
     assert report["val_accuracy"] >= threshold
     assert report["sqz_bytes"] <= min(t["bytes"] for t in passing)

@@ -103,6 +103,7 @@ def command(
     lr: float = typer.Option(0.1, "--lr", help="Adam learning rate of theta_d."),
     batch_size: int = typer.Option(128, "--batch-size", help="Examples per step."),
     qat_steps: int = typer.Option(300, "--qat-steps", help="Quantization-aware fine-tuning steps per quantized candidate."),
+    margin: float = typer.Option(1.0, "--margin", help="With --target: a candidate passes when its validation accuracy exceeds the target by this many standard errors of a validation accuracy (0: the target itself)."),
     dev: str = options.Device,
     dtype: str = typer.Option("float16", "--dtype", help="The float encoding searched: float16 or float32."),
     base: Optional[str] = typer.Option(None, "--base", help="Compress a fine-tune as a delta against its pretrained base: a checkpoint (.safetensors/.pt), 'arch' or 'module:factory' (as in `squeeze train --base`). The file records the base's digest, never its weights."),
@@ -136,7 +137,7 @@ def command(
     config = CompressConfig(
         dim=parse_dim(dim), levels=parse_levels(levels), target=target, size=parse_size(size), projection=projection,
         seed=seed, epochs=epochs, patience=patience or None, lr=lr, batch_size=batch_size, device=check_device(dev),
-        dtype=dtype, max_dim=max_dim, qat_steps=qat_steps,
+        dtype=dtype, max_dim=max_dim, qat_steps=qat_steps, margin=margin,
     )
     student, arch_rec, ds = model_for_data(arch, arch_kwargs, data)
     teacher = load_teacher(model, student, trust_pickle=trust_pickle)
@@ -163,7 +164,7 @@ def command(
         raise typer.Exit(130)
     f = fmt.save(result.sub, output, arch=arch_rec, metrics=result.metrics(lean), data=None if lean else ds.describe(), dtype=_dtype(result.kept.encoding), encoded=result.encoded)
     if plot is not None:
-        plot_frontier(result.candidates, result.kept, plot, threshold=None if config.size else target * result.teacher_val_accuracy, budget=config.size, title=f"{arch} on {ds.name}")
+        plot_frontier(result.candidates, result.kept, plot, threshold=None if config.size else result.threshold, budget=config.size, title=f"{arch} on {ds.name}")
     report = _report(model, output, f, result, time.time() - start, plot)
     if as_json:
         console.print_json(json.dumps(report))
@@ -178,7 +179,7 @@ def command(
         if config.size:
             msg = f"no candidate fits {config.size:,} bytes; saved the smallest ({f.size_bytes:,} bytes) to {output}. Try a larger --size or pin fewer --levels"
         else:
-            msg = f"validation accuracy {k.val_accuracy:.4f} is below the target {target * result.teacher_val_accuracy:.4f} ({target:g} x teacher {result.teacher_val_accuracy:.4f}) even for the best candidate (d = {k.d:,}, {k.encoding}); saved it to {output}. Try a higher --max-dim or a lower --target"
+            msg = f"validation accuracy {k.val_accuracy:.4f} is below the target {result.threshold:.4f} ({target:g} x teacher {result.teacher_val_accuracy:.4f}, plus {config.margin:g} standard error) even for the best candidate (d = {k.d:,}, {k.encoding}); saved it to {output}. Try a higher --max-dim or a lower --target"
         if config.dim is not None:  # d was the user's choice: a note, not a failure
             err_console.print(f"[yellow]note:[/] {escape(msg)}", highlight=False)
             return
@@ -211,6 +212,7 @@ def _report(model: Path, output: Path, f, result: CompressResult, seconds: float
         "D": result.D,
         "encoding": k.encoding,
         "target": result.target,
+        "threshold": None if result.size else round(result.threshold, 6),
         "size": result.size,
         "reached": result.reached,
         "interrupted": result.interrupted,

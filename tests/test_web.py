@@ -21,8 +21,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from onnx import TensorProto, helper
 
+import squeeze
 from squeeze import format as fmt
 from squeeze.data import load_data
 from squeeze_cli.app import main
@@ -69,12 +71,14 @@ def test_default_model_is_the_readme_mlp_and_agrees_with_its_sqz():
     meta = {p.key: p.value for p in onnx.load(str(WEB / info["model"])).metadata_props}
     assert info["weights_sha256"] == f.weights_sha256 == meta["squeeze.weights_sha256"]
     assert info["bytes"] == (WEB / info["model"]).stat().st_size
-    assert info["input"] == f.data and info["sqz"]["d"] == 750 and info["sqz"]["bytes"] == f.size_bytes
     data = load_data("mnist5k")
+    assert info["input"] == (f.data or data.describe()) and (info["sqz"]["d"], info["sqz"]["bytes"]) == (f.d, f.size_bytes)
     n = len(data.y_test)
     raw = np.rint(data.x_test.numpy().reshape(n, -1).astype(np.float64) * 255).astype(np.int64)
-    accuracy = float((_onnxruntime_scores(WEB / info["model"], raw, info).argmax(1) == data.y_test.numpy()).mean())
-    assert abs(accuracy - f.metrics["test_accuracy"]) <= 0.002, (accuracy, f.metrics["test_accuracy"])
+    got = _onnxruntime_scores(WEB / info["model"], raw, info).argmax(1)
+    with torch.no_grad():
+        want = squeeze.load(WEB / "mlp.sqz")(data.x_test).argmax(1).numpy()
+    assert (got == want).mean() >= 0.998  # the same model (a near tie may flip between runtimes)
 
 
 def test_default_model_is_tiny():
@@ -136,6 +140,23 @@ def test_demo_no_serve_writes_a_static_site(tmp_path, capsys):
     assert main(["demo", str(WEB / "mlp.sqz"), "--no-serve", "-o", str(site)]) == 0
     _check_site(site)
     assert "model.onnx" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_demo_of_a_lean_file_takes_the_input_description_from_data(tmp_path, capsys):
+    lean, site = tmp_path / "lean.sqz", tmp_path / "site"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "squeeze_cli", "train", "--arch", "squeeze.zoo:MLP", "--data", "digits", "--dim", "200", "--epochs", "2", "--lean", "-o", str(lean)], check=True, env=env, capture_output=True)
+    assert main(["demo", str(lean), "--no-serve", "-o", str(site)]) == 2
+    assert "--data" in capsys.readouterr().err and not site.exists()
+    assert main(["demo", str(lean), "--no-serve", "-o", str(site), "--data", "digits"]) == 0
+    info = json.loads((site / "model.json").read_text())
+    data = load_data("digits")
+    assert info["input"] == data.describe() and info["graph_input"] == "raw"
+    raw = np.rint(data.x_test.numpy().reshape(len(data.y_test), -1).astype(np.float64) * 16).astype(np.int64)
+    with torch.no_grad():
+        want = squeeze.load(lean)(data.x_test).argmax(1).numpy()
+    assert np.array_equal(_onnxruntime_scores(site / "model.onnx", raw, info).argmax(1), want)
 
 
 def test_demo_writes_and_serves_on_loopback_and_stops_on_ctrl_c(tmp_path):

@@ -9,6 +9,7 @@ uses the same functions to make the page's default model.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import shutil
@@ -59,13 +60,15 @@ def copy_page(dest: Path) -> None:
             shutil.copy2(src, dst)
 
 
-def write_model(sqz: Path, dest: Path, *, arch: Optional[str] = None) -> dict:
+def write_model(sqz: Path, dest: Path, *, arch: Optional[str] = None, data: Optional[str] = None) -> dict:
     """Export ``sqz`` as the tiny ONNX graph ``dest/model.onnx`` and describe it in ``dest/model.json``.
 
     Args:
         sqz: the .sqz file (its recorded input description says what the page draws).
         dest: an existing folder.
         arch: architecture reference instead of the file's own.
+        data: a data source whose description stands in for the input description a file made
+            with ``--lean`` leaves out (its shape and preprocessing; the weights are the file's).
 
     Returns:
         The contents of ``model.json``.
@@ -80,7 +83,11 @@ def write_model(sqz: Path, dest: Path, *, arch: Optional[str] = None) -> dict:
     if f.base is not None:
         raise SqueezeError(f"{sqz} is a fine-tune of a base model, whose weights the tiny graph keeps in a separate data file the page does not load; export it with squeeze export --tiny instead")
     if not f.data or not f.data.get("input_shape"):
-        raise SqueezeError(f"{sqz} records no input description (made with --lean?); the page needs the input shape it records")
+        if data is None:
+            raise SqueezeError(f"{sqz} records no input description (made with --lean); pass --data with the data it was made for (e.g. --data mnist5k) so the page knows its input")
+        from squeeze.data import load_data
+
+        f = dataclasses.replace(f, data=load_data(data).describe())
     onnx_path = dest / "model.onnx"
     report = export_onnx(f, onnx_path, arch=arch, tiny=True)
     info = {
@@ -151,6 +158,7 @@ def command(
     no_serve: bool = typer.Option(False, "--no-serve", help="Only write the folder (for static hosting: any web server, no special headers)."),
     port: int = typer.Option(0, "--port", min=0, max=65535, help="Port on 127.0.0.1; 0 picks a free one."),
     arch: Optional[str] = options.Arch,
+    data: Optional[str] = typer.Option(None, "--data", help="For a file made with --lean (no input description): the data it was made for (digits, mnist5k, mnist1d[:N] or a file), whose input shape and preprocessing the page uses."),
 ) -> None:
     """Show FILE's model in a web page: its tiny ONNX graph run by onnxruntime-web, offline.
 
@@ -171,7 +179,7 @@ def command(
         created = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
         try:
-            info = write_model(file, folder, arch=arch)
+            info = write_model(file, folder, arch=arch, data=data)
             copy_page(folder)
         except BaseException:
             if created and folder != Path(tmp):

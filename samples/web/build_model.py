@@ -2,11 +2,13 @@
 
     python samples/web/build_model.py            # from the repository root, squeeze installed
 
-1. Compresses ``samples/mlp_mnist5k.safetensors`` exactly as the README's first command does
-   (``--dim 750``, one CPU thread) into ``samples/web/mlp.sqz``.
+1. Runs the README's first command (the ``squeeze compress samples/mlp_mnist5k.safetensors ...``
+   line of README.md's quick start, read from README.md, on one CPU thread) with its output
+   redirected to ``samples/web/mlp.sqz``.
 2. Exports it as the tiny ONNX graph ``samples/web/model.onnx`` and writes ``model.json``
    (what the page needs: input description, how the graph takes it, the .sqz facts), with the
-   same function ``squeeze demo`` uses.
+   same function ``squeeze demo`` uses (the command's ``--data`` describes the input when the
+   command leaves the description out with ``--lean``).
 3. Writes ``examples/mnist5k.json`` and ``examples/digits.json``: the first test image of each
    class of the two image data sets the page draws (28x28 and 8x8), as raw pixel values.
 """
@@ -16,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -24,14 +28,33 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-README_COMMAND = ["compress", "samples/mlp_mnist5k.safetensors", "--arch", "squeeze.zoo:MLP", "--data", "mnist5k", "--dim", "750"]
+FIRST_COMMAND = re.compile(r"squeeze (compress samples/mlp_mnist5k\.safetensors[^\n#]*)")
 
 
-def compress(out: Path) -> None:
-    """Run the README's first command (one thread, so the result repeats exactly)."""
+def readme_command() -> list[str]:
+    """The README's first command's arguments after ``squeeze``, without its ``-o`` output."""
+    found = FIRST_COMMAND.search((REPO / "README.md").read_text())
+    if found is None:
+        raise SystemExit("README.md has no 'squeeze compress samples/mlp_mnist5k.safetensors ...' command")
+    args = shlex.split(found[1])
+    out = []
+    skip = False
+    for a in args:
+        if skip:
+            skip = False
+        elif a in ("-o", "--output"):
+            skip = True
+        elif not a.startswith(("-o=", "--output=")):
+            out.append(a)
+    return out
+
+
+def compress(args: list[str], out: Path) -> None:
+    """Run the README's first command into ``out`` (one thread, so the result repeats exactly)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out.unlink(missing_ok=True)
-    subprocess.run([sys.executable, "-m", "squeeze_cli", *README_COMMAND, "-o", str(out)], cwd=REPO, env=env, check=True)
+    print("squeeze", shlex.join(args), "-o", out.relative_to(REPO))
+    subprocess.run([sys.executable, "-m", "squeeze_cli", *args, "-o", str(out)], cwd=REPO, env=env, check=True)
 
 
 def write_examples(name: str, dest: Path) -> dict:
@@ -64,9 +87,11 @@ def main() -> None:
     from squeeze_cli.commands.demo import write_model
 
     sqz = HERE / "mlp.sqz"
+    command = readme_command()
     if not (args.keep_sqz and sqz.exists()):
-        compress(sqz)
-    info = write_model(sqz, HERE)
+        compress(command, sqz)
+    data = command[command.index("--data") + 1] if "--data" in command else None
+    info = write_model(sqz, HERE, data=data)
     print(f"model.onnx: {info['bytes']:,} bytes (tiny: {info['tiny']}), from {info['sqz']['bytes']:,} bytes of .sqz; graph input: {info['graph_input']}")
     for name in ("mnist5k", "digits"):
         ex = write_examples(name, HERE / "examples" / f"{name}.json")

@@ -292,7 +292,8 @@ function showModel() {
 function describeSource(name, recorded, info) {
   if (info && info.sqz) {
     const s = info.sqz;
-    return `${s.file}: ${fmt(s.bytes)} bytes as .sqz, D = ${fmt(s.D)} weights from d = ${fmt(s.d)} (${s.projection}), ${s.arch}, test accuracy ${s.test_accuracy ?? '?'}`;
+    const accuracy = typeof s.test_accuracy === 'number' ? `, test accuracy ${s.test_accuracy}` : '';
+    return `${s.file}: ${fmt(s.bytes)} bytes as .sqz, D = ${fmt(s.D)} weights from d = ${fmt(s.d)} (${s.projection}), ${s.arch}${accuracy}`;
   }
   if (recorded) {
     const kind = recorded.tiny ? 'a tiny graph from squeeze export' : 'squeeze export';

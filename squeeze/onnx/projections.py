@@ -3,10 +3,10 @@ same :class:`~squeeze.projection.Projection` object the torch path uses (its siz
 layout, scale exponent and nonzeros per row) and performing the reference's float32
 operations in the reference's order:
 
-* ``sorf``: ``y_b = 2**e * H S3_b H S2_b H S1_b pad(x)``, the Walsh-Hadamard butterflies as
-  log2(n) identical stages ``(a, b) -> (a + b, a - b)`` over adjacent pairs whose outputs are
-  written half sums, half differences (Pease's form: stage s combines the same two partial
-  sums as the reference's stage h = 2**s, so every value is the same IEEE result);
+* ``sorf``: ``y_b = 2**e * H S3_b H S2_b H S1_b pad(x)``; each block of n values is held as
+  axes of size 4 (two index bits each), and the Walsh-Hadamard butterflies
+  ``(a, b) -> (a + b, a - b)`` run two levels per axis, bit 0 first, exactly the reference's
+  stages h = 1, 2, 4, ... in place (the same pairs, the same IEEE operations);
 * ``dense``: each row's sign products summed by the fixed pairwise tree of
   :func:`squeeze.projection.base.fold_sum`, then times ``2**e``;
 * ``sparse``: the k signed entries of each row gathered, summed by the same tree, times ``2**e``.
@@ -23,7 +23,7 @@ import numpy as np
 from squeeze import rng
 from squeeze.errors import SqueezeError
 from squeeze.onnx import threefry as tf
-from squeeze.onnx.graph import Builder, Function
+from squeeze.onnx.graph import Builder, Function, Ref
 from squeeze.projection import Projection
 from squeeze.projection.base import next_pow2
 
@@ -38,33 +38,49 @@ def _i64(values) -> np.ndarray:
     return np.array(values, np.int64)
 
 
-def _stage(g: Builder, ins: list[str]) -> list[str]:
-    """One butterfly stage: x viewed as (rows, n/2, 2) by ``shape``; returns (rows, n, 1)."""
-    x, shape = ins
-    a, b = g.op("Split", g.op("Reshape", x, shape), axis=2, num_outputs=2, outputs=2)
-    return [g.op("Concat", g.op("Add", a, b), g.op("Sub", a, b), axis=1)]
+def _radix4(g: Builder, ins: list[str]) -> list[str]:
+    """Two butterfly levels on one axis of size 4 (index 2 * high bit + low bit): the low bit's
+    pairs first, then the high bit's, as the reference's h = 2**s, 2**(s+1) stages."""
+    x0, x1, x2, x3 = g.op("Split", ins[0], axis=Ref("axis"), num_outputs=4, outputs=4)
+    a0, d0, a1, d1 = g.op("Add", x0, x1), g.op("Sub", x0, x1), g.op("Add", x2, x3), g.op("Sub", x2, x3)
+    return [g.op("Concat", g.op("Add", a0, a1), g.op("Add", d0, d1), g.op("Sub", a0, a1), g.op("Sub", d0, d1), axis=Ref("axis"))]
 
 
-STAGE = Function("H", ("x", "s"), ("y",), _stage)
+def _radix2(g: Builder, ins: list[str]) -> list[str]:
+    """One butterfly level on one axis of size 2."""
+    a, b = g.op("Split", ins[0], axis=Ref("axis"), num_outputs=2, outputs=2)
+    return [g.op("Concat", g.op("Add", a, b), g.op("Sub", a, b), axis=Ref("axis"))]
+
+
+RADIX4 = Function("F", ("x",), ("y",), _radix4, ("axis",))
+RADIX2 = Function("E", ("x",), ("y",), _radix2, ("axis",))
+
+
+def butterfly_shape(n: int) -> list[int]:
+    """A block of n = 2**L values as axes of size 4 (bits 2j, 2j+1 in axis -(j+1)), with one
+    axis of size 2 in front for the top bit when L is odd."""
+    levels = n.bit_length() - 1
+    return [2] * (levels % 2) + [4] * (levels // 2)
 
 
 def _fwht_function(n: int) -> Function:
-    stages = n.bit_length() - 1
+    levels = n.bit_length() - 1
 
     def body(g: Builder, ins: list[str]) -> list[str]:
-        x, pairs, square = ins
-        for _ in range(stages):
-            x = g.call(STAGE, x, pairs)
-        return [g.op("Reshape", x, square)]
+        x = ins[0]
+        for j in range(levels // 2):  # bits 0-1, 2-3, ...: the reference's stage order
+            x = g.call(RADIX4, x, axis=-(j + 1))
+        if levels % 2:
+            x = g.call(RADIX2, x, axis=-(levels // 2) - 1)
+        return [x]
 
-    return Function(f"W{n}", ("x", "p", "q"), ("y",), body)
+    return Function(f"W{n}", ("x",), ("y",), body)
 
 
-def fwht(g: Builder, x: str, rows: int, n: int) -> str:
-    """Unnormalised Walsh-Hadamard transform of x (rows, n) over its last axis."""
-    if n == 1:
-        return x
-    return g.call(_fwht_function(n), x, g.const(_i64([rows, n // 2, 2])), g.const(_i64([rows, n])))
+def fwht(g: Builder, x: str, n: int) -> str:
+    """Unnormalised Walsh-Hadamard transform over the trailing :func:`butterfly_shape` axes
+    of x (any leading axes), in the reference's butterfly order."""
+    return x if n == 1 else g.call(_fwht_function(n), x)
 
 
 def fold_sum(g: Builder, v: str, m: int) -> str:
@@ -97,12 +113,15 @@ class _Sorf:
     @staticmethod
     def emit(g: Builder, p, x: str, first: int, theta_d: str) -> str:
         count = -(-p.blocks * p.n // 64)
-        bits = g.op("Reshape", tf.sign_bits(g, tf.rows(g, x, first, 3 * count)), g.const(_i64([3, 64 * count])))
-        bits = g.op("Slice", bits, g.const(_i64([0])), g.const(_i64([p.blocks * p.n])), g.const(_i64([1])))
-        signs = g.op("Reshape", tf.to_signs(g, bits), g.const(_i64([3, p.blocks, p.n])))  # (3, blocks, n)
-        v = g.op("Pad", theta_d, g.const(_i64([0, p.n - p.d])))  # (n,), broadcast over the blocks
+        shape = butterfly_shape(p.n)
+        bits = tf.sign_bits(g, tf.rows(g, x, first, 3 * count))  # (3 * 64 * count,)
+        if p.blocks * p.n != 64 * count:  # drop each stream's bits beyond blocks * n
+            bits = g.op("Reshape", bits, g.const(_i64([3, 64 * count])))
+            bits = g.op("Slice", bits, g.const(_i64([0])), g.const(_i64([p.blocks * p.n])), g.const(_i64([1])))
+        signs = g.op("Reshape", tf.to_signs(g, bits), g.const(_i64([3, p.blocks, *shape])))  # (3, blocks, n)
+        v = g.op("Reshape", g.op("Pad", theta_d, g.const(_i64([0, p.n - p.d]))), g.const(_i64(shape)))  # broadcast over blocks
         for r in range(3):
-            v = fwht(g, g.op("Mul", v, g.op("Gather", signs, g.const(np.int64(r)))), p.blocks, p.n)
+            v = fwht(g, g.op("Mul", v, g.op("Gather", signs, g.const(np.int64(r)))), p.n)
         flat = g.op("Reshape", _scale(g, v, p.scale_exp), g.const(_i64([-1])))
         return g.op("Slice", flat, g.const(_i64([0])), g.const(_i64([p.D])))
 
@@ -164,4 +183,4 @@ def forward(g: Builder, p: Projection, x: str, first: int, theta_d: str) -> str:
     return _WRITERS[p.kind].emit(g, p, x, first, theta_d)
 
 
-__all__ = ["MAX_ENTRIES", "TooLarge", "check_size", "fold_sum", "forward", "fwht", "requests"]
+__all__ = ["MAX_ENTRIES", "TooLarge", "check_size", "fold_sum", "forward", "fwht", "butterfly_shape", "requests"]

@@ -94,7 +94,7 @@ def theta(g: Builder, sub: Subspace, stored: Stored) -> str:
     theta0 = g.op("Mul", g.op("Gather", source, index), g.op("Gather", g.const(np.array(mult, np.float32)), seg))
 
     p = projections.forward(g, sub.projection, x, starts[len(uniform)], stored.theta_d)
-    if sub.scales is None and len(sub.selected) == len(manifest):
+    if sub.plain:
         return g.op("Add", theta0, p)
     # Include patterns or layerwise scales: entries outside the subspace keep theta_0 itself.
     selected = {i: k for k, i in enumerate(sub.selected)}

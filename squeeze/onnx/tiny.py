@@ -111,8 +111,9 @@ def build(sub: Subspace, model: nn.Module, f, spec: InputSpec, example: torch.Te
     g = Builder(opset)
     base = None
     order = base_order(sub)
-    if order:
-        base = np.concatenate([sub.theta_0[_slice(sub, i)].detach().cpu().numpy() for i in order]).astype("<f4")
+    if order:  # theta_0 of a base entry is the base tensor as float32
+        tensors = sub.base_tensors()
+        base = np.concatenate([tensors[sub.manifest[i].name].detach().to("cpu", torch.float32).reshape(-1).numpy() for i in order]).astype("<f4")
     names_in = Stored(
         theta_d=stored.theta_d(g, f.theta_d.cpu().numpy(), f.encoding["enc"]),
         scales=stored.scales(g, None if f.scales is None else f.scales.cpu().numpy()),
@@ -125,11 +126,6 @@ def build(sub: Subspace, model: nn.Module, f, spec: InputSpec, example: torch.Te
     names = Names(rename.get(flat, flat), rename.get(names_in.base) if base is not None else None)
     tiny.metadata_props.add(key=THETA_KEY, value=names.theta)
     return tiny, names, base
-
-
-def _slice(sub: Subspace, i: int) -> slice:
-    start = sum(s.numel for s in sub.manifest[:i])
-    return slice(start, start + sub.manifest[i].numel)
 
 
 def check_base_file(path: Path, sub: Subspace, base: np.ndarray, digest: str) -> bool:

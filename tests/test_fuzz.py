@@ -323,7 +323,7 @@ def test_arguments_from_the_file_that_break_the_architecture_are_arch_errors(sqz
     [
         ("os:system", {"command": "touch {flag}"}, "is not a torch.nn.Module class; squeeze does not run code a file names"),
         ("subprocess:getoutput", {"cmd": "touch {flag}"}, "is not a torch.nn.Module class"),
-        ("{py}:Net", {}, "is code in a Python file; squeeze does not run code a file names; pass --arch"),
+        ("{py}:Net", {}, "from the Python file evil.py, and squeeze does not run code a file names; give it yourself if you trust it: --arch PATH/TO/evil.py:Net"),
         (".x:Y", {}, "cannot import module"),
         (":Y", {}, "cannot import module"),
     ],

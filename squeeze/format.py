@@ -4,17 +4,22 @@ Tensors:
   * ``theta_d``  -- float32 or float16 (metadata ``theta`` = ``{"enc": "f32"|"f16"}``), or an
     encoding from :mod:`squeeze.coding` (codes + codebook, or an entropy-coded stream);
   * ``scales``   -- float32 per-tensor scales of the layerwise variant;
-  * ``buf.NAME`` -- buffers learned from data (BatchNorm statistics), stored as they are.
+  * ``bufs``     -- buffers learned from data (BatchNorm statistics), stored as they are, packed
+    into one uint8 tensor (their raw bytes in sorted name order; metadata ``bufs`` lists
+    ``[name, dtype, shape]``). One safetensors entry costs ~65 header bytes, so a small CNN's
+    27 buffers cost 2.3 KB as separate tensors. Files written before store each buffer as its
+    own tensor ``buf.NAME``; both read the same.
 Metadata (strings; JSON where structured, compact, sorted keys; every byte counts in a file
 of a few hundred):
   ``format``, ``format_version``, ``spec`` (projection kind, seed as a decimal string, d, D,
   generator, projection parameters, layerwise, include patterns), ``params`` (the manifest,
   :func:`squeeze.init.manifest_text`: ``name:dims:init`` entries such as
-  ``fc.weight:200x784:u73p-11``; over 2 KiB, as a pretrained transformer's hundred tensors
-  make, it is stored as ``zlib:`` + base64 of its zlib-compressed text), ``arch`` (import
+  ``fc.weight:200x784:u73p-11``; over 512 characters, as a CNN's forty tensors make, it is
+  stored as ``zlib:`` + base64 of its zlib-compressed text when that is shorter), ``arch`` (import
   reference + the keyword arguments that differ from the factory's defaults), ``base`` (the
   base digest of a fine-tune), ``weights_sha256`` (the regenerated weights),
-  ``buffers_sha256`` (the stored buffers, when there are any), ``metrics``, ``data`` (input
+  ``buffers_sha256`` (the stored buffers, when there are any), ``bufs`` (their packed layout),
+  ``metrics``, ``data`` (input
   shape, classes and preprocessing), ``theta`` (the encoding), ``created_by``.
 
 Readers reject unknown major versions, warn about unknown keys, and check every size before
@@ -52,8 +57,9 @@ GENERATOR = "threefry2x32-20"
 MAX_FILE_BYTES = 1 << 31  # a .sqz file is tiny; anything larger is not one
 MAX_HEADER_BYTES = 1 << 24
 PACKED = "zlib:"  # prefix of a compressed manifest in ``params``
-PACK_PARAMS_OVER = 2048  # manifest text longer than this is stored compressed
-KNOWN_KEYS = {"format", "format_version", "spec", "params", "arch", "base", "weights_sha256", "buffers_sha256", "metrics", "data", "theta", "created_by"}
+PACK_PARAMS_OVER = 512  # manifest text longer than this is stored compressed (when that is shorter)
+KNOWN_KEYS = {"format", "format_version", "spec", "params", "arch", "base", "weights_sha256", "buffers_sha256", "bufs", "metrics", "data", "theta", "created_by"}
+BUFFER_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16, "f64": torch.float64, "i64": torch.int64, "i32": torch.int32, "i16": torch.int16, "i8": torch.int8, "u8": torch.uint8, "b": torch.bool}
 REQUIRED_KEYS = ("format", "format_version", "spec", "params", "weights_sha256", "theta")
 
 
@@ -159,7 +165,8 @@ def save(
     if sub.scales is not None:
         tensors["scales"] = sub.scales.detach().to("cpu", torch.float32).contiguous()
     buffers = {k: v.detach().cpu().contiguous() for k, v in sub.extra_tensors().items()}
-    tensors.update({"buf." + k: v for k, v in buffers.items()})
+    if buffers:
+        layout, tensors["bufs"] = _pack_buffers(buffers)
     with torch.no_grad():
         digest = digest_of(sub.theta(theta_d=decoded.to(sub.theta_d.device)))
     spec = {"kind": sub.config.projection, "seed": str(sub.config.seed), "d": sub.config.dim, "D": sub.D, "gen": GENERATOR, "p": sub.projection.spec()}
@@ -180,6 +187,7 @@ def save(
         meta["arch"] = _json({k: v for k, v in arch.items() if v or k == "ref"})
     if buffers:
         meta["buffers_sha256"] = buffers_digest(buffers)
+        meta["bufs"] = layout
     if sub.base_digest:
         meta["base"] = sub.base_digest
     if metrics:
@@ -232,11 +240,13 @@ def _header(raw: bytes, name: str) -> dict:
     return header
 
 
-def _pack_params(text: str) -> str:
-    """The manifest text as stored: itself, or ``zlib:`` + base64(zlib(text)) when over 2 KiB."""
-    if len(text) <= PACK_PARAMS_OVER:
+def _pack_params(text: str, over: int = PACK_PARAMS_OVER) -> str:
+    """The manifest (or buffer layout) text as stored: itself, or ``zlib:`` + base64(zlib(text))
+    when it is over ``over`` characters and that is shorter."""
+    if len(text) <= over:
         return text
-    return PACKED + base64.b64encode(zlib.compress(text.encode(), 9)).decode("ascii")
+    packed = PACKED + base64.b64encode(zlib.compress(text.encode(), 9)).decode("ascii")
+    return packed if len(packed) < len(text) else text
 
 
 def _unpack_params(value: str, name: str) -> str:
@@ -251,6 +261,50 @@ def _unpack_params(value: str, name: str) -> str:
         return text.decode()
     except (binascii.Error, zlib.error, ValueError):  # UnicodeDecodeError is a ValueError
         raise FormatError(f"{name}: the packed manifest 'params' is damaged or over {MAX_HEADER_BYTES:,} bytes; the file is damaged") from None
+
+
+def _pack_buffers(buffers: dict[str, torch.Tensor]) -> tuple[str, torch.Tensor]:
+    """(layout text, one uint8 tensor): the buffers' raw little-endian bytes in sorted name order;
+    the layout, a JSON list of ``[name, dtype, shape]``, is zlib-packed when that is shorter."""
+    codes = {v: k for k, v in BUFFER_DTYPES.items()}
+    layout, parts = [], []
+    for k in sorted(buffers):
+        t = buffers[k]
+        if t.dtype not in codes:
+            raise SqueezeError(f"buffer {k} has dtype {t.dtype}, which a .sqz file cannot store; use one of {', '.join(str(d) for d in BUFFER_DTYPES.values())}")
+        layout.append([k, codes[t.dtype], list(t.shape)])
+        parts.append(t.reshape(-1).view(torch.uint8) if t.numel() else torch.zeros(0, dtype=torch.uint8))
+    text = _json(layout)
+    return _pack_params(text, over=0), torch.cat(parts)
+
+
+def _unpack_buffers(blob: torch.Tensor, text: str, name: str) -> dict[str, torch.Tensor]:
+    """The buffers from the packed tensor and its layout, every size checked first."""
+    damaged = f"{name}: the packed buffers are damaged"
+    try:
+        layout = json.loads(text)
+    except (ValueError, RecursionError):
+        raise FormatError(f"{damaged} (their layout is not JSON)") from None
+    if blob.dtype != torch.uint8 or blob.dim() != 1 or not isinstance(layout, list):
+        raise FormatError(damaged)
+    out, offset = {}, 0
+    for item in layout:
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and item[1] in BUFFER_DTYPES and isinstance(item[2], list)):
+            raise FormatError(damaged)
+        if item[0] in out or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1 << 40 for n in item[2]):
+            raise FormatError(damaged)
+        dtype = BUFFER_DTYPES[item[1]]
+        count = 1
+        for n in item[2]:
+            count *= n
+        size = count * torch.empty(0, dtype=dtype).element_size()
+        if offset + size > blob.numel():
+            raise FormatError(f"{damaged} (the layout needs more bytes than are stored)")
+        out[item[0]] = blob[offset : offset + size].clone().view(dtype).reshape(item[2])
+        offset += size
+    if offset != blob.numel():
+        raise FormatError(f"{damaged} ({blob.numel() - offset} bytes left over)")
+    return out
 
 
 def _meta_json(meta: dict, key: str, kind: type, name: str):
@@ -414,6 +468,11 @@ def parse(raw: bytes, name: str = "<bytes>") -> SqzFile:
         raise FormatError(f"{name}: expected {n_scales} layerwise scales; the file is damaged")
     d_theta = d - (scales.numel() if scales is not None else 0)
     extras = {k[4:]: v for k, v in tensors.items() if k.startswith("buf.")}
+    packed = tensors.pop("bufs", None)
+    if ("bufs" in meta) != (packed is not None) or (packed is not None and extras):
+        raise FormatError(f"{name}: the packed buffers and their layout disagree; the file is damaged")
+    if packed is not None:
+        extras = _unpack_buffers(packed, _unpack_params(meta["bufs"], name), name)
     coded = {k: v for k, v in tensors.items() if not k.startswith("buf.")}
     theta_d = coding_registry.decode(enc, coded, d_theta, name=name)
     meta_obj = {k: _meta_json(meta, k, dict, name) for k in ("arch", "metrics", "data") if k in meta}

@@ -1,0 +1,107 @@
+"""The fixed cost of a file: BatchNorm statistics packed into one tensor and a CNN's manifest
+zlib-packed, with the same regenerated bits, the same buffers and their digest; files with the
+earlier one-tensor-per-buffer layout still read."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+import torch
+from safetensors.torch import load as st_load, save as st_save
+
+from squeeze import Subspace, SubspaceConfig
+from squeeze import format as fmt
+from squeeze.errors import FormatError
+from squeeze.zoo import ResNet
+
+ARCH = {"ref": "squeeze.zoo:ResNet", "kwargs": {"input_shape": [1, 8, 8]}}
+
+
+@pytest.fixture
+def resnet_file(tmp_path):
+    torch.manual_seed(0)
+    sub = Subspace(ResNet(input_shape=(1, 8, 8), num_classes=10), SubspaceConfig(dim=64, seed=5))
+    with torch.no_grad():
+        sub.theta_d.copy_(torch.linspace(-0.5, 0.5, 64))
+        for k, b in sub.extra_tensors().items():
+            b.copy_(torch.rand(b.shape) + 0.5 if b.dtype.is_floating_point else torch.tensor(7))
+    fmt.round_for_storage_(sub, "float16")
+    path = tmp_path / "r.sqz"
+    fmt.save(sub, path, arch=ARCH)
+    return sub, path
+
+
+def _header(raw: bytes) -> dict:
+    (n,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8 : 8 + n])
+
+
+def _old_layout(sub: Subspace, path, new_path) -> None:
+    """Rewrite a file the way squeeze wrote it before: one tensor per buffer."""
+    raw = path.read_bytes()
+    meta = _header(raw)["__metadata__"]
+    tensors = {k: v for k, v in st_load(raw).items() if k != "bufs"}
+    tensors.update({"buf." + k: v.contiguous() for k, v in sub.extra_tensors().items()})
+    meta = {k: v for k, v in meta.items() if k != "bufs"}
+    new_path.write_bytes(fmt.canonical_header(st_save(tensors, metadata=meta)))
+
+
+def test_buffers_are_one_tensor_and_read_back_exactly(resnet_file, tmp_path):
+    sub, path = resnet_file
+    raw = path.read_bytes()
+    assert sorted(k for k in _header(raw) if k != "__metadata__") == ["bufs", "theta_d"]
+    f = fmt.read(path)
+    want = sub.extra_tensors()
+    assert sorted(f.extras) == sorted(want) and len(want) == 27
+    assert all(torch.equal(f.extras[k], v) and f.extras[k].dtype == v.dtype for k, v in want.items())
+    assert f.buffers_sha256 == fmt.buffers_digest(want)
+    loaded = fmt.load_subspace(path)
+    assert loaded.digest() == sub.digest() == f.weights_sha256
+    assert all(torch.equal(a, b) for a, b in zip(loaded.extra_tensors().values(), want.values()))
+
+
+def test_the_earlier_layout_reads_the_same_and_is_larger(resnet_file, tmp_path):
+    sub, path = resnet_file
+    old = tmp_path / "old.sqz"
+    _old_layout(sub, path, old)
+    f_old, f_new = fmt.read(old), fmt.read(path)
+    assert f_old.extras.keys() == f_new.extras.keys() and all(torch.equal(f_old.extras[k], f_new.extras[k]) for k in f_new.extras)
+    assert f_old.buffers_sha256 == f_new.buffers_sha256 and f_old.weights_sha256 == f_new.weights_sha256
+    assert fmt.load_subspace(old).digest() == f_new.weights_sha256
+    print(f"ResNet (27 buffers), d = 64: {old.stat().st_size:,} bytes with a tensor per buffer, {path.stat().st_size:,} packed")
+    assert path.stat().st_size < old.stat().st_size - 1500
+
+
+def test_the_manifest_is_packed_only_when_shorter(resnet_file):
+    _, path = resnet_file
+    meta = _header(path.read_bytes())["__metadata__"]
+    assert meta["params"].startswith(fmt.PACKED)
+    assert fmt._pack_params("a:1:u1p-3", over=0) == "a:1:u1p-3"  # zlib + base64 would be longer
+
+
+@pytest.mark.parametrize("damage", ["short", "long", "json", "orphan", "both", "dtype"])
+def test_a_damaged_buffer_layout_is_refused_in_one_sentence(resnet_file, tmp_path, damage):
+    sub, path = resnet_file
+    raw = path.read_bytes()
+    meta = dict(_header(raw)["__metadata__"])
+    tensors = dict(st_load(raw))
+    layout = json.loads(fmt._unpack_params(meta["bufs"], "x"))
+    if damage == "short":
+        tensors["bufs"] = tensors["bufs"][:-4].clone()
+    elif damage == "long":
+        tensors["bufs"] = torch.cat([tensors["bufs"], torch.zeros(8, dtype=torch.uint8)])
+    elif damage == "json":
+        meta["bufs"] = "[["
+    elif damage == "orphan":
+        del meta["bufs"]
+    elif damage == "both":
+        tensors["buf.extra"] = torch.zeros(2)
+    else:
+        layout[0][1] = "complex128"
+        meta["bufs"] = json.dumps(layout)
+    bad = tmp_path / "bad.sqz"
+    bad.write_bytes(st_save(tensors, metadata=meta))
+    with pytest.raises(FormatError, match="damaged"):
+        fmt.read(bad)

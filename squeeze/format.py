@@ -517,7 +517,7 @@ def build_model(f: SqzFile, arch: str | nn.Module | None = None, arch_kwargs: di
         ref = arch
         kwargs = arch_kwargs if arch_kwargs is not None else f.arch.get("kwargs", {}) if f.arch and _same_factory(f.arch.get("ref", ""), arch) else {}
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), mat.skip_init():  # shapes only; no init (and no Python meta kernels)
             probe = arch_mod.build(ref, kwargs)
     except SqueezeError:
         raise

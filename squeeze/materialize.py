@@ -39,12 +39,33 @@ _FAST_KINDS = ("sorf", "dense", "sparse")
 _register_lock = threading.Lock()
 
 
+def _unchanged(tensor: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    return tensor
+
+
+@contextlib.contextmanager
+def skip_init() -> Iterator[None]:
+    """Inside this context the initialisers of ``torch.nn.init`` (``kaiming_uniform_``,
+    ``normal_``, ``zeros_``, ...) leave their tensor unchanged. Even on the meta device they
+    are worth skipping: the first meta op loads PyTorch's Python meta kernels (about 150 MB)."""
+    names = [n for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(nn.init, n) for n in names}
+    for n in names:
+        setattr(nn.init, n, _unchanged)
+    try:
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(nn.init, n, fn)
+
+
 @contextlib.contextmanager
 def parameters_on_meta() -> Iterator[None]:
     """Inside this context every ``nn.Parameter`` a module registers is moved to the meta
-    device: no storage, and PyTorch's initialisers of it do nothing. Buffers are built as
-    usual (non-persistent ones such as causal masks keep their values). Not thread-safe: it
-    patches ``nn.Module.register_parameter`` while it is open."""
+    device (no storage) and ``torch.nn.init`` does nothing (:func:`skip_init`): a module is
+    built without PyTorch's initialisation. Buffers are built as usual (non-persistent ones
+    such as causal masks keep their values). Not thread-safe: it patches
+    ``nn.Module.register_parameter`` and ``torch.nn.init`` while it is open."""
     original = nn.Module.register_parameter
 
     def register(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
@@ -52,7 +73,7 @@ def parameters_on_meta() -> Iterator[None]:
             param = nn.Parameter(param.detach().to("meta"), requires_grad=param.requires_grad)
         original(module, name, param)
 
-    with _register_lock:
+    with _register_lock, skip_init():
         nn.Module.register_parameter = register
         try:
             yield
@@ -333,4 +354,4 @@ def fused_applies(sub, theta_d: torch.Tensor) -> bool:
     return fast(sub, theta_d) and (sub.projection.kind == "sorf" or sub.scales is None)
 
 
-__all__ = ["CHUNK", "FusedTheta", "Hasher", "Regenerator", "digest", "fast", "fused_applies", "fused_theta", "materialize", "parameters_on_meta", "release_parameters", "to_device"]
+__all__ = ["CHUNK", "FusedTheta", "Hasher", "Regenerator", "digest", "fast", "fused_applies", "fused_theta", "materialize", "parameters_on_meta", "release_parameters", "skip_init", "to_device"]

@@ -2,6 +2,7 @@
 
     python benchmarks/load.py                    # the GPT-2-small-sized module, d = 1,000
     python benchmarks/load.py --repeats 3 --threads 2
+    python benchmarks/load.py --width 2048 --blocks 18 --decompress-only --repeats 1   # D = 1.0B
 
 The module (:class:`Big`) is an embedding 50257 x 768 plus 12 blocks of Linear layers shaped as
 GPT-2 small's (D = 123,614,976). It is saved once with ``squeeze.save`` (theta_d float32) and
@@ -59,7 +60,7 @@ from safetensors.torch import load_file
 import importlib.util
 spec = importlib.util.spec_from_file_location("bench_load", {here!r}); mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
 t = time.perf_counter()
-model = mod.Big()
+model = mod.Big(width={width}, blocks={blocks})
 model.load_state_dict(load_file({dense!r}), strict=True)
 print(time.perf_counter() - t)
 """
@@ -112,18 +113,24 @@ def _same_tensors(a: Path, b: Path) -> bool:
     return x.keys() == y.keys() and all(x[k].dtype == y[k].dtype and torch.equal(x[k].view(torch.uint8), y[k].view(torch.uint8)) for k in x)
 
 
-def prepare(folder: Path, dim: int) -> tuple[Path, Path]:
-    """Save the module as ``big.sqz`` (d = ``dim``) and its weights as ``big.safetensors``."""
+def prepare(folder: Path, dim: int, width: int, blocks: int, dense: bool) -> tuple[Path, Path | None]:
+    """Save the module as ``big.sqz`` (d = ``dim``) and, with ``dense``, its weights as
+    ``big.safetensors``. The module is built without PyTorch's init (only its manifest is needed)."""
     import squeeze
     from safetensors.torch import save_file
+    from squeeze.materialize import parameters_on_meta
 
-    sqz, dense = folder / "big.sqz", folder / "big.safetensors"
-    sub = squeeze.Subspace(Big(), squeeze.SubspaceConfig(dim=dim, seed=0))
+    sqz, dense_path = folder / "big.sqz", folder / "big.safetensors"
+    with parameters_on_meta():
+        model = Big(width=width, blocks=blocks)
+    sub = squeeze.Subspace(model, squeeze.SubspaceConfig(dim=dim, seed=0))
     with torch.no_grad():
         sub.theta_d.copy_(torch.randn(sub.theta_d.numel(), generator=torch.Generator().manual_seed(0)) * 0.01)
-    squeeze.save(sub, sqz, arch={"ref": f"{HERE}:Big"}, dtype="float32")
-    save_file({k: v.contiguous() for k, v in sub.materialize().state_dict().items()}, str(dense))
-    return sqz, dense
+    squeeze.save(sub, sqz, arch={"ref": f"{HERE}:Big", "kwargs": {"width": width, "blocks": blocks}}, dtype="float32")
+    if not dense:
+        return sqz, None
+    save_file({k: v.contiguous() for k, v in sub.materialize().state_dict().items()}, str(dense_path))
+    return sqz, dense_path
 
 
 def main() -> None:
@@ -132,30 +139,34 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="fresh processes per row (medians)")
     ap.add_argument("--threads", type=int, default=None, help="threads of each process (default: every core)")
     ap.add_argument("--folder", type=Path, default=None, help="where to write the files (default: a temporary folder)")
+    ap.add_argument("--width", type=int, default=768, help="2048 with --blocks 18: about 1.0B parameters")
+    ap.add_argument("--blocks", type=int, default=12)
+    ap.add_argument("--decompress-only", action="store_true", help="only the torch import and decompress rows (no dense file: for models too big to load twice)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.folder or Path(tmp)
-        sqz, dense = prepare(folder, args.dim)
+        sqz, dense = prepare(folder, args.dim, args.width, args.blocks, dense=not args.decompress_only)
         out = folder / "out.safetensors"
         ref = f"{HERE}:Big"
-        rows = {
-            "import torch": measure(IMPORT, args.threads, args.repeats),
-            "dense build + load_file + load_state_dict": measure(DENSE.format(here=str(HERE), dense=str(dense)), args.threads, args.repeats),
-            "squeeze.load": measure(SQUEEZE.format(sqz=str(sqz), ref=ref), args.threads, args.repeats),
-            "squeeze decompress -o .safetensors": measure(DECOMPRESS.format(sqz=str(sqz), out=str(out), ref=ref), args.threads, args.repeats),
-        }
-        same = _same_tensors(out, dense)
-        file_gb = dense.stat().st_size / 1e9
-    base_t, base_rss = rows["dense build + load_file + load_state_dict"]
+        rows = {"import torch": measure(IMPORT, args.threads, args.repeats)}
+        if dense is not None:
+            rows["dense build + load_file + load_state_dict"] = measure(DENSE.format(here=str(HERE), dense=str(dense), width=args.width, blocks=args.blocks), args.threads, args.repeats)
+            rows["squeeze.load"] = measure(SQUEEZE.format(sqz=str(sqz), ref=ref), args.threads, args.repeats)
+        rows["squeeze decompress -o .safetensors"] = measure(DECOMPRESS.format(sqz=str(sqz), out=str(out), ref=ref), args.threads, args.repeats)
+        same = _same_tensors(out, dense) if dense is not None else None
+        file_gb = out.stat().st_size / 1e9
+    base_t, base_rss = rows.get("dense build + load_file + load_state_dict", (float("nan"), float("nan")))
     floor = rows["import torch"][1]
     threads = args.threads or os.cpu_count()
-    print(f"load of the GPT-2-small-sized module (D = 123,614,976, d = {args.dim}), {threads} threads, median of {args.repeats} fresh processes each")
+    params = 50257 * args.width + args.blocks * (12 * args.width * args.width + 9 * args.width)
+    print(f"load of the module (width {args.width}, {args.blocks} blocks: D = {params:,}), d = {args.dim}, {threads} threads, median of {args.repeats} fresh processes each")
     print(f"{'':44s} {'time s':>8s} {'peak RSS GB':>12s} {'time / dense':>13s} {'RSS / dense':>12s}")
     for name, (t, rss) in rows.items():
-        print(f"{name:44s} {t:8.2f} {rss:12.2f} {t / base_t:13.2f} {rss / base_rss:12.2f}")
+        print(f"{name:44s} {t:8.2f} {rss:12.3f} {t / base_t:13.2f} {rss / base_rss:12.2f}")
     dec_rss = rows["squeeze decompress -o .safetensors"][1]
     print(f"decompress peak RSS above the torch import: {dec_rss - floor:.3f} GB = {100 * (dec_rss - floor) / file_gb:.1f}% of the dense file ({file_gb:.2f} GB)")
-    print(f"decompressed file holds the dense file's tensors, bit for bit: {same}")
+    if same is not None:
+        print(f"decompressed file holds the dense file's tensors, bit for bit: {same}")
     print(json.dumps({k: {"s": v[0], "rss_gb": v[1]} for k, v in rows.items()}))
 
 

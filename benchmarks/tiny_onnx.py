@@ -8,7 +8,7 @@ onnxruntime (CPU provider, ``--threads`` intra-op threads, default options other
 
 * file size (the tiny graph; its overhead beyond theta_d and the stored buffers);
 * session creation (the tiny graph's weights are regenerated and folded here), best of
-  ``--repeats`` fresh sessions;
+  ``--repeats`` fresh sessions, wall and CPU time;
 * the first run of a new session, and the steady-state run (median of 50 runs), batch 1.
 
     python benchmarks/tiny_onnx.py                          # everything (a few minutes)
@@ -87,15 +87,16 @@ def run(args: list[str]) -> None:
         raise SystemExit(f"squeeze {' '.join(args)} failed with exit code {rc}")
 
 
-def timings(path: Path, threads: int, repeats: int) -> tuple[float, float, float]:
-    """(best session creation, first run, median steady-state run) in seconds."""
+def timings(path: Path, threads: int, repeats: int) -> tuple[float, float, float, float]:
+    """(best session creation wall, its CPU time, first run, median steady-state run) in seconds."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    creates, firsts = [], []
+    creates, cpus, firsts = [], [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         creates.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
         inp = session.get_inputs()[0]
         shape = [s if isinstance(s, int) else 1 for s in inp.shape]
         x = np.ones(shape, np.int64) if "int64" in inp.type else np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
@@ -107,7 +108,7 @@ def timings(path: Path, threads: int, repeats: int) -> tuple[float, float, float
         t = time.perf_counter()
         session.run(None, {inp.name: x})
         steady.append(time.perf_counter() - t)
-    return min(creates), min(firsts), statistics.median(steady)
+    return min(creates), min(cpus), min(firsts), statistics.median(steady)
 
 
 def main() -> None:
@@ -131,7 +132,7 @@ def main() -> None:
         if "big" in groups:
             files.update(big_file(folder))
         table = Table(title=f"tiny vs full ONNX (onnxruntime {ort.__version__}, CPU, {args.threads} threads, best of {args.repeats} sessions; {os.cpu_count()} cores here)")
-        for col in ("model", "D", ".sqz B", "tiny B", "overhead B", "full B", "full/tiny", "start tiny", "start full", "first tiny", "first full", "run tiny", "run full", "max |diff|"):
+        for col in ("model", "D", ".sqz B", "tiny B", "overhead B", "full B", "full/tiny", "start tiny", "(CPU)", "start full", "first tiny", "first full", "run tiny", "run full", "max |diff|"):
             table.add_column(col, justify="left" if col == "model" else "right")
         for name, sqz in files.items():
             f = fmt.read(sqz)
@@ -145,11 +146,12 @@ def main() -> None:
             size_tiny, size_full = tiny.stat().st_size, full.stat().st_size
             table.add_row(
                 name, f"{f.D:,}", f"{f.size_bytes:,}", f"{size_tiny:,}", f"{size_tiny - stored:,}", f"{size_full:,}", f"{size_full / size_tiny:,.0f}x",
-                f"{t_tiny[0] * 1e3:,.0f} ms", f"{t_full[0] * 1e3:,.0f} ms", f"{t_tiny[1] * 1e3:.2f} ms", f"{t_full[1] * 1e3:.2f} ms",
-                f"{t_tiny[2] * 1e3:.3f} ms", f"{t_full[2] * 1e3:.3f} ms", f"{max(o.max_abs for o in report.vs_full):.3g}",
+                f"{t_tiny[0] * 1e3:,.0f} ms", f"{t_tiny[1] * 1e3:,.0f} ms", f"{t_full[0] * 1e3:,.0f} ms", f"{t_tiny[2] * 1e3:.2f} ms", f"{t_full[2] * 1e3:.2f} ms",
+                f"{t_tiny[3] * 1e3:.3f} ms", f"{t_full[3] * 1e3:.3f} ms", f"{max(o.max_abs for o in report.vs_full):.3g}",
             )
         console.print(table)
-        console.print("overhead = tiny size - stored theta_d (as stored) - layerwise scales - stored buffers; max |diff| = tiny vs full outputs on the exporter's seeded inputs")
+        console.print("overhead = tiny size - stored theta_d (as stored) - layerwise scales - stored buffers; (CPU) = process CPU time of the tiny session's creation (wall time grows with other load); max |diff| = tiny vs full outputs on the exporter's seeded inputs")
+        console.print(f"load average during the run: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

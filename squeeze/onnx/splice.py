@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import torch
-from onnx import helper, numpy_helper
+from onnx import helper
 from torch import nn
 from torch.func import functional_call
 

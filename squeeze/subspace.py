@@ -116,10 +116,11 @@ class Subspace(nn.Module):
             check_manifest(manifest, model)
         self.manifest = manifest
         base_names = [s.name for s in manifest if s.init[0] == "b"]
+        absent = [n for n in base_names if base is None or n not in base]
+        if absent:
+            raise ValueError(f"tensor {absent[0]!r} comes from a base checkpoint; pass --base")
         self.base_digest = base_digest(base, base_names) if base_names else None
-        self._base = {n: base[n].detach() for n in base_names} if base_names else {}
-        if base_names and any(n not in base for n in base_names):
-            raise ValueError(f"tensor {next(n for n in base_names if n not in base)!r} comes from a base checkpoint; pass --base")
+        self._base = {n: base[n].detach() for n in base_names}
         self.D = sum(s.numel for s in manifest)
         device = next((p.device for p in model.parameters() if not p.is_meta), torch.device("cpu"))
         mat.release_parameters(model)

@@ -265,3 +265,86 @@ def test_a_training_subspace_holds_no_frozen_weights_and_no_theta0():
     buffers = sum(b.numel() for b in model.buffers())
     assert held == sub.d + buffers  # theta_d, the scales and BatchNorm statistics: nothing of size D
     assert sub.digest() == mat.digest(sub) and sub.to("cpu") is sub
+
+
+# ---------------------------------------------------------------- peak memory (fresh processes, slow)
+
+STREAM_CHILD = """
+import torch
+from torch import nn
+from squeeze import Subspace, SubspaceConfig, format as fmt, kernels, stream
+from squeeze.materialize import parameters_on_meta
+def hwm():
+    return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024
+class Wide(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4096, 4096)
+        self.b = nn.Linear(4096, 2048)
+with parameters_on_meta():
+    wide = Wide()
+sub = Subspace(wide, SubspaceConfig(dim=500, seed=1))
+fmt.save(sub, {sqz!r}, dtype="float32")
+f = fmt.read({sqz!r})
+kernels.available()
+sub = fmt.load_subspace(f, Wide(), verify=False)
+before = hwm()
+stream.write_safetensors(sub, {out!r}, f.weights_sha256)
+print(sub.D, before, hwm())
+"""
+
+TRAIN_CHILD = """
+import torch
+from squeeze import Subspace, SubspaceConfig, kernels
+from squeeze.zoo import MLP
+torch.manual_seed(0)
+kernels.available()
+x, y = torch.randn(16, 1, 28, 28), torch.arange(16) % 10
+def rss(key):
+    return int(open("/proc/self/status").read().split(key + ":")[1].split()[0]) * 1024
+base = rss("VmRSS")
+model = MLP((1, 28, 28), 10, hidden={hidden})
+D = sum(p.numel() for p in model.parameters())
+if {dense}:
+    params = list(model.parameters())
+else:
+    model = Subspace(model, SubspaceConfig(dim=500, layerwise=True))
+    params = [model.theta_d, model.scales]
+opt = torch.optim.Adam(params, lr=1e-3)
+for _ in range(2):
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+print(D, rss("VmHWM") - base)
+"""
+
+
+def _child(code: str) -> list[int]:
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [int(v) for v in proc.stdout.strip().splitlines()[-1].split()]
+
+
+@pytest.mark.slow
+def test_streaming_decompress_memory_does_not_grow_with_the_model(tmp_path):
+    sqz, out = tmp_path / "wide.sqz", tmp_path / "wide.safetensors"
+    D, before, after = _child(STREAM_CHILD.format(sqz=str(sqz), out=str(out)))
+    assert D == 4096 * 4096 + 4096 + 4096 * 2048 + 2048 and out.stat().st_size > 4 * D
+    assert after - before < 48 * 2**20  # a few 4 MiB chunks, while the weights are 100 MB
+
+
+@pytest.mark.slow
+def test_a_subspace_training_step_needs_a_fraction_of_dense_adams_memory():
+    def net(dense: bool) -> tuple[int, int]:  # peak less that of the same run with a tiny MLP (autograd, Adam, kernels)
+        D, peak = _child(TRAIN_CHILD.format(dense=dense, hidden=(2048, 2048)))
+        return D, peak - _child(TRAIN_CHILD.format(dense=dense, hidden=(16, 16)))[1]
+
+    D, dense = net(True)
+    _, sub = net(False)
+    assert dense > 4 * 4 * D  # weights, gradients and Adam's two moments at least
+    assert sub < 3 * 4 * D and sub < 0.5 * dense  # theta and its gradient, no frozen copy, no stored theta_0

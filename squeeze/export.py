@@ -226,9 +226,8 @@ def _raise_if_mismatch(report: ExportReport, against: str) -> None:
 def _export_tiny(report: ExportReport, sub, model: nn.Module, f, spec: InputSpec, example: torch.Tensor, names: list[str], opset: int, what: str, meta: dict, seed: int) -> None:
     """Build the tiny graph, check it (digest, both session settings, onnx.checker, outputs
     against PyTorch and against the full export) and write it to ``report.path``."""
-    from squeeze.onnx import projections, tiny
+    from squeeze.onnx import tiny
 
-    projections.check_size(sub.projection)
     deployed = Deployed(model, spec)
     metadata = {"squeeze.weights_sha256": f.weights_sha256, "squeeze.pre": spec.short()}
     graph, graph_names, base_vector = tiny.build(sub, model, f, spec, example, names, opset, what, metadata)
@@ -363,9 +362,11 @@ def _model_of(source, input_shape, arch, base, device, tiny: bool = False):
     sub = fmt.load_subspace(f, arch, base=base, device=device)
     if tiny:
         sub = sub.to("cpu")
-        from squeeze.onnx.projections import check_size
+        from squeeze.onnx.projections import MAX_INDEX, TooLarge, check_size
 
         check_size(sub.projection)
+        if sub.D >= MAX_INDEX:
+            raise TooLarge(f"this model has D={sub.D:,} weights; a tiny graph indexes them with int32 (below {MAX_INDEX:,}); use the full export")
     return sub.materialize().to("cpu").eval(), shape, meta, sub, f
 
 

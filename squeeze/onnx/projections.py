@@ -28,6 +28,7 @@ from squeeze.projection import Projection
 from squeeze.projection.base import next_pow2
 
 MAX_ENTRIES = 1 << 24  # dense D*d or sparse D*k: about 64 MiB per float32 intermediate while folding
+MAX_INDEX = 1 << 31  # the graph's positions and block counters are int32
 
 
 class TooLarge(SqueezeError):
@@ -163,6 +164,8 @@ def check_size(p: Projection) -> None:
     :data:`MAX_ENTRIES`)."""
     if p.kind not in _WRITERS:
         raise SqueezeError(f"the {p.kind} projection has no ONNX form; tiny export supports {', '.join(sorted(_WRITERS))}")
+    if p.D >= MAX_INDEX or (p.kind == "sorf" and 3 * p.blocks * p.n >= MAX_INDEX):
+        raise TooLarge(f"this model has D={p.D:,} weights in its subspace; a tiny graph indexes them with int32 (below {MAX_INDEX:,}); use the full export")
     entries = {"dense": lambda: p.D * p.d, "sparse": lambda: p.D * p.k}.get(p.kind, lambda: 0)()
     if entries > MAX_ENTRIES:
         raise TooLarge(
@@ -183,4 +186,4 @@ def forward(g: Builder, p: Projection, x: str, first: int, theta_d: str) -> str:
     return _WRITERS[p.kind].emit(g, p, x, first, theta_d)
 
 
-__all__ = ["MAX_ENTRIES", "TooLarge", "check_size", "fold_sum", "forward", "fwht", "butterfly_shape", "requests"]
+__all__ = ["MAX_ENTRIES", "MAX_INDEX", "TooLarge", "check_size", "fold_sum", "forward", "fwht", "butterfly_shape", "requests"]

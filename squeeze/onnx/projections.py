@@ -115,14 +115,14 @@ class _Sorf:
     def emit(g: Builder, p, x: str, first: int, theta_d: str) -> str:
         count = -(-p.blocks * p.n // 64)
         shape = butterfly_shape(p.n)
-        bits = tf.sign_bits(g, tf.rows(g, x, first, 3 * count))  # (3 * 64 * count,)
+        flags = tf.sign_flags(g, tf.rows(g, x, first, 3 * count))  # (3 * 64 * count,) bool: sign -1
         if p.blocks * p.n != 64 * count:  # drop each stream's bits beyond blocks * n
-            bits = g.op("Reshape", bits, g.const(_i64([3, 64 * count])))
-            bits = g.op("Slice", bits, g.const(_i64([0])), g.const(_i64([p.blocks * p.n])), g.const(_i64([1])))
-        signs = g.op("Reshape", tf.to_signs(g, bits), g.const(_i64([3, p.blocks, *shape])))  # (3, blocks, n)
+            flags = g.op("Reshape", flags, g.const(_i64([3, 64 * count])))
+            flags = g.op("Slice", flags, g.const(_i64([0])), g.const(_i64([p.blocks * p.n])), g.const(_i64([1])))
+        flags = g.op("Reshape", flags, g.const(_i64([3, p.blocks, *shape])))  # (3, blocks, n)
         v = g.op("Reshape", g.op("Pad", theta_d, g.const(_i64([0, p.n - p.d]))), g.const(_i64(shape)))  # broadcast over blocks
-        for r in range(3):
-            v = fwht(g, g.op("Mul", v, g.op("Gather", signs, g.const(np.int64(r)))), p.n)
+        for r in range(3):  # v * s as a sign flip: the same bits as multiplying by +-1
+            v = fwht(g, g.op("Where", g.op("Gather", flags, g.const(np.int64(r))), g.op("Neg", v), v), p.n)
         flat = g.op("Reshape", _scale(g, v, p.scale_exp), g.const(_i64([-1])))
         return g.op("Slice", flat, g.const(_i64([0])), g.const(_i64([p.D])))
 

@@ -107,6 +107,16 @@ def sign_bits(g: Builder, x: str) -> str:
     return g.op("Reshape", b, g.const(np.array([-1], np.int64)))
 
 
+def sign_flags(g: Builder, x: str) -> str:
+    """The same bits as :func:`sign_bits`, as bool (True: the sign is -1), going through bytes so
+    that no intermediate holds more than one byte per bit."""
+    words = g.op("Unsqueeze", x, g.const(np.array([-1], np.int64)))  # (nb, 2, 1)
+    octets = g.op("Cast", g.op("BitShift", words, g.const(np.array([0, 8, 16, 24], U32)), direction="RIGHT"), to=2)  # uint8: the low byte
+    bits = g.op("BitShift", g.op("Unsqueeze", octets, g.const(np.array([-1], np.int64))), g.const(np.arange(8, dtype=np.uint8)), direction="RIGHT")
+    b = g.op("BitwiseAnd", bits, g.const(np.uint8(1)))  # (nb, 2, 4, 8): bit 8k + j of each word
+    return g.op("Cast", g.op("Reshape", b, g.const(np.array([-1], np.int64))), to=9)
+
+
 def to_signs(g: Builder, bits: str) -> str:
     """``1 - 2 * bit`` as float32 (+-1)."""
     return g.op("Sub", g.const(np.float32(1.0)), g.op("Mul", g.op("Cast", bits, to=1), g.const(np.float32(2.0))))
@@ -118,4 +128,4 @@ def _scalar(value: np.ndarray):
     return numpy_helper.from_array(np.asarray(value).reshape(1))
 
 
-__all__ = ["GROUP", "blocks", "positions", "rows", "segment_ids", "sign_bits", "threefry", "to_signs", "uniform16"]
+__all__ = ["GROUP", "blocks", "positions", "rows", "segment_ids", "sign_bits", "sign_flags", "threefry", "to_signs", "uniform16"]

@@ -13,8 +13,10 @@ levels (k-means, then quantization-aware fine-tuning, range coded). Two goals:
 
 - ``target``: the smallest file whose validation accuracy reaches ``target`` x the teacher's
   validation accuracy, plus ``margin`` standard errors of the validation estimate (choosing the
-  smallest of many passing candidates otherwise favours lucky ones: a GRU on mnist1d, chosen
-  without the margin, reached 0.9075 on validation and 0.945 of the teacher on the test split). d doubles until a candidate reaches it, then the search bisects d per
+  smallest of many passing candidates otherwise favours lucky ones). Measured with --target 0.95
+  on teachers trained on the whole training split: a GRU on mnist1d kept 1,376 bytes at 0.945 of
+  the teacher's test accuracy without the margin, 1,644 bytes at 1.010 with it; a BatchNorm ResNet
+  on digits 5,844 bytes at 0.944 without it (and before buffers were packed), 3,476 at 0.966 with it. d doubles until a candidate reaches it, then the search bisects d per
   encoding and tries larger d with fewer levels wherever the estimated bytes could beat the
   best file so far.
 - ``size``: the most accurate file within a byte budget: for each encoding, the largest d

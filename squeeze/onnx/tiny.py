@@ -28,6 +28,7 @@ import torch
 from onnx import external_data_helper, helper
 from torch import nn
 
+from squeeze.atomic import ordinary_mode
 from squeeze.base import base_digest
 from squeeze.onnx import stored
 from squeeze.onnx.graph import Builder
@@ -239,6 +240,7 @@ def _temp_beside(path: Path, suffix: str) -> Path:
     """A new empty hidden file beside ``path`` (for staging; the caller removes it)."""
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
     os.close(fd)
+    ordinary_mode(name)  # the file is renamed into place as the user's output
     return Path(name)
 
 

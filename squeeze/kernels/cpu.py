@@ -391,6 +391,18 @@ def _apply_signs(bits, n, g0, words, wbits):
             bits[j] ^= ((words[g // U(32)] >> np.uint32(g % U(32))) & np.uint32(1)) << np.uint32(31)
 
 
+@njit(inline="always")
+def _sorf_adjoint_block(v, bits, n, o, words, wbits, keys):
+    """One block of the SORF transpose in place: plain H first, then H S3, H S2, and S1."""
+    words[:] = 0
+    _signed_fwht(v, bits, n, o, words, wbits)
+    for r in range(2, 0, -1):
+        _sign_words(keys[r, 0], keys[r, 1], o, n, words)
+        _signed_fwht(v, bits, n, o, words, wbits)
+    _sign_words(keys[0, 0], keys[0, 1], o, n, words)
+    _apply_signs(bits, n, o, words, wbits)
+
+
 @njit(**_JIT)
 def _sorf_blocks(xbits, n, b0, b1, keys, scale, seg_start, seg_kind, seg_val, seg_k0, seg_k1, seg_off, given, out, wbits):
     """Blocks b0 .. b1-1 of the SORF forward, 2**e H S3 H S2 H S1 x, into ``out``; with
@@ -449,13 +461,7 @@ def _sorf_transpose_blocks(y, n, b0, b1, keys, scale, acc, wbits):
             v[j] = y[o + j] * scale
         for j in range(m, n):
             v[j] = np.float32(0)
-        words[:] = 0  # plain H first, then H S3, H S2, and S1
-        _signed_fwht(v, bits, n, o, words, wbits)
-        for r in range(2, 0, -1):
-            _sign_words(keys[r, 0], keys[r, 1], o, n, words)
-            _signed_fwht(v, bits, n, o, words, wbits)
-        _sign_words(keys[0, 0], keys[0, 1], o, n, words)
-        _apply_signs(bits, n, o, words, wbits)
+        _sorf_adjoint_block(v, bits, n, o, words, wbits, keys)
         for j in range(n):
             acc[j] += v[j]
 
@@ -773,13 +779,7 @@ def _sorf_transpose_segments(g, x, n, b0, b1, keys, scale, pstart, dst, sc, acc,
                     v[j] = np.float32(0)
                 for j in range(lo, hi):
                     v[j - o] = g[dst[kk] + (j - pstart[kk])] * scale
-                words[:] = 0  # plain H first, then H S3, H S2, and S1
-                _signed_fwht(v, bits, n, o, words, wbits)
-                for r in range(2, 0, -1):
-                    _sign_words(keys[r, 0], keys[r, 1], o, n, words)
-                    _signed_fwht(v, bits, n, o, words, wbits)
-                _sign_words(keys[0, 0], keys[0, 1], o, n, words)
-                _apply_signs(bits, n, o, words, wbits)
+                _sorf_adjoint_block(v, bits, n, o, words, wbits, keys)
                 dot = 0.0
                 for j in range(d):
                     dot += np.float64(v[j]) * np.float64(x[j])

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from squeeze.errors import ArchError, DataError, SqueezeError
 
 if TYPE_CHECKING:
+    from pathlib import Path
     import torch
 
     from squeeze.data import Dataset

@@ -7,7 +7,7 @@ on the labels), starting from theta_0.
     format.save(result.sub, "model.sqz", encoded=result.encoded, metrics=result.metrics(), ...)
 
 What a user pays for is bytes, so the search runs on the (d, encoding) plane: each trained d
-(distilled until the validation objective stops improving, :data:`squeeze.fit.CONVERGE`) is
+(distilled until the validation objective stops improving, :data:`squeeze.defaults.CONVERGE`) is
 stored as float16 and, reusing the same trained float model, quantized to each of a few
 levels (k-means, then quantization-aware fine-tuning, range coded). Two goals:
 
@@ -38,7 +38,6 @@ quantizing each trained float model to every level rather than retraining.
 
 from __future__ import annotations
 
-import copy
 import math
 import tempfile
 import time
@@ -54,13 +53,14 @@ from squeeze import format as fmt
 from squeeze.checkpoint import load_state_dict, match_state_dict
 from squeeze.data import Dataset
 from squeeze.dimension import count_params
-from squeeze.fit import CONVERGE, TrainConfig, predict, train
+from squeeze.defaults import CONVERGE
+from squeeze.fit import TrainConfig, predict, train
 from squeeze.projection import kinds
 from squeeze.quantize import QuantizeConfig, kmeans_quantize, quantize_subspace
 from squeeze.search import Candidate, bits_per_value, choose, encoding_name, levels_of
 from squeeze.subspace import Subspace, SubspaceConfig
 
-LEVELS = (4, 8, 16)  # the quantized encodings searched besides float16
+from squeeze.defaults import LEVELS  # noqa: E402  (the quantized encodings searched besides float16)
 
 
 @dataclass(frozen=True)

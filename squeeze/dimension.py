@@ -1,5 +1,5 @@
 """The intrinsic-dimension sweep of Li et al. (2018): train in subspaces of several d, each
-run to convergence (the rule of :data:`squeeze.fit.CONVERGE`), and find d_int90.
+run to convergence (the rule of :data:`squeeze.defaults.CONVERGE`), and find d_int90.
 
     result = sweep(build, data, dims=[100, 300, 1000], repeats=2)          # intrinsic-dim
     result.d_int        # smallest tried d whose mean accuracy reaches 90% of dense
@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from squeeze.data import Dataset
-from squeeze.fit import CONVERGE, TrainConfig, train
+from squeeze.defaults import CONVERGE
+from squeeze.fit import TrainConfig, train
 from squeeze.subspace import Subspace, SubspaceConfig
 
 

@@ -71,14 +71,6 @@ class TrainConfig:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
 
-# The stopping rule compress, train and intrinsic-dim share: a cap of 200 epochs, 6 epochs of
-# patience, the rate halved after 2 epochs without a better validation loss. Measured when it was
-# chosen (distilling the mnist5k MLP sample, one seed): the best epoch fell at 11 to 36 (d = 750
-# and 3,000, lr 0.1 and 0.03), where a fixed 10 epochs had left d = 750 at 0.959 of the teacher's
-# test accuracy instead of 0.974. samples/README.md lists the epochs of each compress candidate.
-CONVERGE = {"epochs": 200, "patience": 6, "decay_after": 2}
-
-
 @dataclass
 class TrainResult:
     """What :func:`train` measured; ``val_loss`` is the held-out objective at the kept epoch and

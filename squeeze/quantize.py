@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from squeeze.defaults import QUANTIZE
+
 if TYPE_CHECKING:
     from squeeze.data import Dataset
 
@@ -249,10 +251,10 @@ class QuantizeConfig:
     """
 
     levels: int
-    steps: int = 1000
-    lr: float = 1e-2
-    batch_size: int = 128
-    distill_weight: float = 0.5
+    steps: int = QUANTIZE["steps"]
+    lr: float = QUANTIZE["lr"]
+    batch_size: int = QUANTIZE["batch_size"]
+    distill_weight: float = QUANTIZE["distill_weight"]
     val_fraction: float = 0.1
     seed: int = 0
     device: str = "cpu"

@@ -78,6 +78,23 @@ def test_version_and_short_help(capsys):
     assert "<bool>" not in out
 
 
+def test_help_and_version_do_not_import_torch():
+    """`squeeze --help` took 2-3 s: every command module imported torch to be listed."""
+    code = "import sys\nfrom squeeze_cli.app import main\nrc = main(['--help'])\nrc2 = main(['compress', '--help'])\nprint(rc, rc2, 'torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip().splitlines()[-1] == "0 0 False"
+
+
+def test_the_light_defaults_match_the_library():
+    from squeeze import defaults
+    from squeeze.projection import kinds
+    from squeeze.quantize import QuantizeConfig
+
+    assert tuple(kinds()) == defaults.PROJECTIONS
+    q = QuantizeConfig(levels=4)
+    assert {k: getattr(q, k) for k in defaults.QUANTIZE} == defaults.QUANTIZE
+
+
 def test_verify_tells_a_damaged_file_from_a_typo(capsys, sqz, tmp_path):
     raw = bytearray(sqz.read_bytes())
     bad = tmp_path / "bad.sqz"

@@ -162,7 +162,7 @@ def test_demo_of_a_lean_file_takes_the_input_description_from_data(tmp_path, cap
 def test_demo_writes_and_serves_on_loopback_and_stops_on_ctrl_c(tmp_path):
     site = tmp_path / "site"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-    proc = subprocess.Popen([sys.executable, "-m", "squeeze_cli", "demo", str(WEB / "mlp.sqz"), "-o", str(site)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "squeeze_cli", "demo", str(WEB / "mlp.sqz"), "--data", "mnist5k", "-o", str(site)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         url = None
         for line in proc.stdout:

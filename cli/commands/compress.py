@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 import re
 import sys
@@ -14,18 +16,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from squeeze import arch as arch_mod
-from squeeze import coding_registry
-from squeeze import format as fmt
-from squeeze.base import load_base
-from squeeze.compress import LEVELS, CompressConfig, CompressResult, compress, file_metrics, load_teacher
 from squeeze.errors import SqueezeError
-from squeeze.fit import CONVERGE
-from squeeze.projection import kinds
-from squeeze.search import Candidate, plot_frontier
+from squeeze.defaults import CONVERGE, LEVELS, PROJECTIONS
 from squeeze_cli import options
 from squeeze_cli.common import base_arg, check_output, device as check_device, model_for_data, set_threads
 from squeeze_cli.console import console, err_console
+
+if TYPE_CHECKING:
+    from squeeze.compress import CompressResult
 
 EXIT_TARGET_MISSED = 4
 EXAMPLE = "squeeze compress samples/mlp_mnist5k.safetensors --arch squeeze.zoo:MLP --data mnist5k --size 1500"
@@ -66,6 +64,8 @@ def parse_size(text: str | None) -> int | None:
 
 def _pickled_arch(model: Path, trust_pickle: bool) -> str | None:
     """The import reference of the class of a whole pickled module (with --trust-pickle), when importable."""
+    from squeeze import arch as arch_mod
+
     if not trust_pickle or model.suffix == ".safetensors" or not model.is_file():
         return None
     import torch
@@ -96,7 +96,7 @@ def command(
     dim: str = typer.Option("auto", "--dim", "-d", help="Pin d, the number of stored values, or 'auto' to search it."),
     levels: Optional[str] = typer.Option(None, "--levels", "-L", help=f"Pin the stored encoding to L levels (k-means + quantization-aware fine-tuning, range coded), or 'auto': float16 and {', '.join(map(str, LEVELS))} levels are searched."),
     max_dim: Optional[int] = typer.Option(None, "--max-dim", help="The largest d to try [default: D]."),
-    projection: str = typer.Option("sorf", "--projection", help=f"Projection kind: {', '.join(kinds())}."),
+    projection: str = typer.Option("sorf", "--projection", help=f"Projection kind: {', '.join(PROJECTIONS)}."),
     seed: int = typer.Option(0, "--seed", help="Seed of theta_0 and P (any integer in [0, 2**64))."),
     epochs: int = typer.Option(CONVERGE["epochs"], "--epochs", help="The cap on passes over the training data per trained d."),
     patience: int = typer.Option(CONVERGE["patience"], "--patience", help="Stop training a d after this many epochs without a better validation objective (0: exactly --epochs)."),
@@ -121,6 +121,17 @@ def command(
 
     Example: squeeze compress samples/mlp_mnist5k.safetensors --arch squeeze.zoo:MLP --data mnist5k --size 1500
     """
+    from squeeze.search import Candidate
+    from squeeze.compress import CompressConfig
+    from squeeze import arch as arch_mod
+    from squeeze import coding_registry
+    from squeeze.compress import compress
+    from squeeze.compress import file_metrics
+    from squeeze import format as fmt
+    from squeeze.base import load_base
+    from squeeze.compress import load_teacher
+    from squeeze.search import plot_frontier
+
     start = time.time()
     set_threads(threads)
     if not model.is_file():

@@ -12,11 +12,8 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import torch
 import typer
 
-from squeeze import format as fmt, materialize as mat, stream
-from squeeze.atomic import atomic_path
 from squeeze_cli import options
 from squeeze_cli.common import base_arg, check_output, device as check_device, set_threads
 from squeeze_cli.console import console
@@ -37,6 +34,12 @@ def command(
 
     Example: squeeze decompress mlp.sqz -o mlp.safetensors
     """
+    from squeeze.atomic import atomic_path
+    from squeeze import format as fmt
+    from squeeze import materialize as mat
+    from squeeze import stream
+    import torch
+
     output = check_output(output, suffixes=(".safetensors", ".pt"), inputs=(file,), force=force, default_from=file)
     set_threads(threads)
     f = fmt.read(file)

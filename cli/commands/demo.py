@@ -21,7 +21,6 @@ from typing import Optional
 
 import typer
 
-from squeeze import format as fmt
 from squeeze.errors import SqueezeError
 from squeeze_cli import options
 from squeeze_cli.console import console
@@ -77,6 +76,8 @@ def write_model(sqz: Path, dest: Path, *, arch: Optional[str] = None, data: Opti
         SqueezeError: a fine-tune of a base (its base weights would be a separate data file),
             a file without an input description, or any export failure.
     """
+    from squeeze import format as fmt
+
     from squeeze.export import export_onnx
 
     f = fmt.read(sqz)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.table import Table
 
-from squeeze.export import DEFAULT_OPSET, ExportMismatch, ExportReport, export_onnx, parse_shape
+from squeeze.defaults import DEFAULT_OPSET
 from squeeze_cli import options
 from squeeze_cli.common import base_arg, device as check_device
 from squeeze_cli.console import console, err_console
+
+if TYPE_CHECKING:
+    from squeeze.export import ExportReport
 
 
 def command(
@@ -42,6 +47,10 @@ def command(
 
     Example: squeeze export mlp.sqz --tiny -o mlp.onnx
     """
+    from squeeze.export import ExportMismatch
+    from squeeze.export import export_onnx
+    from squeeze.export import parse_shape
+
     shape = parse_shape(input_shape) if input_shape is not None else None
     if output.suffix != ".onnx":
         raise ValueError(f"output {output} must end in .onnx")

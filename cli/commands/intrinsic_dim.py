@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 import sys
 from pathlib import Path
@@ -11,14 +13,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from squeeze import arch as arch_mod
-from squeeze.dimension import SweepConfig, SweepPoint, SweepResult, plot as draw, sweep
 from squeeze.errors import SqueezeError
-from squeeze.projection import kinds
+from squeeze.defaults import CONVERGE, PROJECTIONS
 from squeeze_cli import options
-from squeeze.fit import CONVERGE
 from squeeze_cli.common import check_output, device as check_device, model_for_data, set_threads
 from squeeze_cli.console import console, err_console
+
+if TYPE_CHECKING:
+    from squeeze.dimension import SweepResult
 
 DEFAULT_DIMS = "10,50,100,200,300,500,750,1000,1500,2000"
 
@@ -41,7 +43,7 @@ def command(
     lr: float = typer.Option(0.1, "--lr", help="Adam learning rate in the subspace."),
     dense_lr: float = typer.Option(1e-3, "--dense-lr", help="Adam learning rate of the dense baseline."),
     batch_size: int = typer.Option(128, "--batch-size", help="Examples per step."),
-    projection: str = typer.Option("sorf", "--projection", help=f"Projection kind: {', '.join(kinds())}."),
+    projection: str = typer.Option("sorf", "--projection", help=f"Projection kind: {', '.join(PROJECTIONS)}."),
     seed: int = typer.Option(0, "--seed", help="Repeat r uses seed + r (theta_0, P, data order, dense init)."),
     dev: str = options.Device,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Draw test accuracy against d with the 90% line into this PNG."),
@@ -53,6 +55,12 @@ def command(
 
     Example: squeeze intrinsic-dim --arch squeeze.zoo:MLP --data mnist5k --dims 100,300,500,750,1000 --plot mlp.png
     """
+    from squeeze.dimension import SweepConfig
+    from squeeze.dimension import SweepPoint
+    from squeeze import arch as arch_mod
+    from squeeze.dimension import plot as draw
+    from squeeze.dimension import sweep
+
     set_threads(threads)
     dim_list = parse_dims(dims)
     config = SweepConfig(epochs=epochs, patience=patience or None, lr=lr, dense_lr=dense_lr, batch_size=batch_size, projection=projection, seed=seed, device=check_device(dev))

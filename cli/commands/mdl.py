@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 from pathlib import Path
 
@@ -11,11 +13,11 @@ from squeeze_cli import options
 from squeeze_cli.common import base_arg, device as check_device
 from squeeze_cli.console import console, err_console
 
-from squeeze import format as fmt
-from squeeze.data import load_data
 from squeeze.errors import SqueezeError
-from squeeze.mdl import file_report, recorded_search_bits
 from squeeze_cli.common import set_threads
+
+if TYPE_CHECKING:
+    from squeeze import format as fmt
 
 BUILT_IN = ("digits", "mnist5k", "mnist1d")
 
@@ -63,6 +65,11 @@ def command(
 
     Example: squeeze mdl mlp.sqz
     """
+    from squeeze.mdl import file_report
+    from squeeze import format as fmt
+    from squeeze.data import load_data
+    from squeeze.mdl import recorded_search_bits
+
     set_threads(threads)
     f = fmt.read(file)
     ds = load_data(recorded_data(f, data, "mdl"))

@@ -9,18 +9,13 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from squeeze import coding_registry
-from squeeze import format as fmt
-from squeeze.data import check_fits, load_data
 from squeeze.errors import SqueezeError
-from squeeze.fit import accuracy
-from squeeze.quantize import QuantizeConfig, quantize_subspace
+from squeeze.defaults import QUANTIZE
 from squeeze_cli import options
 from squeeze_cli.commands.mdl import recorded_data
 from squeeze_cli.common import base_arg, check_output, device as check_device, set_threads
 from squeeze_cli.console import console, err_console
 
-DEFAULTS = QuantizeConfig(levels=2)
 # What a quantized file keeps of the float file's metrics: facts about the teacher, the data
 # and the search that chose d. Everything measured on the float model is measured again or dropped.
 KEPT_METRICS = ("data", "metric", "method", "dense_test_accuracy", "dense_val_accuracy", "search", "baseline", "epochs")
@@ -32,10 +27,10 @@ def command(
     output: Path | None = typer.Option(None, "--output", "-o", help="Where to write the quantized .sqz file [default: FILE-qL.sqz beside FILE]."),
     lean: bool = options.Lean,
     data: str | None = typer.Option(None, "--data", help="Training data for quantization-aware fine-tuning and accuracy (digits, mnist5k, mnist1d[:N], or a file) [default: the built-in set the file records; without one: k-means only]."),
-    steps: int = typer.Option(DEFAULTS.steps, "--steps", help="Quantization-aware fine-tuning steps (needs data; 0: k-means only)."),
-    lr: float = typer.Option(DEFAULTS.lr, "--lr", help="Adam learning rate of the fine-tuning."),
-    distill: float = typer.Option(DEFAULTS.distill_weight, "--distill", help="Weight of matching the unquantized model's outputs, against the labels (0..1)."),
-    batch_size: int = typer.Option(DEFAULTS.batch_size, "--batch-size", help="Examples per fine-tuning step."),
+    steps: int = typer.Option(QUANTIZE["steps"], "--steps", help="Quantization-aware fine-tuning steps (needs data; 0: k-means only)."),
+    lr: float = typer.Option(QUANTIZE["lr"], "--lr", help="Adam learning rate of the fine-tuning."),
+    distill: float = typer.Option(QUANTIZE["distill_weight"], "--distill", help="Weight of matching the unquantized model's outputs, against the labels (0..1)."),
+    batch_size: int = typer.Option(QUANTIZE["batch_size"], "--batch-size", help="Examples per fine-tuning step."),
     dev: str = options.Device,
     arch: str | None = options.Arch,
     base: Path | None = options.Base,
@@ -48,6 +43,14 @@ def command(
 
     Example: squeeze quantize mlp.sqz --levels 4 -o mlp-q4.sqz
     """
+    from squeeze.quantize import QuantizeConfig
+    from squeeze.fit import accuracy
+    from squeeze.data import check_fits
+    from squeeze import coding_registry
+    from squeeze import format as fmt
+    from squeeze.data import load_data
+    from squeeze.quantize import quantize_subspace
+
     start = time.time()
     set_threads(threads)
     dev = check_device(dev)

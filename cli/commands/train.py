@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 from pathlib import Path
 from typing import Optional
 
-import torch
 import typer
 
-from squeeze import Subspace, SubspaceConfig, distributed
-from squeeze import format as fmt
-from squeeze.base import load_base
 from squeeze.errors import SqueezeError
-from squeeze.fit import CONVERGE, TrainConfig, train
-from squeeze.projection import kinds
+from squeeze.defaults import CONVERGE, PROJECTIONS
 from squeeze_cli import options
 from squeeze_cli.common import base_arg, check_output, device as check_device, model_for_data, set_threads
 from squeeze_cli.console import console, err_console
+
+if TYPE_CHECKING:
+    from squeeze import Subspace
 
 
 def command(
@@ -25,7 +25,7 @@ def command(
     data: str = options.Data,
     dim: int = typer.Option(..., "--dim", "-d", help="d: the number of trained values (the file holds about 2 bytes each)."),
     output: Path = options.out_option("Where to write the .sqz file."),
-    projection: str = typer.Option("sorf", "--projection", help=f"Projection kind: {', '.join(kinds())}."),
+    projection: str = typer.Option("sorf", "--projection", help=f"Projection kind: {', '.join(PROJECTIONS)}."),
     seed: int = typer.Option(0, "--seed", help="Seed of theta_0 and P (any integer in [0, 2**64))."),
     epochs: int = typer.Option(CONVERGE["epochs"], "--epochs", help="The cap on passes over the training data."),
     patience: int = typer.Option(CONVERGE["patience"], "--patience", help="Stop after this many epochs without a better validation loss (0: exactly --epochs); the same rule as compress and intrinsic-dim."),
@@ -54,6 +54,14 @@ def command(
     Data-parallel: torchrun --nproc-per-node 2 -m squeeze_cli train ... (see docs/distributed.md);
     --batch-size stays the global batch, and only rank 0 prints and writes the file.
     """
+    from squeeze import Subspace
+    from squeeze import SubspaceConfig
+    from squeeze.fit import TrainConfig
+    from squeeze import distributed
+    from squeeze import format as fmt
+    from squeeze.base import load_base
+    from squeeze.fit import train
+
     set_threads(threads)
     dev = check_device(dev)
     output = check_output(output, inputs=(base,), force=force)
@@ -156,6 +164,8 @@ def _report_base(sub: Subspace, base: str, base_sd: dict, arch: str, show: bool)
 def _start_from_base(dense, sub: Subspace, base_sd) -> str:
     """Give the dense baseline the subspace's starting point: the base's tensors (full
     fine-tuning), or its own init when there is no base."""
+    import torch
+
     if base_sd is None:
         return "dense from scratch"
     own = dict(dense.named_parameters())

@@ -1,0 +1,16 @@
+"""Defaults shared by the library and the command line, importable without torch (so that
+``squeeze --help`` can show them without loading it)."""
+
+# The stopping rule compress, train and intrinsic-dim share: a cap of 200 epochs, 6 epochs of
+# patience, the rate halved after 2 epochs without a better validation loss. Measured when it was
+# chosen (distilling the mnist5k MLP sample, one seed): the best epoch fell at 11 to 36 (d = 750
+# and 3,000, lr 0.1 and 0.03), where a fixed 10 epochs had left d = 750 at 0.959 of the teacher's
+# test accuracy instead of 0.974. samples/README.md lists the epochs of each compress candidate.
+CONVERGE = {"epochs": 200, "patience": 6, "decay_after": 2}
+LEVELS = (4, 8, 16)  # the quantized encodings compress searches besides float16
+MIN_OPSET = 18  # the lowest opset the torch.export-based exporter targets
+DEFAULT_OPSET = 18
+QUANTIZE = {"steps": 1000, "lr": 1e-2, "batch_size": 128, "distill_weight": 0.5}  # squeeze.quantize.QuantizeConfig
+PROJECTIONS = ("dense", "sorf", "sparse")  # the registered projection kinds (a test checks the registry)
+
+__all__ = ["CONVERGE", "LEVELS", "MIN_OPSET", "DEFAULT_OPSET", "QUANTIZE", "PROJECTIONS"]

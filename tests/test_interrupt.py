@@ -234,7 +234,7 @@ def test_export_interrupted_while_writing(tmp_path, monkeypatch, previous):
         out.write_bytes(b"the previous export")
     writer = Interrupt(onnx_ir.save)
     monkeypatch.setattr(onnx_ir, "save", writer)
-    assert main(["export", str(sqz), "-o", str(out), "--input-shape", "1,8,8"]) == 130
+    assert main(["export", str(sqz), "-o", str(out), "--input-shape", "1,8,8", *(["--force"] if previous else [])]) == 130
     assert writer.calls == 1
     assert (out.read_bytes() if out.exists() else None) == (b"the previous export" if previous else None)
     assert _leftovers(tmp_path) == []

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+import dataclasses
+import json
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Table
 
 from squeeze.defaults import DEFAULT_OPSET
 from squeeze_cli import options
-from squeeze_cli.common import base_arg, device as check_device
+from squeeze_cli.common import base_arg, check_output, device as check_device, set_threads
 from squeeze_cli.console import console, err_console
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 def command(
     file: Path = options.SqzFile,
-    output: Path = options.out_option("Where to write the .onnx file (weights embedded)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write the .onnx file [default: FILE with .onnx beside it].", show_default=False),
     opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset, 18 or later."),
     atol: float = typer.Option(1e-4, "--atol", help="Absolute tolerance of the onnxruntime check."),
     rtol: float = typer.Option(1e-3, "--rtol", help="Relative tolerance: each output must satisfy |onnx - torch| <= atol + rtol * |torch|."),
@@ -33,6 +33,9 @@ def command(
     tiny: bool = typer.Option(False, "--tiny", help="Write the self-regenerating graph: theta_d as stored plus the regeneration as standard ONNX ops (a few KB). onnxruntime computes the weights once when the session starts; with graph optimizations disabled it recomputes them on every run (correct, but slower). A fine-tune's base goes in squeeze-base-<digest>.data beside the output, shared by every tiny fine-tune of that base."),
     no_preprocessing: bool = typer.Option(False, "--no-preprocessing", help="Leave the recorded preprocessing (e.g. the 1/255 pixel scale) out of the graph: it then takes inputs already preprocessed, as in training."),
     input_dtype: Optional[str] = typer.Option(None, "--input-dtype", help="float32, or int64 for token ids. Defaults to int64 when the file's data names a tokenizer."),
+    force: bool = options.Force,
+    threads: int = options.Threads,
+    as_json: bool = options.Json,
 ) -> None:
     """Regenerate FILE's weights and export them to ONNX with a dynamic batch dimension.
 
@@ -47,22 +50,26 @@ def command(
 
     Example: squeeze export mlp.sqz --tiny -o mlp.onnx
     """
-    from squeeze.export import ExportMismatch
-    from squeeze.export import export_onnx
-    from squeeze.export import parse_shape
+    from squeeze.export import ExportMismatch, export_onnx, parse_shape
 
+    output = check_output(output, suffixes=(".onnx",), inputs=(file,), force=force, default_from=file)
+    set_threads(threads)
     shape = parse_shape(input_shape) if input_shape is not None else None
-    if output.suffix != ".onnx":
-        raise ValueError(f"output {output} must end in .onnx")
     try:
         report = export_onnx(
             file, output, input_shape=shape, opset=opset, atol=atol, rtol=rtol, arch=arch, base=base_arg(base, trust_pickle),
             device=check_device(dev), tiny=tiny, preprocess=not no_preprocessing, input_dtype=input_dtype,
         )
     except ExportMismatch as e:
-        err_console.print(_table(e.report))
-        err_console.print(f"[bold red]FAILED[/] {e}", highlight=False)
+        if as_json:
+            console.print_json(json.dumps({"ok": False, "error": str(e), **dataclasses.asdict(e.report)}, default=str))
+        else:
+            err_console.print(_table(e.report))
+            err_console.print(f"[bold red]FAILED[/] {e}", highlight=False)
         raise typer.Exit(1)
+    if as_json:
+        console.print_json(json.dumps({"ok": True, "output": str(output), **dataclasses.asdict(report)}, default=str))
+        return
     console.print(_table(report))
     kind = "tiny self-regenerating ONNX" if report.tiny else "ONNX"
     console.print(

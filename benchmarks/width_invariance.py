@@ -26,7 +26,7 @@ from rich.table import Table
 
 from squeeze.data import load_data
 from squeeze.dimension import SweepConfig, sweep
-from squeeze.fit import CONVERGE
+from squeeze.defaults import CONVERGE
 from squeeze.zoo import MLP
 
 

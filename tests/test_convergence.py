@@ -11,7 +11,8 @@ import torch
 from squeeze import Subspace, SubspaceConfig
 from squeeze import format as fmt
 from squeeze.data import load_data
-from squeeze.fit import CONVERGE, TrainConfig, _objective, predict, train
+from squeeze.defaults import CONVERGE
+from squeeze.fit import TrainConfig, _objective, predict, train
 from squeeze.zoo import MLP
 from squeeze_cli.app import main
 

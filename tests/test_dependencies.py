@@ -66,3 +66,11 @@ def test_the_check_sees_the_imports_it_must():
     mods = _imported_modules()
     assert "torch" in mods and "typer" in mods
     assert "click" not in mods, "cli/ imports click again: use typer's own exceptions"
+
+
+def test_every_package_folder_is_listed_for_installation():
+    """A non-editable install ships only the packages pyproject.toml lists."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "squeeze").rglob("__init__.py")}
+    found |= {"squeeze_cli." + ".".join(p.parent.relative_to(ROOT / "cli").parts) if p.parent != ROOT / "cli" else "squeeze_cli" for p in (ROOT / "cli").rglob("__init__.py")}
+    assert found <= listed, f"packages missing from pyproject.toml: {sorted(found - listed)}"

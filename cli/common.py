@@ -51,13 +51,12 @@ def model_for_data(ref: str, kwargs_json: str | None, data_source: str) -> "tupl
         raise SqueezeError("--arch is required: the architecture of the model, e.g. --arch squeeze.zoo:MLP or --arch path/to/model.py:Net")
     from squeeze import arch as arch_mod
     from squeeze.data import check_fits, load_data
+    from squeeze_cli.console import err_console
 
     if not data_source:
         raise SqueezeError("--data is required: the data to fit and measure on, e.g. --data mnist5k, or a .npz/.pt/.csv file with x, y[, x_test, y_test]")
     data = load_data(data_source)
     for warning in data.warnings:
-        from squeeze_cli.console import err_console
-
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     given = arch_mod.parse_kwargs(kwargs_json)
     kwargs = arch_mod.complete_kwargs(ref, given, data.input_shape, data.num_classes)

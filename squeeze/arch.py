@@ -18,6 +18,13 @@ from torch import nn
 
 from squeeze.errors import ArchError
 
+USER_MODULE_PREFIX = "squeeze_user_arch_"  # the module name of a user's .py architecture file
+
+
+def user_modules() -> list:
+    """The modules imported so far from users' ``path/to/file.py`` architecture references."""
+    return [m for k, m in list(sys.modules.items()) if k.startswith(USER_MODULE_PREFIX)]
+
 
 def parse_kwargs(text: str | None) -> dict:
     """JSON object text -> dict (None or empty -> {})."""
@@ -41,7 +48,7 @@ def resolve(ref: str):
         path = Path(where)
         if not path.is_file():
             raise ArchError(f"architecture file {where} does not exist; check the path in --arch")
-        mod_name = f"squeeze_user_arch_{abs(hash(str(path.resolve())))}"  # checkpoint.USER_ARCH_PREFIX
+        mod_name = f"{USER_MODULE_PREFIX}{abs(hash(str(path.resolve())))}"
         module = sys.modules.get(mod_name)
         if module is None:
             spec = importlib.util.spec_from_file_location(mod_name, path)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pickle
 import re
-import sys
 import types
 from pathlib import Path
 
 import torch
 
+from squeeze.arch import user_modules
 from squeeze.errors import SqueezeError, mismatch
 
 
@@ -70,13 +70,12 @@ class _ArchAwareUnpickler(pickle.Unpickler):
         try:
             return super().find_class(module, name)
         except (ImportError, AttributeError):
-            for mod_name, mod in list(sys.modules.items()):
-                if mod_name.startswith(USER_ARCH_PREFIX) and isinstance(getattr(mod, name, None), type):
+            for mod in user_modules():
+                if isinstance(getattr(mod, name, None), type):
                     return getattr(mod, name)
             raise
 
 
-USER_ARCH_PREFIX = "squeeze_user_arch_"  # the module names squeeze.arch gives to user .py files
 _arch_aware_pickle = types.ModuleType("squeeze_arch_aware_pickle")
 _arch_aware_pickle.__dict__.update({k: getattr(pickle, k) for k in ("load", "loads", "dump", "dumps", "Pickler", "UnpicklingError", "HIGHEST_PROTOCOL", "DEFAULT_PROTOCOL")})
 _arch_aware_pickle.Unpickler = _ArchAwareUnpickler

@@ -214,33 +214,18 @@ def count_params(model: nn.Module) -> int:
 def plot(result: SweepResult, path, title: str = "") -> None:
     """Draw test accuracy against d (log scale) with the dense level and the d_int line;
     written atomically as a PNG."""
-    import matplotlib
+    from squeeze.plot import log_x_figure
 
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    from squeeze.atomic import atomic_path
-
-    fig = Figure(figsize=(6.4, 4.2), dpi=110)
-    ax = fig.add_subplot(1, 1, 1)
-    ds = [p.d for p in result.points]
-    ax.errorbar(ds, [p.mean for p in result.points], yerr=[p.std for p in result.points], marker="o", capsize=3, label="subspace (mean of repeats)")
-    for p in result.points:
-        ax.scatter([p.d] * len(p.accuracies), p.accuracies, s=8, color="tab:blue", alpha=0.35)
-    ax.axhline(result.dense.mean, color="black", lw=1, label=f"dense baseline {result.dense.mean:.3f}")
-    pct = round(100 * result.fraction)
-    ax.axhline(result.threshold, color="tab:red", ls="--", lw=1, label=f"{pct}% of dense = {result.threshold:.3f}")
-    if result.d_int is not None:
-        ax.axvline(result.d_int, color="tab:green", ls=":", lw=1, label=f"d_int{pct} = {result.d_int:,} (smallest tried)")
-    ax.set_xscale("log")
-    ax.set_xlabel("subspace dimension d")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(title or f"intrinsic dimension (D = {result.D:,})")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    with log_x_figure(path, xlabel="subspace dimension d", ylabel="test accuracy", title=title or f"intrinsic dimension (D = {result.D:,})") as ax:
+        ds = [p.d for p in result.points]
+        ax.errorbar(ds, [p.mean for p in result.points], yerr=[p.std for p in result.points], marker="o", capsize=3, label="subspace (mean of repeats)")
+        for p in result.points:
+            ax.scatter([p.d] * len(p.accuracies), p.accuracies, s=8, color="tab:blue", alpha=0.35)
+        ax.axhline(result.dense.mean, color="black", lw=1, label=f"dense baseline {result.dense.mean:.3f}")
+        pct = round(100 * result.fraction)
+        ax.axhline(result.threshold, color="tab:red", ls="--", lw=1, label=f"{pct}% of dense = {result.threshold:.3f}")
+        if result.d_int is not None:
+            ax.axvline(result.d_int, color="tab:green", ls=":", lw=1, label=f"d_int{pct} = {result.d_int:,} (smallest tried)")
 
 
 __all__ = ["count_params", "SweepConfig", "SweepPoint", "SweepResult", "sweep", "plot"]

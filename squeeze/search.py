@@ -128,32 +128,17 @@ def choose(candidates: list[Candidate], *, threshold: float | None = None, budge
 def plot_frontier(candidates: list[Candidate], kept: Candidate, path, *, threshold: float | None = None, budget: int | None = None, title: str = "") -> None:
     """Validation accuracy against file bytes, one marker per encoding, the kept file circled;
     written atomically as a PNG."""
-    import matplotlib
+    from squeeze.plot import log_x_figure
 
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    from squeeze.atomic import atomic_path
-
-    fig = Figure(figsize=(6.4, 4.2), dpi=110)
-    ax = fig.add_subplot(1, 1, 1)
-    for enc in sorted({c.encoding for c in candidates}, key=lambda e: (levels_of(e) or 1 << 20)):
-        pts = sorted((c for c in candidates if c.encoding == enc), key=lambda c: c.bytes)
-        ax.plot([c.bytes for c in pts], [c.val_accuracy for c in pts], marker="o", ms=4, lw=0.8, label=enc)
-    ax.scatter([kept.bytes], [kept.val_accuracy], s=160, facecolors="none", edgecolors="black", lw=1.5, label=f"kept: d={kept.d:,} {kept.encoding}, {kept.bytes:,} B", zorder=5)
-    if threshold is not None:
-        ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"target {threshold:.4f}")
-    if budget is not None:
-        ax.axvline(budget, color="tab:green", ls=":", lw=1, label=f"budget {budget:,} B")
-    ax.set_xscale("log")
-    ax.set_xlabel("file bytes")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title(title or "accuracy against bytes")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    with log_x_figure(path, xlabel="file bytes", ylabel="validation accuracy", title=title or "accuracy against bytes") as ax:
+        for enc in sorted({c.encoding for c in candidates}, key=lambda e: (levels_of(e) or 1 << 20)):
+            pts = sorted((c for c in candidates if c.encoding == enc), key=lambda c: c.bytes)
+            ax.plot([c.bytes for c in pts], [c.val_accuracy for c in pts], marker="o", ms=4, lw=0.8, label=enc)
+        ax.scatter([kept.bytes], [kept.val_accuracy], s=160, facecolors="none", edgecolors="black", lw=1.5, label=f"kept: d={kept.d:,} {kept.encoding}, {kept.bytes:,} B", zorder=5)
+        if threshold is not None:
+            ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"target {threshold:.4f}")
+        if budget is not None:
+            ax.axvline(budget, color="tab:green", ls=":", lw=1, label=f"budget {budget:,} B")
 
 
 __all__ = ["Candidate", "choose", "levels_of", "encoding_name", "bits_per_value", "plot_frontier"]

@@ -61,8 +61,10 @@ def command(
     from squeeze import format as fmt
     from squeeze.base import load_base
     from squeeze.fit import train
+    import torch
 
     set_threads(threads)
+    torch.manual_seed(seed)  # torch's own draws (a dense baseline's init, measured init scales) repeat too
     dev = check_device(dev)
     output = check_output(output, inputs=(base,), force=force)
     existed = output.exists()

@@ -1,0 +1,325 @@
+"""squeeze against Hugging Face PEFT (LoRA, VeRA, FourierFT) on the MiniLM sample's task, side by side.
+
+The task, split, model, loop and evaluation are the sample's (samples/finetune_minilm.py): VADER
+words (its own seeded 80/20 split, built by its ``vader_words``), all-MiniLM-L6-v2 with mean
+pooling and a linear head, squeeze's training loop (``squeeze.fit.train``: a fixed number of
+epochs, one-cycle schedule, Adam, batch 64, the best epoch by validation loss), one CPU thread.
+
+- PEFT methods adapt query and value (PEFT's defaults otherwise) plus a free linear head; their
+  seed sets torch's init of the head and adapters and, for VeRA and FourierFT, the seed of their
+  random matrices / spectral positions. Bytes shipped: the adapter state dict in float16 as PEFT
+  writes it (safetensors; VeRA's projections are regenerated from the seed, not saved) plus the
+  head in float16. The test accuracy is measured on the model rebuilt from those files.
+- squeeze methods: ``bitfit-d`` puts the head, the biases and LayerNorm gains in the subspace (the
+  sample's include patterns), ``said-d`` every weight (SAID); both learn one scale per tensor
+  (layerwise; the scales count in d). Bytes shipped: the .sqz file that ``squeeze.format.save``
+  writes (float16 theta_d, no metrics, what ``squeeze train --lean`` writes); its test accuracy
+  is measured on the subspace reloaded from the file against ``--base arch``. ``+q<L>`` rows
+  quantize the kept run's theta_d to L levels (k-means, entropy coded; no extra training).
+
+Learning rate: every method gets the same grid (``--lrs``). The grid runs on the first seed; the
+rate with the best validation accuracy (validation words carved from the training split by
+``Dataset.validation_split``; ties: lower validation loss) is kept, and the other seeds run at
+that rate only. The test split is evaluated once per kept run, after the choice.
+
+Every run is cached as JSON in ``--out`` (re-running skips finished runs; two processes may share
+the folder with disjoint ``--methods``). Prints a markdown table and writes JSON and a plot.
+
+    pip install -e '.[finetune,bench]'
+    python benchmarks/finetune_vs_peft.py --quick                   # smoke run: tiny data, 1 epoch
+    python benchmarks/finetune_vs_peft.py --methods lora-r1,bitfit-1000 --seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from squeeze import Subspace, SubspaceConfig
+from squeeze import format as fmt
+from squeeze.data import Dataset
+from squeeze.fit import TrainConfig, accuracy, train
+from squeeze.pretrained import MiniLMClassifier
+
+ROOT = Path(__file__).resolve().parents[1]
+ARCH = {"ref": "squeeze.pretrained:MiniLMClassifier", "kwargs": {"num_classes": 2}}
+TARGETS = ["query", "value"]
+PEFT = {"lora-r1": ("lora", 1), "lora-r4": ("lora", 4), "vera": ("vera", 256), "fourierft-100": ("fourierft", 100), "fourierft-1000": ("fourierft", 1000)}
+DEFAULT_METHODS = list(PEFT) + [f"{k}-{d}" for k in ("bitfit", "said") for d in (250, 1000, 4000, 16000)]
+
+
+def sample_module():
+    """samples/finetune_minilm.py as a module (its data set and include patterns are reused, not copied)."""
+    spec = importlib.util.spec_from_file_location("finetune_minilm", ROOT / "samples" / "finetune_minilm.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def build_data(quick: bool) -> Dataset:
+    """The sample's split; ``quick`` keeps 640 training and 256 test words."""
+    ds = sample_module().vader_words(0)[0]
+    if quick:
+        ds = Dataset(ds.name, ds.x_train[:640], ds.y_train[:640], ds.x_test[:256], ds.y_test[:256], 2, ds.preprocessing)
+    return ds
+
+
+def without_test(ds: Dataset) -> Dataset:
+    """``ds`` whose test split is one training word: the loop's own test evaluation never sees the test words."""
+    return Dataset(ds.name, ds.x_train, ds.y_train, ds.x_train[:1], ds.y_train[:1], ds.num_classes, ds.preprocessing)
+
+
+# ---------------------------------------------------------------- PEFT
+def peft_model(method: str, seed: int) -> torch.nn.Module:
+    """MiniLMClassifier whose encoder carries the PEFT adapter of ``method``; the head stays trainable."""
+    import peft
+
+    kind, size = PEFT[method]
+    if kind == "lora":
+        cfg = peft.LoraConfig(r=size, target_modules=TARGETS)
+    elif kind == "vera":
+        cfg = peft.VeraConfig(r=size, target_modules=TARGETS, projection_prng_key=seed, save_projection=False)
+    else:
+        cfg = peft.FourierFTConfig(n_frequency=size, target_modules=TARGETS, random_loc_seed=seed)
+    torch.manual_seed(seed)  # the head's and the adapters' init
+    model = MiniLMClassifier(num_classes=2)
+    model.encoder = peft.get_peft_model(model.encoder, cfg)
+    return model
+
+
+def peft_files(model: torch.nn.Module, folder: Path) -> tuple[int, int]:
+    """Write the adapter (as PEFT's save_pretrained does, in float16) and the head; return (bytes, trainable numbers)."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    adapter = {k: v.detach().half().contiguous() for k, v in get_peft_model_state_dict(model.encoder).items()}
+    head = {k: v.detach().half().contiguous() for k, v in model.head.state_dict().items()}
+    save_file(adapter, folder / "adapter_model.safetensors", metadata={"format": "pt"})
+    save_file(head, folder / "head.safetensors", metadata={"format": "pt"})
+    model.encoder.peft_config["default"].save_pretrained(str(folder))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return sum((folder / f).stat().st_size for f in ("adapter_model.safetensors", "head.safetensors")), trainable
+
+
+def peft_reload(method: str, seed: int, folder: Path) -> torch.nn.Module:
+    """The PEFT model rebuilt from its shipped files (float16 adapter and head)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    model = peft_model(method, seed)
+    set_peft_model_state_dict(model.encoder, {k: v.float() for k, v in load_file(folder / "adapter_model.safetensors").items()})
+    model.head.load_state_dict({k: v.float() for k, v in load_file(folder / "head.safetensors").items()})
+    return model.eval()
+
+
+# ---------------------------------------------------------------- squeeze
+def squeeze_config(method: str, seed: int) -> SubspaceConfig:
+    """``bitfit-<d>``: the sample's include patterns; ``said-<d>``: every weight. Layerwise either way."""
+    kind, d = method.split("-")
+    include = tuple(sample_module().INCLUDE) if kind == "bitfit" else ()
+    return SubspaceConfig(dim=int(d), projection="sorf", seed=seed, layerwise=True, include=include)
+
+
+def squeeze_model(method: str, seed: int) -> Subspace:
+    model = MiniLMClassifier(num_classes=2)
+    return Subspace(model, squeeze_config(method, seed), base=model.base_state_dict())
+
+
+# ---------------------------------------------------------------- runs
+def run_one(method: str, lr: float, seed: int, ds: Dataset, args, folder: Path) -> dict:
+    """Train one (method, lr, seed); write what it ships to ``folder``; no test words seen."""
+    torch.manual_seed(seed)  # dropout
+    cpu, wall = time.process_time(), time.time()
+    model = peft_model(method, seed) if method in PEFT else squeeze_model(method, seed)
+    res = train(model, without_test(ds), TrainConfig(epochs=args.epochs, lr=lr, batch_size=args.batch_size, seed=seed), progress=False)
+    cpu_s = time.process_time() - cpu
+    if method in PEFT:
+        size, trainable = peft_files(model, folder)
+    else:
+        fmt.round_for_storage_(model, "float16")
+        folder.mkdir(parents=True, exist_ok=True)
+        size, trainable = fmt.save(model, folder / "model.sqz", arch=ARCH, dtype="float16").size_bytes, model.d
+    return {"method": method, "lr": lr, "seed": seed, "val_accuracy": res.val_accuracy, "val_loss": res.val_loss, "best_epoch": res.best_epoch,
+            "cpu_seconds": cpu_s, "wall_seconds": time.time() - wall, "bytes": size, "trainable": trainable}
+
+
+def test_accuracy(run: dict, ds: Dataset, folder: Path) -> float:
+    """The kept run's test accuracy, on the model rebuilt from the files it ships."""
+    if run["method"] in PEFT:
+        model = peft_reload(run["method"], run["seed"], folder)
+    else:
+        model = fmt.load_subspace(folder / "model.sqz", base="arch")
+    return accuracy(model, ds.x_test, ds.y_test)
+
+
+def quantized(run: dict, levels: int, ds: Dataset, folder: Path) -> dict:
+    """A squeeze run's theta_d quantized to ``levels`` (k-means, no training), saved entropy-coded, tested from the file."""
+    from squeeze import coding_registry
+    from squeeze.quantize import QuantizeConfig, quantize_subspace
+
+    sub = fmt.load_subspace(folder / "model.sqz", base="arch")
+    q = quantize_subspace(sub, QuantizeConfig(levels=levels, steps=0, seed=run["seed"]), without_test(ds))
+    path = folder / f"model_q{levels}.sqz"
+    size = fmt.save(sub, path, arch=ARCH, encoded=coding_registry.encode_quantized(q.codebook, q.codes)).size_bytes
+    acc = accuracy(fmt.load_subspace(path, base="arch"), ds.x_test, ds.y_test)
+    return {**run, "method": f"{run['method']}+q{levels}", "bytes": size, "val_accuracy": q.val_accuracy["kmeans"], "test_accuracy": acc}
+
+
+class Cache:
+    """One JSON per run under ``root``; a cached run made with other settings is refused."""
+
+    def __init__(self, root: Path, settings: dict):
+        self.root, self.settings = root, settings
+
+    def folder(self, method: str, lr: float, seed: int) -> Path:
+        return self.root / "runs" / f"{method}_lr{lr:g}_s{seed}"
+
+    def get(self, method: str, lr: float, seed: int) -> dict | None:
+        path = self.folder(method, lr, seed) / "run.json"
+        if not path.exists():
+            return None
+        run = json.loads(path.read_text())
+        if run["settings"] != self.settings:
+            sys.exit(f"{path} was made with {run['settings']}, not {self.settings}; pass another --out")
+        return run
+
+    def put(self, run: dict) -> dict:
+        run["settings"] = self.settings
+        (self.folder(run["method"], run["lr"], run["seed"]) / "run.json").write_text(json.dumps(run, indent=1))
+        return run
+
+
+def method_runs(method: str, ds: Dataset, args, cache: Cache) -> list[dict]:
+    """The LR grid on the first seed, the kept rate on the others; each kept run tested once."""
+    def get_or_run(lr: float, seed: int) -> dict:
+        run = cache.get(method, lr, seed)
+        if run is None:
+            run = cache.put(run_one(method, lr, seed, ds, args, cache.folder(method, lr, seed)))
+            print(f"  {method} lr {lr:g} seed {seed}: val {run['val_accuracy']:.4f} (loss {run['val_loss']:.4f}), {run['bytes']:,} bytes, "
+                  f"{run['cpu_seconds']:.0f} s CPU", flush=True)
+        return run
+
+    grid = [get_or_run(lr, args.seeds[0]) for lr in args.lrs]
+    best = max(grid, key=lambda r: (r["val_accuracy"], -r["val_loss"], -r["lr"]))
+    kept = [best] + [get_or_run(best["lr"], s) for s in args.seeds[1:]]
+    for run in kept:
+        if "test_accuracy" not in run:
+            run["test_accuracy"] = test_accuracy(run, ds, cache.folder(method, run["lr"], run["seed"]))
+            cache.put(run)
+    out = [{**r, "grid": False} for r in grid if r is not best] + [{**r, "kept": True} for r in kept]
+    if method not in PEFT:
+        for levels in args.levels:
+            for run in kept:
+                key = f"q{levels}"
+                if key not in run:
+                    run[key] = quantized(run, levels, ds, cache.folder(method, run["lr"], run["seed"]))
+                    cache.put(run)
+                out.append({**run[key], "kept": True})
+    return out
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """One row per method over its kept runs: bytes, trainable numbers, mean and spread of test accuracy, CPU time."""
+    rows = []
+    for method in dict.fromkeys(r["method"] for r in runs):
+        kept = [r for r in runs if r["method"] == method and r.get("kept")]
+        grid = [r for r in runs if r["method"] == method]
+        accs = [r["test_accuracy"] for r in kept]
+        rows.append({
+            "method": method, "lr": kept[0]["lr"], "trainable": kept[0]["trainable"], "bytes": max(r["bytes"] for r in kept),
+            "seeds": [r["seed"] for r in kept], "test_accuracy": accs, "mean": statistics.fmean(accs),
+            "std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "min": min(accs), "max": max(accs),
+            "cpu_seconds_per_run": statistics.fmean(r["cpu_seconds"] for r in kept),
+            "cpu_seconds_all_runs": sum(r["cpu_seconds"] for r in grid if "+q" not in method),
+            "val_by_lr": {f"{r['lr']:g}": round(r["val_accuracy"], 4) for r in grid if r["seed"] == kept[0]["seed"]},
+        })
+    return sorted(rows, key=lambda r: r["bytes"])
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| method | trainable numbers | bytes shipped | lr (val acc per lr, seed 0) | test acc mean ± std (min–max) | seeds | CPU s per run |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        grid = ", ".join(f"{k}: {v:.4f}" for k, v in r["val_by_lr"].items())
+        lines.append(f"| {r['method']} | {r['trainable']:,} | {r['bytes']:,} | {r['lr']:g} ({grid}) | {r['mean']:.4f} ± {r['std']:.4f} ({r['min']:.4f}–{r['max']:.4f}) "
+                     f"| {len(r['seeds'])} | {r['cpu_seconds_per_run']:.0f} |")
+    return "\n".join(lines)
+
+
+def family(method: str) -> str:
+    """The plot line a method belongs to."""
+    if method.startswith(("bitfit", "said")):
+        kind, rest = method.split("-", 1)
+        return f"squeeze {'BitFit tensors' if kind == 'bitfit' else 'SAID, all weights'}" + (" (k-means " + rest.split("+q")[1] + " levels)" if "+q" in rest else "")
+    return {"lora": "LoRA (r=1, 4)", "vera": "VeRA", "fourierft": "FourierFT (n=100, 1000)"}[method.split("-")[0]]
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    from squeeze.plot import log_x_figure
+
+    with log_x_figure(path, xlabel="bytes shipped (log scale)", ylabel="test accuracy (mean of seeds, bars: min-max)", title=title) as ax:
+        for fam in dict.fromkeys(family(r["method"]) for r in rows):
+            pts = sorted((r for r in rows if family(r["method"]) == fam), key=lambda r: r["bytes"])
+            x, y = [r["bytes"] for r in pts], [r["mean"] for r in pts]
+            err = [[r["mean"] - r["min"] for r in pts], [r["max"] - r["mean"] for r in pts]]
+            style = "-o" if fam.startswith("squeeze") else "--s"
+            ax.errorbar(x, y, yerr=err, fmt=style, capsize=2, markersize=4, label=fam)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma-separated; PEFT: {', '.join(PEFT)}; squeeze: bitfit-<d>, said-<d>")
+    ap.add_argument("--seeds", default="0,1,2", help="training seeds; the learning rate is chosen on the first")
+    ap.add_argument("--lrs", default="0.002,0.01,0.05", help="the learning-rate grid every method gets")
+    ap.add_argument("--levels", default="16", help="k-means levels for quantized squeeze rows (comma-separated; empty: none)")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="smoke run: 640 training words, 1 epoch, separate cache")
+    ap.add_argument("--out", type=Path, default=None, help="cache, JSON and plot folder [default: out/finetune_vs_peft, or ..._quick]")
+    ap.add_argument("--plot", type=Path, default=None, help="the PNG [default: <out>/finetune_vs_peft.png]")
+    args = ap.parse_args(argv)
+    args.methods = [m for m in args.methods.split(",") if m]
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.lrs = [float(x) for x in args.lrs.split(",")]
+    args.levels = [int(x) for x in args.levels.split(",") if x]
+    if args.quick:
+        args.epochs = 1
+    bad = [m for m in args.methods if m not in PEFT and not (m.split("-")[0] in ("bitfit", "said") and m.split("-")[-1].isdigit())]
+    if bad:
+        sys.exit(f"unknown methods {bad}; use {', '.join(PEFT)}, bitfit-<d> or said-<d>")
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", module="peft|transformers")  # offline look-ups of the hub config; VeRA's regenerated projections
+    out = args.out or ROOT / "out" / ("finetune_vs_peft_quick" if args.quick else "finetune_vs_peft")
+    settings = {"epochs": args.epochs, "batch_size": args.batch_size, "threads": args.threads, "quick": args.quick, "torch": torch.__version__}
+    cache = Cache(out, settings)
+    ds = build_data(args.quick)
+    import peft
+
+    print(f"VADER words: {len(ds.y_train)} train ({int(len(ds.y_train) * 0.1)} of them validation), {len(ds.y_test)} test; "
+          f"peft {peft.__version__}, torch {torch.__version__}, {args.threads} thread(s); lr grid {args.lrs} on seed {args.seeds[0]}", flush=True)
+    runs = []
+    for method in args.methods:
+        runs += method_runs(method, ds, args, cache)
+    rows = summarize(runs)
+    text = table(rows)
+    print(text)
+    report = {"settings": settings, "peft": peft.__version__, "lrs": args.lrs, "seeds": args.seeds, "rows": rows, "runs": runs}
+    (out / "finetune_vs_peft.json").write_text(json.dumps(report, indent=1))
+    png = args.plot or out / "finetune_vs_peft.png"
+    plot(rows, png, f"VADER words, all-MiniLM-L6-v2, {args.epochs} epochs, {len(args.seeds)} seed(s)")
+    print(f"wrote {out / 'finetune_vs_peft.json'} and {png}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -30,6 +30,8 @@ class Candidate:
         payload_bytes: the part of ``bytes`` that stores theta_d (the rest is the fixed cost).
         val_accuracy: accuracy on the validation split (carved from the training split).
         val_agreement: share of validation examples where it predicts the teacher's class.
+        val_se: the standard error of ``val_accuracy - target x the teacher's validation
+            accuracy``, paired over the validation examples (both are measured on the same ones).
         epochs: epochs of the float training it comes from.
         seconds: time spent on it (its training, or its quantization).
         method: how theta_d was made (``float``, ``kmeans``, ``qat``).
@@ -50,12 +52,17 @@ class Candidate:
     method: str = "float"
     test_accuracy: float | None = None
     test_agreement: float | None = None
+    val_se: float = 0.0
     state: Any = field(default=None, repr=False)
     encoded: Any = field(default=None, repr=False)
 
     @property
     def levels(self) -> int | None:
         return levels_of(self.encoding)
+
+    def passes(self, threshold: float, margin: float = 0.0) -> bool:
+        """Whether its validation accuracy exceeds ``threshold`` by ``margin`` standard errors."""
+        return self.val_accuracy - margin * self.val_se >= threshold
 
     def estimate_bytes(self, d: int) -> int:
         """The size this encoding would have at another d (the payload scales with d)."""
@@ -69,6 +76,7 @@ class Candidate:
             "bytes": self.bytes,
             "val_accuracy": round(self.val_accuracy, 6),
             "val_agreement": round(self.val_agreement, 6),
+            "val_se": round(self.val_se, 6),
             "epochs": self.epochs,
             "method": self.method,
             "seconds": round(self.seconds, 2),
@@ -96,13 +104,14 @@ def bits_per_value(encoding: str) -> float:
     return {"f16": 16.0, "f32": 32.0}[encoding] if L is None else max(1.0, math.log2(L))
 
 
-def choose(candidates: list[Candidate], *, threshold: float | None = None, budget: int | None = None) -> tuple[Candidate | None, bool]:
+def choose(candidates: list[Candidate], *, threshold: float | None = None, budget: int | None = None, margin: float = 0.0) -> tuple[Candidate | None, bool]:
     """The kept candidate, and whether it meets the goal.
 
     Args:
         candidates: every candidate tried.
         threshold: with no budget, the validation accuracy to reach: the smallest file reaching it
-            wins (ties: the more accurate); when none does, the most accurate.
+            (by ``margin`` of its standard errors, :meth:`Candidate.passes`) wins (ties: the
+            more accurate); when none does, the most accurate.
         budget: bytes: the most accurate file within it wins (ties: the smaller); when none
             fits, the smallest. With a threshold as well, reaching it is also required for
             ``reached``.
@@ -117,9 +126,9 @@ def choose(candidates: list[Candidate], *, threshold: float | None = None, budge
         if not fitting:
             return min(candidates, key=lambda c: (c.bytes, -c.val_accuracy)), False
         best = max(fitting, key=lambda c: (c.val_accuracy, -c.bytes, -c.d))
-        return best, threshold is None or best.val_accuracy >= threshold
+        return best, threshold is None or best.passes(threshold, margin)
     assert threshold is not None, "choose needs a threshold or a budget"
-    passing = [c for c in candidates if c.val_accuracy >= threshold]
+    passing = [c for c in candidates if c.passes(threshold, margin)]
     if passing:
         return min(passing, key=lambda c: (c.bytes, -c.val_accuracy, c.d)), True
     return max(candidates, key=lambda c: (c.val_accuracy, -c.bytes, -c.d)), False

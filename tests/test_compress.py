@@ -14,7 +14,7 @@ from squeeze import arch as arch_mod
 from squeeze import format as fmt
 from squeeze.compress import CompressConfig, compress, load_teacher
 from squeeze.data import Dataset, load_data
-from squeeze.fit import TrainConfig, accuracy, train
+from squeeze.fit import TrainConfig, accuracy, predict, train
 from squeeze.search import Candidate, choose
 from squeeze.zoo import MLP
 from squeeze_cli.app import main
@@ -117,11 +117,12 @@ def test_target_keeps_the_smallest_passing_file_user_architecture(digits, tmp_pa
     report = _json(capsys.readouterr().out)
     out = tmp_path / "net.sqz"  # the default output: beside the input
     assert rc == 0 and report["reached"] and report["output"] == str(out) and out.exists()
-    t, n_val = 0.9 * report["teacher_val_accuracy"], len(digits.validation_split(0.1)[1].y_train)
     threshold = report["threshold"]
-    assert threshold == pytest.approx(t + (t * (1 - t) / n_val) ** 0.5, abs=1e-6)  # the target plus one standard error
-    passing = [t for t in report["trials"] if t["val_accuracy"] >= threshold]
-    assert report["val_accuracy"] >= threshold
+    assert threshold == pytest.approx(0.9 * report["teacher_val_accuracy"], abs=1e-6)
+    assert all(t["val_se"] > 0 for t in report["trials"])
+    passing = [t for t in report["trials"] if t["val_accuracy"] - t["val_se"] >= threshold]  # by one standard error
+    kept = next(t for t in report["trials"] if (t["d"], t["encoding"]) == (report["d"], report["encoding"]))
+    assert kept in passing
     assert report["sqz_bytes"] <= min(t["bytes"] for t in passing)
     assert len({(t["d"], t["encoding"]) for t in report["trials"]}) == len(report["trials"]) >= 4
     # an independent evaluation of the decompressed weights gives the reported accuracy
@@ -255,6 +256,30 @@ def test_choose_smallest_passing_or_most_accurate_within_budget():
     assert not ok and best.bytes == 760  # nothing fits: the smallest
     swapped = [_cand(c.d, c.encoding, c.bytes, c.val_accuracy, 1 - c.test_accuracy) for c in cands]
     assert choose(swapped, threshold=0.9)[0].d == 1024  # test accuracies play no part
+
+
+def test_choose_with_a_margin_asks_each_candidate_to_clear_its_own_standard_error():
+    sure = Candidate(d=512, encoding="q8", bytes=900, payload_bytes=400, val_accuracy=0.91, val_agreement=0.99, epochs=1, seconds=0.0, val_se=0.004)
+    shaky = Candidate(d=256, encoding="q8", bytes=700, payload_bytes=200, val_accuracy=0.91, val_agreement=0.80, epochs=1, seconds=0.0, val_se=0.02)
+    assert choose([sure, shaky], threshold=0.9)[0] is shaky  # no margin: the smaller file
+    best, ok = choose([sure, shaky], threshold=0.9, margin=1.0)
+    assert ok and best is sure  # 0.91 - 0.02 < 0.9 <= 0.91 - 0.004
+    assert not choose([shaky], threshold=0.9, margin=1.0)[1]
+
+
+def test_paired_standard_error_is_that_of_the_per_example_difference(teacher, digits):
+    """A candidate's val_se is the standard error of mean(right - target x teacher right) over
+    the validation examples, recomputed here from the model the candidate stores."""
+    path, model, _ = teacher
+    build = lambda: MLP(input_shape=digits.input_shape, num_classes=10, hidden=(32,))  # noqa: E731
+    res = compress(load_teacher(path, build()), build, digits, CompressConfig(dim=64, levels=8, target=0.9, epochs=2, patience=None, qat_steps=5), progress=False)
+    c = res.kept
+    val = digits.validation_split(0.1)[1]
+    right = (predict(res.sub, val.x_train).argmax(1) == val.y_train).double()
+    teacher_right = (predict(model, val.x_train).argmax(1) == val.y_train).double()
+    x = right - 0.9 * teacher_right
+    assert c.val_accuracy == pytest.approx(float(right.mean()))
+    assert c.val_se == pytest.approx(float(x.std() / len(x) ** 0.5), rel=1e-6) and c.val_se > 0
 
 
 def test_load_teacher_is_strict(teacher, digits):

@@ -103,7 +103,7 @@ def command(
     lr: float = typer.Option(0.1, "--lr", help="Adam learning rate of theta_d."),
     batch_size: int = typer.Option(128, "--batch-size", help="Examples per step."),
     qat_steps: int = typer.Option(300, "--qat-steps", help="Quantization-aware fine-tuning steps per quantized candidate."),
-    margin: float = typer.Option(1.0, "--margin", help="With --target: a candidate passes when its validation accuracy exceeds the target by this many standard errors of a validation accuracy (0: the target itself)."),
+    margin: float = typer.Option(1.0, "--margin", help="With --target: a candidate passes when its validation accuracy exceeds the target by this many of its standard errors (paired with the teacher's on the same validation examples; 0: the target itself)."),
     dev: str = options.Device,
     dtype: str = typer.Option("float16", "--dtype", help="The float encoding searched: float16 or float32."),
     base: Optional[str] = typer.Option(None, "--base", help="Compress a fine-tune as a delta against its pretrained base: a checkpoint (.safetensors/.pt), 'arch' or 'module:factory' (as in `squeeze train --base`). The file records the base's digest, never its weights."),
@@ -190,7 +190,7 @@ def command(
         if config.size:
             msg = f"no candidate fits {config.size:,} bytes; saved the smallest ({f.size_bytes:,} bytes) to {output}. Try a larger --size or pin fewer --levels"
         else:
-            msg = f"validation accuracy {k.val_accuracy:.4f} is below the target {result.threshold:.4f} ({target:g} x teacher {result.teacher_val_accuracy:.4f}, plus {config.margin:g} standard error) even for the best candidate (d = {k.d:,}, {k.encoding}); saved it to {output}. Try a higher --max-dim or a lower --target"
+            msg = f"validation accuracy {k.val_accuracy:.4f} does not clear the target {result.threshold:.4f} ({target:g} x teacher {result.teacher_val_accuracy:.4f}) by {config.margin:g} of its standard errors ({k.val_se:.4f}) even for the best candidate (d = {k.d:,}, {k.encoding}); saved it to {output}. Try a higher --max-dim or a lower --target"
         if config.dim is not None:  # d was the user's choice: a note, not a failure
             err_console.print(f"[yellow]note:[/] {escape(msg)}", highlight=False)
             return

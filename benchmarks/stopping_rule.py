@@ -1,0 +1,124 @@
+"""How long should a trial train? The stopping rule of ``compress``, ``train`` and
+``intrinsic-dim`` (:data:`squeeze.defaults.CONVERGE`) against the alternatives, across the zoo
+and a user-file model, in one run.
+
+    python benchmarks/stopping_rule.py                     # every case, 2 seeds
+    python benchmarks/stopping_rule.py --cases mlp,gru --seeds 1
+
+Each case distils a dense teacher into a random subspace of a fixed d, as ``compress`` does
+(KL to the teacher mixed with cross-entropy, Adam at lr 0.1, batch 128), under each rule:
+
+* ``fixed 10`` / ``fixed 40``: exactly that many epochs, one-cycle schedule (10 was the old default);
+* ``patience P``: until the validation objective has not improved for P epochs (cap 200),
+  halving the learning rate after every ``decay_after`` = 2 stale epochs; P = 6 is the default.
+
+Only validation data (carved from the training split) is read: the objective and accuracy at
+the kept epoch, the epochs run and the seconds. The teacher of ``mlp`` is the README sample;
+the others are trained dense in this run (Adam 1e-3, the default rule). Cases: ``mlp``
+(squeeze.zoo:MLP on mnist5k, d = 750), ``lenet`` (LeNet on digits, d = 300), ``resnet``
+(ResNet with BatchNorm on digits, d = 400), ``gru`` (a GRU defined in this file, on mnist1d,
+d = 1024: a user-file model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from squeeze import Subspace, SubspaceConfig
+from squeeze.compress import load_teacher
+from squeeze.data import load_data
+from squeeze.defaults import CONVERGE
+from squeeze.fit import TrainConfig, train
+from squeeze.zoo import MLP, LeNet, ResNet
+
+SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "mlp_mnist5k.safetensors"
+
+
+class GRUClassifier(nn.Module):
+    """A one-layer GRU over the sequence (one value per step), its last state into a linear head."""
+
+    def __init__(self, hidden: int = 32, num_classes: int = 10):
+        super().__init__()
+        self.gru = nn.GRU(1, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.gru(x.reshape(x.shape[0], -1, 1))[0][:, -1])
+
+
+CASES = {
+    # name: (data, build, d)
+    "mlp": ("mnist5k", lambda shape: MLP(), 750),
+    "lenet": ("digits", lambda shape: LeNet(input_shape=shape), 300),
+    "resnet": ("digits", lambda shape: ResNet(input_shape=shape), 400),
+    "gru": ("mnist1d", lambda shape: GRUClassifier(), 1024),
+}
+RULES = {
+    "fixed 10": dict(epochs=10, patience=None),
+    "fixed 40": dict(epochs=40, patience=None),
+    "patience 3": dict(epochs=CONVERGE["epochs"], patience=3),
+    f"patience {CONVERGE['patience']} (default)": dict(epochs=CONVERGE["epochs"], patience=CONVERGE["patience"]),
+    "patience 10": dict(epochs=CONVERGE["epochs"], patience=10),
+}
+
+
+def teacher_for(case: str, data, build) -> nn.Module:
+    """The README sample for ``mlp``; otherwise a dense model trained here with the default rule."""
+    if case == "mlp":
+        return load_teacher(SAMPLE, build())
+    torch.manual_seed(0)
+    model = build()
+    train(model, data, TrainConfig(epochs=CONVERGE["epochs"], patience=CONVERGE["patience"], decay_after=CONVERGE["decay_after"], lr=1e-3), progress=False)
+    return model.eval()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated: " + ", ".join(CASES))
+    ap.add_argument("--seeds", type=int, default=2, help="repeats per rule (subspace and data-order seed 0, 1, ...)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", help="also write the rows to this JSON file")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for case in args.cases.split(","):
+        data_name, make, d = CASES[case]
+        data = load_data(data_name)
+        build = lambda: make(data.input_shape)  # noqa: E731
+        teacher = teacher_for(case, data, build)
+        for rule, kw in RULES.items():
+            for seed in range(args.seeds):
+                sub = Subspace(build(), SubspaceConfig(dim=d, seed=seed))
+                cfg = TrainConfig(lr=0.1, seed=seed, decay_after=CONVERGE["decay_after"], **kw)
+                start = time.process_time()
+                res = train(sub, data, cfg, teacher=teacher, progress=False)
+                row = dict(case=case, rule=rule, seed=seed, d=d, val_loss=res.val_loss, val_accuracy=res.val_accuracy, epochs=res.epochs_run, best_epoch=res.best_epoch, cpu_s=time.process_time() - start)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    print()
+    print("| case | rule | val objective | val accuracy | epochs run | CPU s | CPU / default |")
+    print("|---|---|---|---|---|---|---|")
+    default = f"patience {CONVERGE['patience']} (default)"
+    for case in dict.fromkeys(r["case"] for r in rows):
+        mine = [r for r in rows if r["case"] == case]
+        base_cpu = statistics.mean(r["cpu_s"] for r in mine if r["rule"] == default) if any(r["rule"] == default for r in mine) else float("nan")
+        for rule in RULES:
+            rs = [r for r in mine if r["rule"] == rule]
+            if not rs:
+                continue
+            cpu = statistics.mean(r["cpu_s"] for r in rs)
+            print(f"| {case} (d={rs[0]['d']}) | {rule} | {statistics.mean(r['val_loss'] for r in rs):.4f} | {statistics.mean(r['val_accuracy'] for r in rs):.4f} | {statistics.mean(r['epochs'] for r in rs):.1f} | {cpu:.1f} | {cpu / base_cpu:.2f} |")
+    print(f"\nmeans over {args.seeds} seed(s); the objective is the held-out distillation loss at the kept epoch (lower is better)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

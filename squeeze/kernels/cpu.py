@@ -16,7 +16,11 @@ Each forward kernel does, element for element, the IEEE operations of the refere
   reference does them: separate float32 multiplications in the same order.
 
 No ``fastmath``: it would let LLVM reassociate the trees and drop ``x + 0.0``.
-Transposes only feed gradients: they accumulate in any order (float64 partial sums).
+Transposes only feed gradients, so they need not match the reference's bits: each chunk sums
+into its own float64 partial sums, and the partials are added in chunk order. The chunks depend
+only on the sizes and the thread count (``_run``), never on which thread finishes first, so a
+gradient repeats bit for bit at a fixed thread count (and may differ in the last bits between
+counts).
 
 Layout of the code: serial ``@njit(nogil=True, cache=True)`` workers each fill one range
 of the output (blocks or rows); the public functions at the end of each section split the

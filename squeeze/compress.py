@@ -285,6 +285,7 @@ class _Search:
             sub = Subspace(self.build(), SubspaceConfig(dim=d, projection=self.config.projection, seed=self.config.seed), base=self.base)
             with torch.no_grad():
                 sub.theta_d.copy_(0.01 * torch.randn(d, generator=torch.Generator().manual_seed(self.config.seed)))
+        fmt.round_buffers_for_storage_(sub)
         encoded = None
         if levels_of(enc) is not None:
             codebook, codes = kmeans_quantize(sub.theta_d.detach(), levels_of(enc))
@@ -311,6 +312,7 @@ class _Search:
             q = quantize_subspace(sub, QuantizeConfig(levels=L, steps=0 if quick else self.config.qat_steps, batch_size=self.config.batch_size, distill_weight=self.config.distill_weight, seed=self.config.seed, device=self.config.device), self.data)
             encoded, method = coding_registry.encode_quantized(q.codebook, q.codes), q.method
             seconds += time.time() - start
+        fmt.round_buffers_for_storage_(sub)  # BatchNorm statistics as the file stores them
         pred = predict(sub, self.val.x_train, device=self.config.device).argmax(1)
         right = (pred == self.val.y_train).double()
         paired = right - self.config.target * (self.val_teacher == self.val.y_train).double()

@@ -18,8 +18,9 @@ of a few hundred):
   stored as ``zlib:`` + base64 of its zlib-compressed text when that is shorter), ``arch`` (import
   reference + the keyword arguments that differ from the factory's defaults), ``base`` (the
   base digest of a fine-tune), ``weights_sha256`` (the regenerated weights),
-  ``buffers_sha256`` (the stored buffers, when there are any), ``bufs`` (their packed layout),
-  ``metrics``, ``data`` (input
+  ``buffers_sha256`` (the stored buffers, when there are any, over their float32 values),
+  ``bufs`` (their packed layout: ``[name, dtype, shape]`` each; dtype ``f32h`` is a float32
+  buffer stored as float16 because every value of it is a float16 value), ``metrics``, ``data`` (input
   shape, classes and preprocessing), ``theta`` (the encoding), ``created_by``.
 
 Readers reject unknown major versions, warn about unknown keys, and check every size before
@@ -60,6 +61,9 @@ PACKED = "zlib:"  # prefix of a compressed manifest in ``params``
 PACK_PARAMS_OVER = 512  # manifest text longer than this is stored compressed (when that is shorter)
 KNOWN_KEYS = {"format", "format_version", "spec", "params", "arch", "base", "weights_sha256", "buffers_sha256", "bufs", "metrics", "data", "theta", "created_by"}
 BUFFER_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16, "f64": torch.float64, "i64": torch.int64, "i32": torch.int32, "i16": torch.int16, "i8": torch.int8, "u8": torch.uint8, "b": torch.bool}
+# A float32 buffer whose every value is a float16 value is stored as float16 under this
+# layout code and reads back as the same float32 values (lossless: see _pack_buffers).
+HALF_STORED = "f32h"
 REQUIRED_KEYS = ("format", "format_version", "spec", "params", "weights_sha256", "theta")
 
 
@@ -117,6 +121,17 @@ def storage_roundtrip(theta_d: torch.Tensor, dtype: str) -> torch.Tensor:
             raise SqueezeError("theta_d has values beyond the float16 range; save with dtype='float32'")
         return theta_d.detach().half().float()
     raise SqueezeError(f"unknown storage dtype {dtype!r}; use float16 or float32")
+
+
+def round_buffers_for_storage_(sub: Subspace) -> None:
+    """Round ``sub``'s float32 buffers (BatchNorm statistics) in place to float16 precision,
+    each whose values all lie in float16's range, so that the file stores them in half the
+    bytes (:func:`save` stores a float32 buffer as float16 exactly when that loses nothing)
+    and metrics measured next are the metrics of the file."""
+    with torch.no_grad():
+        for t in sub.extra_tensors().values():
+            if t.dtype == torch.float32 and t.numel() and bool(torch.isfinite(t).all()) and float(t.abs().max()) <= 65504:
+                t.copy_(t.half().float())
 
 
 def round_for_storage_(sub: Subspace, dtype: str) -> None:
@@ -265,14 +280,19 @@ def _unpack_params(value: str, name: str) -> str:
 
 def _pack_buffers(buffers: dict[str, torch.Tensor]) -> tuple[str, torch.Tensor]:
     """(layout text, one uint8 tensor): the buffers' raw little-endian bytes in sorted name order;
-    the layout, a JSON list of ``[name, dtype, shape]``, is zlib-packed when that is shorter."""
+    the layout, a JSON list of ``[name, dtype, shape]``, is zlib-packed when that is shorter.
+    A float32 buffer whose values all convert to float16 and back bit for bit is stored as
+    float16, dtype :data:`HALF_STORED` (see :func:`round_buffers_for_storage_`)."""
     codes = {v: k for k, v in BUFFER_DTYPES.items()}
     layout, parts = [], []
     for k in sorted(buffers):
         t = buffers[k]
         if t.dtype not in codes:
             raise SqueezeError(f"buffer {k} has dtype {t.dtype}, which a .sqz file cannot store; use one of {', '.join(str(d) for d in BUFFER_DTYPES.values())}")
-        layout.append([k, codes[t.dtype], list(t.shape)])
+        code = codes[t.dtype]
+        if t.dtype == torch.float32 and t.numel() and torch.equal(t.half().float().view(torch.int32), t.view(torch.int32)):
+            code, t = HALF_STORED, t.half()
+        layout.append([k, code, list(t.shape)])
         parts.append(t.reshape(-1).view(torch.uint8) if t.numel() else torch.zeros(0, dtype=torch.uint8))
     text = _json(layout)
     return _pack_params(text, over=0), torch.cat(parts)
@@ -289,18 +309,19 @@ def _unpack_buffers(blob: torch.Tensor, text: str, name: str) -> dict[str, torch
         raise FormatError(damaged)
     out, offset = {}, 0
     for item in layout:
-        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and item[1] in BUFFER_DTYPES and isinstance(item[2], list)):
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and (item[1] in BUFFER_DTYPES or item[1] == HALF_STORED) and isinstance(item[2], list)):
             raise FormatError(damaged)
         if item[0] in out or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1 << 40 for n in item[2]):
             raise FormatError(damaged)
-        dtype = BUFFER_DTYPES[item[1]]
+        dtype = torch.float16 if item[1] == HALF_STORED else BUFFER_DTYPES[item[1]]
         count = 1
         for n in item[2]:
             count *= n
         size = count * torch.empty(0, dtype=dtype).element_size()
         if offset + size > blob.numel():
             raise FormatError(f"{damaged} (the layout needs more bytes than are stored)")
-        out[item[0]] = blob[offset : offset + size].clone().view(dtype).reshape(item[2])
+        value = blob[offset : offset + size].clone().view(dtype).reshape(item[2])
+        out[item[0]] = value.float() if item[1] == HALF_STORED else value
         offset += size
     if offset != blob.numel():
         raise FormatError(f"{damaged} ({blob.numel() - offset} bytes left over)")
@@ -671,4 +692,4 @@ def dense_state_dict(sub: Subspace) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in sub.materialize().state_dict().items()}
 
 
-__all__ = ["SqzFile", "save", "read", "parse", "load", "load_subspace", "dense_state_dict", "round_for_storage_", "storage_roundtrip"]
+__all__ = ["SqzFile", "save", "read", "parse", "load", "load_subspace", "dense_state_dict", "round_buffers_for_storage_", "round_for_storage_", "storage_roundtrip"]

@@ -105,3 +105,39 @@ def test_a_damaged_buffer_layout_is_refused_in_one_sentence(resnet_file, tmp_pat
     bad.write_bytes(st_save(tensors, metadata=meta))
     with pytest.raises(FormatError, match="damaged"):
         fmt.read(bad)
+
+
+def test_float16_exact_statistics_are_stored_in_half_the_bytes_and_read_back_as_float32(resnet_file, tmp_path):
+    sub, path = resnet_file
+    before = path.stat().st_size
+    want = sub.extra_tensors()
+    floats = [k for k, v in want.items() if v.dtype == torch.float32]
+    assert floats and all(not torch.equal(want[k].half().float(), want[k]) for k in floats)  # stored as float32 so far
+    fmt.round_buffers_for_storage_(sub)
+    half = tmp_path / "half.sqz"
+    fmt.save(sub, half, arch=ARCH)
+    layout = json.loads(fmt._unpack_params(_header(half.read_bytes())["__metadata__"]["bufs"], "x"))
+    assert {name: code for name, code, _ in layout if name in floats} == {k: fmt.HALF_STORED for k in floats}
+    n_float = sum(want[k].numel() for k in floats)
+    assert before - half.stat().st_size >= 2 * n_float - 16  # 2 bytes saved per statistic (the layout text aside)
+    f = fmt.read(half)
+    assert all(f.extras[k].dtype == v.dtype and torch.equal(f.extras[k], v) for k, v in want.items())
+    assert f.buffers_sha256 == fmt.buffers_digest(want)
+    loaded = fmt.load_subspace(half)
+    assert loaded.digest() == sub.digest() == f.weights_sha256
+    assert all(torch.equal(loaded.extra_tensors()[k], v) for k, v in want.items())
+
+
+def test_a_buffer_that_float16_cannot_hold_exactly_stays_float32(resnet_file, tmp_path):
+    sub, _ = resnet_file
+    fmt.round_buffers_for_storage_(sub)
+    name = next(k for k, v in sub.extra_tensors().items() if v.dtype == torch.float32)
+    with torch.no_grad():
+        sub.extra_tensors()[name][0] = 1e5  # beyond float16's range: rounding leaves this buffer alone
+    fmt.round_buffers_for_storage_(sub)
+    path = tmp_path / "mixed.sqz"
+    fmt.save(sub, path, arch=ARCH)
+    codes = {n: c for n, c, _ in json.loads(fmt._unpack_params(_header(path.read_bytes())["__metadata__"]["bufs"], "x"))}
+    assert codes[name] == "f32" and sum(c == fmt.HALF_STORED for c in codes.values()) >= 10
+    f = fmt.read(path)
+    assert all(torch.equal(f.extras[k], v) for k, v in sub.extra_tensors().items())

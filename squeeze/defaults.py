@@ -11,7 +11,7 @@
 # GRU/mnist1d): patience 10 stops later with the same result on all four; patience 3 leaves the
 # GRU at 0.47 validation accuracy (0.85 with 6); a fixed 10 epochs leaves the GRU at chance; a
 # fixed 40 epochs with one-cycle reaches a 1.6%, 6.0% and 2.7% lower objective on MLP, LeNet and
-# GRU (17% higher on the ResNet), at 0.86-1.64x the CPU time: better there, but not adaptive.
+# GRU (21% higher on the ResNet), at 0.86-1.64x the CPU time: better there, but not adaptive.
 CONVERGE = {"epochs": 200, "patience": 6, "decay_after": 2}
 LEVELS = (4, 8, 16)  # the quantized encodings compress searches besides float16
 MIN_OPSET = 18  # the lowest opset the torch.export-based exporter targets

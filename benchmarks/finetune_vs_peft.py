@@ -260,6 +260,21 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def budgets(rows: list[dict]) -> str:
+    """At each row's byte count: the best mean test accuracy of squeeze and of PEFT among rows shipping no more bytes."""
+    lines = ["| budget (bytes) | best squeeze at or under it | best PEFT at or under it | squeeze - PEFT |", "|---|---|---|---|"]
+    for b in sorted({r["bytes"] for r in rows}):
+        best = {}
+        for side in ("squeeze", "peft"):
+            fits = [r for r in rows if r["bytes"] <= b and (r["method"] in PEFT) == (side == "peft")]
+            best[side] = max(fits, key=lambda r: r["mean"]) if fits else None
+        sq, pe = best["squeeze"], best["peft"]
+        cell = lambda r: f"{r['method']} {r['mean']:.4f}" if r else "none"
+        gap = f"{sq['mean'] - pe['mean']:+.4f}" if sq and pe else "-"
+        lines.append(f"| {b:,} | {cell(sq)} | {cell(pe)} | {gap} |")
+    return "\n".join(lines)
+
+
 def family(method: str) -> str:
     """The plot line a method belongs to."""
     if method.startswith(("bitfit", "said")):
@@ -321,6 +336,8 @@ def main(argv=None) -> dict:
     rows = summarize(runs)
     text = table(rows)
     print(text)
+    print()
+    print(budgets(rows))
     report = {"settings": settings, "peft": peft.__version__, "lrs": args.lrs, "seeds": args.seeds, "rows": rows, "runs": runs}
     (out / "finetune_vs_peft.json").write_text(json.dumps(report, indent=1))
     png = args.plot or out / "finetune_vs_peft.png"

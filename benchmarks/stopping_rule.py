@@ -69,13 +69,14 @@ RULES = {
 }
 
 
-def teacher_for(case: str, data, build) -> nn.Module:
-    """The README sample for ``mlp``; otherwise a dense model trained here with the default rule."""
+def teacher_for(case: str, data, build, lr: float = 1e-3) -> nn.Module:
+    """The README sample for ``mlp``; otherwise a dense model trained here with the default rule
+    (Adam at ``lr``)."""
     if case == "mlp":
         return load_teacher(SAMPLE, build())
     torch.manual_seed(0)
     model = build()
-    train(model, data, TrainConfig(epochs=CONVERGE["epochs"], patience=CONVERGE["patience"], decay_after=CONVERGE["decay_after"], lr=1e-3), progress=False)
+    train(model, data, TrainConfig(epochs=CONVERGE["epochs"], patience=CONVERGE["patience"], decay_after=CONVERGE["decay_after"], lr=lr), progress=False)
     return model.eval()
 
 

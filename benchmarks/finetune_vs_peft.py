@@ -245,7 +245,7 @@ def summarize(runs: list[dict]) -> list[dict]:
             "std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "min": min(accs), "max": max(accs),
             "cpu_seconds_per_run": statistics.fmean(r["cpu_seconds"] for r in kept),
             "cpu_seconds_all_runs": sum(r["cpu_seconds"] for r in grid if "+q" not in method),
-            "val_by_lr": {f"{r['lr']:g}": round(r["val_accuracy"], 4) for r in grid if r["seed"] == kept[0]["seed"]},
+            "val_by_lr": {f"{r['lr']:g}": round(r["val_accuracy"], 4) for r in sorted(grid, key=lambda r: r["lr"]) if r["seed"] == kept[0]["seed"]},
         })
     return sorted(rows, key=lambda r: r["bytes"])
 

@@ -80,6 +80,14 @@ def teacher_for(case: str, data, build, lr: float = 1e-3) -> nn.Module:
     return model.eval()
 
 
+def setup(case: str, teacher_lr: float = 1e-3) -> tuple:
+    """(data set, build, teacher, d) of a case."""
+    data_name, make, d = CASES[case]
+    data = load_data(data_name)
+    build = lambda: make(data.input_shape)  # noqa: E731
+    return data, build, teacher_for(case, data, build, teacher_lr), d
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default=",".join(CASES), help="comma-separated: " + ", ".join(CASES))
@@ -90,10 +98,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = []
     for case in args.cases.split(","):
-        data_name, make, d = CASES[case]
-        data = load_data(data_name)
-        build = lambda: make(data.input_shape)  # noqa: E731
-        teacher = teacher_for(case, data, build)
+        data, build, teacher, d = setup(case)
         for rule, kw in RULES.items():
             for seed in range(args.seeds):
                 sub = Subspace(build(), SubspaceConfig(dim=d, seed=seed))

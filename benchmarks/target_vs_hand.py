@@ -27,9 +27,8 @@ import time
 import torch
 
 from squeeze.compress import CompressConfig, compress
-from squeeze.data import load_data
 from squeeze.fit import accuracy
-from stopping_rule import CASES, teacher_for
+from stopping_rule import setup
 
 TARGET = 0.95
 
@@ -45,10 +44,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out = []
     for case in args.cases.split(","):
-        data_name, make, _ = CASES[case]
-        data = load_data(data_name)
-        build = lambda: make(data.input_shape)  # noqa: E731
-        teacher = teacher_for(case, data, build, args.teacher_lr)
+        data, build, teacher, _ = setup(case, args.teacher_lr)
         teacher_test = accuracy(teacher, data.x_test, data.y_test)
         start = time.process_time()
         found = compress(teacher, build, data, CompressConfig(target=TARGET), progress=False)

@@ -293,6 +293,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
             err = [[r["mean"] - r["min"] for r in pts], [r["max"] - r["mean"] for r in pts]]
             style = "-o" if fam.startswith("squeeze") else "--s"
             ax.errorbar(x, y, yerr=err, fmt=style, capsize=2, markersize=4, label=fam)
+        lo, hi = min(r["min"] for r in rows), max(r["max"] for r in rows)
+        ax.set_ylim(lo - 0.8 * (hi - lo), hi + 0.05 * (hi - lo))  # room for the legend below the lines
 
 
 def main(argv=None) -> dict:

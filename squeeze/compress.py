@@ -57,14 +57,12 @@ from squeeze import format as fmt
 from squeeze.checkpoint import load_state_dict, match_state_dict
 from squeeze.data import Dataset
 from squeeze.dimension import count_params
-from squeeze.defaults import CONVERGE
+from squeeze.defaults import CONVERGE, LEVELS  # LEVELS: the quantized encodings searched besides float16
 from squeeze.fit import TrainConfig, predict, train
 from squeeze.projection import kinds
 from squeeze.quantize import QuantizeConfig, kmeans_quantize, quantize_subspace
 from squeeze.search import Candidate, bits_per_value, choose, encoding_name, levels_of
 from squeeze.subspace import Subspace, SubspaceConfig
-
-from squeeze.defaults import LEVELS  # noqa: E402  (the quantized encodings searched besides float16)
 
 
 @dataclass(frozen=True)
@@ -257,6 +255,7 @@ class _Search:
         D = count_params(build())
         self.dims = min(config.max_dim or D, D)
         self.val_teacher = predict(teacher, self.val.x_train, device=config.device).argmax(1)
+        self.teacher_right = (self.val_teacher == self.val.y_train).double()  # per validation example
 
     def fit(self, d: int) -> bool:
         """Distil at d (once); False when Ctrl-C stopped it (the search then stops). An
@@ -316,7 +315,7 @@ class _Search:
         fmt.round_buffers_for_storage_(sub)  # BatchNorm statistics as the file stores them
         pred = predict(sub, self.val.x_train, device=self.config.device).argmax(1)
         right = (pred == self.val.y_train).double()
-        paired = right - self.config.target * (self.val_teacher == self.val.y_train).double()
+        paired = right - self.config.target * self.teacher_right
         total, payload = self.measure(sub, encoded, enc)
         c = Candidate(
             d=d, encoding=enc, bytes=total, payload_bytes=payload,
@@ -488,7 +487,7 @@ def compress(
     dev = config.device
     teacher = teacher.to(dev).eval()
     s = _Search(teacher, build, data, config, measure or _default_measure, on_trial, progress, base)
-    teacher_val = float((s.val_teacher == s.val.y_train).float().mean())
+    teacher_val = float(s.teacher_right.mean())
     # each candidate must clear it by config.margin of its own standard errors: picking the
     # smallest of many candidates that pass on the validation examples favours the lucky ones
     threshold = config.target * teacher_val

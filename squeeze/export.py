@@ -38,13 +38,13 @@ import torch
 from torch import nn
 
 from squeeze.atomic import atomic_path
+from squeeze.defaults import DEFAULT_OPSET, MIN_OPSET  # MIN_OPSET: the lowest the torch.export-based exporter targets
 from squeeze.errors import SqueezeError
 from squeeze.onnx.inputs import Deployed, InputSpec, input_spec
 
 if TYPE_CHECKING:
     from squeeze.format import SqzFile
 
-from squeeze.defaults import DEFAULT_OPSET, MIN_OPSET  # noqa: E402  (the lowest opset the torch.export-based exporter targets)
 PROTOBUF_LIMIT = 2**31 - 2**26  # weights above this (2 GB less room for the graph) go to .onnx.data
 INPUT_NAME = "input"
 TRACE_BATCH = 2  # batch size of the example input used to trace (a dynamic dim must not be 0 or 1)

@@ -121,16 +121,10 @@ def command(
 
     Example: squeeze compress samples/mlp_mnist5k.safetensors --arch squeeze.zoo:MLP --data mnist5k --size 1500
     """
-    from squeeze.search import Candidate
-    from squeeze.compress import CompressConfig
-    from squeeze import arch as arch_mod
-    from squeeze import coding_registry
-    from squeeze.compress import compress
-    from squeeze.compress import file_metrics
-    from squeeze import format as fmt
+    from squeeze import arch as arch_mod, coding_registry, format as fmt
     from squeeze.base import load_base
-    from squeeze.compress import load_teacher
-    from squeeze.search import plot_frontier
+    from squeeze.compress import CompressConfig, compress, file_metrics, load_teacher
+    from squeeze.search import Candidate, plot_frontier
 
     start = time.time()
     set_threads(threads)

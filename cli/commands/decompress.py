@@ -34,11 +34,10 @@ def command(
 
     Example: squeeze decompress mlp.sqz -o mlp.safetensors
     """
-    from squeeze.atomic import atomic_path
-    from squeeze import format as fmt
-    from squeeze import materialize as mat
-    from squeeze import stream
     import torch
+
+    from squeeze import format as fmt, materialize as mat, stream
+    from squeeze.atomic import atomic_path
 
     output = check_output(output, suffixes=(".safetensors", ".pt"), inputs=(file,), force=force, default_from=file)
     set_threads(threads)

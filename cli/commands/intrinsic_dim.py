@@ -55,11 +55,8 @@ def command(
 
     Example: squeeze intrinsic-dim --arch squeeze.zoo:MLP --data mnist5k --dims 100,300,500,750,1000 --plot mlp.png
     """
-    from squeeze.dimension import SweepConfig
-    from squeeze.dimension import SweepPoint
     from squeeze import arch as arch_mod
-    from squeeze.dimension import plot as draw
-    from squeeze.dimension import sweep
+    from squeeze.dimension import SweepConfig, SweepPoint, plot as draw, sweep
 
     set_threads(threads)
     dim_list = parse_dims(dims)

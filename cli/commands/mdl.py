@@ -65,10 +65,9 @@ def command(
 
     Example: squeeze mdl mlp.sqz
     """
-    from squeeze.mdl import file_report
     from squeeze import format as fmt
     from squeeze.data import load_data
-    from squeeze.mdl import recorded_search_bits
+    from squeeze.mdl import file_report, recorded_search_bits
 
     set_threads(threads)
     f = fmt.read(file)

@@ -43,13 +43,10 @@ def command(
 
     Example: squeeze quantize mlp.sqz --levels 4 -o mlp-q4.sqz
     """
-    from squeeze.quantize import QuantizeConfig
+    from squeeze import coding_registry, format as fmt
+    from squeeze.data import check_fits, load_data
     from squeeze.fit import accuracy
-    from squeeze.data import check_fits
-    from squeeze import coding_registry
-    from squeeze import format as fmt
-    from squeeze.data import load_data
-    from squeeze.quantize import quantize_subspace
+    from squeeze.quantize import QuantizeConfig, quantize_subspace
 
     start = time.time()
     set_threads(threads)

@@ -54,14 +54,11 @@ def command(
     Data-parallel: torchrun --nproc-per-node 2 -m squeeze_cli train ... (see docs/distributed.md);
     --batch-size stays the global batch, and only rank 0 prints and writes the file.
     """
-    from squeeze import Subspace
-    from squeeze import SubspaceConfig
-    from squeeze.fit import TrainConfig
-    from squeeze import distributed
-    from squeeze import format as fmt
-    from squeeze.base import load_base
-    from squeeze.fit import train
     import torch
+
+    from squeeze import Subspace, SubspaceConfig, distributed, format as fmt
+    from squeeze.base import load_base
+    from squeeze.fit import TrainConfig, train
 
     set_threads(threads)
     torch.manual_seed(seed)  # torch's own draws (a dense baseline's init, measured init scales) repeat too

@@ -10,8 +10,8 @@ Two stopping rules:
   until the held-out objective stops improving. The objective is the training loss measured on
   the validation share carved from the training split (cross-entropy, plus the KL divergence
   to the teacher when distilling). The learning rate warms up linearly over the first epoch,
-  is halved after ``decay_after`` epochs without a new best, and training stops after
-  ``patience`` epochs without one, or at the cap ``epochs``. The length adapts to the model,
+  then stays (or, with ``decay_after`` set, is halved after that many epochs without a new
+  best), and training stops after ``patience`` epochs without one, or at the cap ``epochs``. The length adapts to the model,
   so no epoch count has to be guessed per model.
 - **fixed** (``patience=None``): exactly ``epochs`` passes with a one-cycle schedule fitted to
   that length.
@@ -43,6 +43,7 @@ from torch import nn
 
 from squeeze import distributed
 from squeeze.data import Dataset
+from squeeze.defaults import CONVERGE
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ class TrainConfig:
         never of weights (theta_0 and P come from the subspace's own seed).
     distill_weight: with a teacher, the weight of matching its outputs (KL divergence) against the labels.
     patience: stop after this many epochs without a new best held-out objective (None: fixed length).
-    decay_after: with ``patience``, halve the learning rate after this many epochs without a new best.
+    decay_after: with ``patience``, halve the learning rate after this many epochs without a new
+        best (None, the default: never; see :data:`squeeze.defaults.CONVERGE`).
     min_delta: a relative decrease of the held-out objective smaller than this is no improvement.
     """
 
@@ -69,11 +71,11 @@ class TrainConfig:
     seed: int = 0
     distill_weight: float = 0.5
     patience: int | None = None
-    decay_after: int = 2
+    decay_after: int | None = CONVERGE["decay_after"]
     min_delta: float = 1e-3
 
     def __post_init__(self):
-        if self.patience is not None and (self.patience < 1 or self.decay_after < 1):
+        if self.patience is not None and (self.patience < 1 or (self.decay_after is not None and self.decay_after < 1)):
             raise ValueError(f"patience and decay_after must be positive (got {self.patience}, {self.decay_after})")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError(f"epochs, batch size and learning rate must be positive (got {self.epochs}, {self.batch_size}, {self.lr})")
@@ -237,7 +239,7 @@ def _train(
                 if converge:
                     if stale >= config.patience:
                         break
-                    if stale and stale % config.decay_after == 0:
+                    if config.decay_after and stale and stale % config.decay_after == 0:
                         for g in opt.param_groups:
                             g["lr"] *= 0.5
                         sched.base_lrs = [b * 0.5 for b in sched.base_lrs]

@@ -301,7 +301,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma-separated; PEFT: {', '.join(PEFT)}; squeeze: bitfit-<d>, said-<d>")
     ap.add_argument("--seeds", default="0,1,2", help="training seeds; the learning rate is chosen on the first")
-    ap.add_argument("--lrs", default="0.002,0.01,0.05", help="the learning-rate grid every method gets")
+    ap.add_argument("--lrs", default="0.002,0.01,0.05,0.1,0.2", help="the learning-rate grid every method gets")
     ap.add_argument("--levels", default="16", help="k-means levels for quantized squeeze rows (comma-separated; empty: none)")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64)

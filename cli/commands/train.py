@@ -126,7 +126,7 @@ def command(
     ratio = f.dense_bytes() / f.size_bytes
     report = {
         "output": str(output), "bytes": f.size_bytes, "ratio": round(ratio, 1), "d": dim, "D": sub.D,
-        "epochs": result.epochs_run, "best_epoch": result.best_epoch, "val_loss": round(result.val_loss, 6), "interrupted": result.interrupted,
+        "epochs": result.epochs_run, "best_epoch": result.best_epoch, "val_loss": round(result.val_loss, 6), "seconds": round(result.seconds, 1), "interrupted": result.interrupted,
         **{k: v for k, v in metrics.items() if k not in ("interrupted", "epochs")},
     }
     if f.base:

@@ -69,7 +69,7 @@ RULES = {
     "fixed 10": dict(epochs=10, patience=None),
     "fixed 40": dict(epochs=40, patience=None),
     "patience 3, halving after 2": dict(epochs=CAP, patience=3, decay_after=2),
-    "patience 6, halving after 2": dict(epochs=CAP, patience=6, decay_after=2),  # the default until issue 16's third pass
+    "patience 6, halving after 2": dict(epochs=CAP, patience=6, decay_after=2),  # the default before this comparison
     "patience 10, halving after 2": dict(epochs=CAP, patience=10, decay_after=2),
     "patience 10, halving after 5": dict(epochs=CAP, patience=10, decay_after=5),
     "patience 20, no halving": dict(epochs=CAP, patience=20, decay_after=None),

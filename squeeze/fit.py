@@ -11,8 +11,8 @@ Two stopping rules:
   the validation share carved from the training split (cross-entropy, plus the KL divergence
   to the teacher when distilling). The learning rate warms up linearly over the first epoch,
   then stays (or, with ``decay_after`` set, is halved after that many epochs without a new
-  best), and training stops after ``patience`` epochs without one, or at the cap ``epochs``. The length adapts to the model,
-  so no epoch count has to be guessed per model.
+  best), and training stops after ``patience`` epochs without one, or at the cap ``epochs``.
+  The length adapts to the model, so no epoch count has to be guessed per model.
 - **fixed** (``patience=None``): exactly ``epochs`` passes with a one-cycle schedule fitted to
   that length.
 

@@ -20,9 +20,9 @@ levels (k-means, then quantization-aware fine-tuning, range coded). Two goals:
   --target 0.95 (under the earlier stopping rule): the README's MLP kept 1,296 bytes at 0.939 of
   the teacher's test accuracy without the margin, 1,480 bytes at 0.969 with it. Under the current
   rule, a BatchNorm ResNet on digits kept 2,164 bytes at 0.958, the same file as the smallest of
-  40 hand-searched files that pass on test (``benchmarks/target_vs_hand.py``). d doubles until a candidate reaches it, then the search bisects d per
-  encoding and tries larger d with fewer levels wherever the estimated bytes could beat the
-  best file so far.
+  40 hand-searched files that pass on test (``benchmarks/target_vs_hand.py``). d doubles until
+  a candidate reaches it, then the search bisects d per encoding and tries larger d with fewer
+  levels wherever the estimated bytes could beat the best file so far.
 - ``size``: the most accurate file within a byte budget: for each encoding, the largest d
   whose file fits (estimated from measured bytes, then checked by writing the file).
 

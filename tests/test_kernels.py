@@ -184,12 +184,13 @@ def test_regenerate_checks_size():
 
 
 def test_same_bits_with_any_thread_count(monkeypatch):
-    cpu = kernels.cpu_module()
+    from squeeze.kernels import pool
+
     proj = make_projection("sorf", 70000, 100, 8)
     x = torch.randn(100)
     want = kernels.forward(proj, x)
     for n in (1, 3):
-        monkeypatch.setattr(cpu, "threads", lambda n=n: n)
+        monkeypatch.setattr(pool, "threads", lambda n=n: n)
         assert same_bits(kernels.forward(proj, x), want)
 
 

@@ -1,4 +1,4 @@
-"""Regeneration tensor by tensor: the golden digests through every new path (per-tensor numba
+"""Regeneration tensor by tensor: the golden digests through every new path (per-tensor C and numba
 kernels, chunks, loading into fresh storage, streaming to safetensors, the fused training
 forward), modules built without PyTorch's init, the training gradients, and what a Subspace
 keeps in memory."""
@@ -28,6 +28,15 @@ _spec.loader.exec_module(golden)
 CASES = list(golden.GOLDEN_THETA)
 
 
+@pytest.fixture(params=["native", "numba"])
+def backend(request, monkeypatch):
+    """Each golden test runs on both CPU kernel paths: the C kernels and the numba kernels."""
+    if request.param == "native" and not kernels.native_available():
+        pytest.skip("no C compiler here")  # tests/test_native.py fails instead where ``cc`` exists
+    monkeypatch.setenv(kernels.ENV_VAR, request.param)
+    return request.param
+
+
 def bits(t: torch.Tensor) -> torch.Tensor:
     return t.detach().contiguous().reshape(-1).view(torch.int32)
 
@@ -44,17 +53,17 @@ def reference_theta(sub: Subspace, monkeypatch) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("kind", CASES)
-def test_per_tensor_regeneration_gives_the_golden_digest(kind):
+def test_per_tensor_regeneration_gives_the_golden_digest(kind, backend):
     sub = golden.golden_subspace(kind)
     regen = mat.Regenerator(sub)
-    assert regen.fast
+    assert regen.fast and regen.cpu.__name__ == f"squeeze.kernels.{'cpu' if backend == 'numba' else backend}"
     pieces = [regen.fill(i, torch.empty(s.numel)) for i, s in enumerate(sub.manifest)]
     assert digest_of(torch.cat(pieces)) == golden.GOLDEN_THETA[kind]
 
 
 @pytest.mark.parametrize("kind", CASES)
 @pytest.mark.parametrize("size", [1, 7, 64, 1000, mat.CHUNK])
-def test_chunks_of_any_size_give_the_golden_digest(kind, size):
+def test_chunks_of_any_size_give_the_golden_digest(kind, size, backend):
     sub = golden.golden_subspace(kind)
     hasher = mat.Hasher()
     seen = []
@@ -67,7 +76,7 @@ def test_chunks_of_any_size_give_the_golden_digest(kind, size):
 
 
 @pytest.mark.parametrize("kind", CASES)
-def test_materialize_fills_fresh_storage_with_the_golden_weights(kind):
+def test_materialize_fills_fresh_storage_with_the_golden_weights(kind, backend):
     sub = golden.golden_subspace(kind)
     model, digest = mat.materialize(sub)
     assert digest == golden.GOLDEN_THETA[kind]
@@ -85,7 +94,7 @@ def test_materialize_fills_fresh_storage_with_the_golden_weights(kind):
     dict(projection="sorf", layerwise=True),
     dict(projection="sorf", layerwise=True, include=("4.weight", "7.*", "0.*")),
 ])
-def test_include_and_layerwise_match_the_reference_bit_for_bit(config, monkeypatch):
+def test_include_and_layerwise_match_the_reference_bit_for_bit(config, monkeypatch, backend):
     sub = Subspace(golden.zoo_model(), SubspaceConfig(dim=golden.DIM, seed=golden.SEED, **config))
     with torch.no_grad():
         sub.theta_d.copy_(golden.golden_theta_d(sub.theta_d.numel()))
@@ -98,7 +107,7 @@ def test_include_and_layerwise_match_the_reference_bit_for_bit(config, monkeypat
     assert digest == digest_of(ref)
 
 
-def test_base_tensors_match_the_reference_bit_for_bit(monkeypatch):
+def test_base_tensors_match_the_reference_bit_for_bit(monkeypatch, backend):
     donor = golden.zoo_model()
     base = {k: v.detach().clone() for k, v in donor.state_dict().items() if k.startswith(("0.", "4."))}
     sub = Subspace(golden.zoo_model(), SubspaceConfig(dim=golden.DIM, seed=golden.SEED, layerwise=True), base=base)

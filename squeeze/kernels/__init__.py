@@ -2,11 +2,15 @@
 
 The path is chosen per call from the environment variable ``SQUEEZE_KERNEL``:
 
-* ``auto`` (default): the numba CPU kernels for CPU tensors when numba imports and passes
-  a known-answer check, else the reference; CUDA tensors take the Triton kernels when
-  Triton imports and passes a known-answer check on that GPU, else the reference.
-* ``numba``: the numba kernels for CPU tensors; an error if numba does not work. CUDA
-  tensors take the reference path.
+* ``auto`` (default): for CPU tensors, regeneration tensor by tensor (loading, streaming,
+  the training forward) takes the compiled C kernels of ``native.py`` when a C compiler
+  builds them, and every other CPU kernel (and that one, without a compiler) the numba
+  kernels when numba imports and passes a known-answer check, else the reference; CUDA
+  tensors take the Triton kernels when Triton imports and passes a known-answer check on
+  that GPU, else the reference.
+* ``native``: as ``auto``, but an error if the C kernels cannot be built.
+* ``numba``: the numba kernels for every CPU tensor (no C); an error if numba does not work.
+  CUDA tensors take the reference path.
 * ``triton``: the Triton kernels for every tensor; an error where they cannot run. CPU
   tensors need ``TRITON_INTERPRET=1`` set before squeeze imports its Triton kernels (tests
   use it to check the kernels' bits without a GPU).
@@ -36,7 +40,7 @@ import torch
 from squeeze import rng
 
 ENV_VAR = "SQUEEZE_KERNEL"
-CHOICES = ("auto", "numba", "reference", "triton")
+CHOICES = ("auto", "native", "numba", "reference", "triton")
 
 __all__ = [
     "CHOICES",
@@ -47,7 +51,9 @@ __all__ = [
     "dense_forward",
     "dense_transpose",
     "forward",
+    "native_available",
     "regenerate",
+    "tensor_module",
     "sorf_forward",
     "sorf_transpose",
     "sparse_forward",
@@ -112,6 +118,36 @@ def use_numba(where: torch.Tensor | torch.device | str) -> bool:
         raise RuntimeError(f"{ENV_VAR}=numba but the numba kernels do not work here ({_load()[1]}); unset {ENV_VAR} or set it to reference")
     _warn_fallback()
     return False
+
+
+def native_available() -> bool:
+    """Whether the C kernels of ``native.py`` build (or are cached) and pass a known-answer check."""
+    from squeeze.kernels import native
+
+    return native.load()[0] is not None
+
+
+def tensor_module(where: torch.Tensor | torch.device | str):
+    """The kernels that regenerate one tensor at a time on ``where`` (``theta0_tensor``,
+    ``sorf_tensor``, ``rows_tensor``): ``squeeze.kernels.native`` or ``squeeze.kernels.cpu``
+    (numba), chosen as the module docstring says; None for the reference path.
+
+    Raises:
+        RuntimeError: ``SQUEEZE_KERNEL=native`` but the C kernels cannot be built here.
+    """
+    want = choice()
+    device = where.device if isinstance(where, torch.Tensor) else torch.device(where)
+    if want in ("reference", "triton") or device.type != "cpu":
+        return None
+    if want in ("auto", "native"):
+        from squeeze.kernels import native
+
+        lib, reason = native.load()
+        if lib is not None:
+            return native
+        if want == "native":
+            raise RuntimeError(f"{ENV_VAR}=native but the C kernels cannot be built here ({reason}); unset {ENV_VAR} or set it to numba")
+    return cpu_module() if use_numba(device) else None
 
 
 @functools.cache

@@ -35,14 +35,10 @@ so module constants here must never depend on the machine or the environment.
 
 from __future__ import annotations
 
-import os
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-
-import numba
 import numpy as np
 from numba import njit
+
+from squeeze.kernels.pool import run as _run
 
 _JIT = {"cache": True, "nogil": True, "fastmath": False}
 
@@ -61,38 +57,6 @@ _U16_SCALE = np.float32(2.0**-16)
 SEG_UNIFORM = 0  # uniform16 * bound, drawn from the segment's key
 SEG_CONST = 1  # every entry equals the value
 SEG_GIVEN = 2  # copied from a given array (a base checkpoint)
-
-
-# --------------------------------------------------------------------------- threads
-
-_pool: ThreadPoolExecutor | None = None
-_pool_key = (0, 0)  # (threads, pid): a forked child makes its own pool
-_pool_lock = threading.Lock()
-
-
-def threads() -> int:
-    """Worker threads: ``NUMBA_NUM_THREADS`` (default: the CPUs this process may use), at most
-    torch's intra-op thread count, so ``torch.set_num_threads`` (``--threads``) bounds both."""
-    import torch
-
-    return max(1, min(int(numba.config.NUMBA_NUM_THREADS), torch.get_num_threads()))
-
-
-def _run(work: Callable[[int, int, int], object], count: int, grain: int) -> list:
-    """``work(chunk, lo, hi)`` over [0, count) in chunks of at least ``grain`` items, on the
-    pool (a few chunks per thread, for balance on a busy machine); results in chunk order."""
-    global _pool, _pool_key
-    nt = threads()
-    chunks = max(1, min(4 * nt, count // max(1, grain)))
-    bounds = [count * c // chunks for c in range(chunks + 1)]
-    if chunks == 1 or nt == 1:
-        return [work(c, bounds[c], bounds[c + 1]) for c in range(chunks)]
-    with _pool_lock:
-        if _pool is None or _pool_key != (nt, os.getpid()):
-            _pool = ThreadPoolExecutor(max_workers=nt, thread_name_prefix="squeeze-kernel")
-            _pool_key = (nt, os.getpid())
-        pool = _pool
-    return list(pool.map(lambda c: work(c, bounds[c], bounds[c + 1]), range(chunks)))
 
 
 # --------------------------------------------------------------------------- Threefry

@@ -11,10 +11,12 @@ process (time from after the imports; peak RSS of the whole process, its ``VmHWM
 
 * ``import torch`` alone (the floor every row pays);
 * dense: ``Big()`` + ``safetensors.torch.load_file`` + ``load_state_dict``;
-* ``squeeze.load(file, arch="benchmarks/load.py:Big")`` (built without PyTorch's init);
+* ``squeeze.load(file, arch="benchmarks/load.py:Big")`` (built without PyTorch's init), with the
+  default kernels (C, ``squeeze/kernels/native.py``) and with ``SQUEEZE_KERNEL=numba``;
 * ``squeeze decompress file -o out.safetensors`` (streamed tensor by tensor).
 
-Prints medians over ``--repeats`` and the ratios to the dense load; for decompress, peak RSS
+The rows take turns, one fresh process each, ``--repeats`` times. Prints medians and the
+ratios to the dense load; for decompress, peak RSS
 above the torch import as a share of the dense file's size.
 """
 
@@ -66,7 +68,9 @@ print(time.perf_counter() - t)
 """
 
 SQUEEZE = """
-import time, torch, squeeze
+import os, time, torch
+os.environ["SQUEEZE_KERNEL"] = {kernel!r}
+import squeeze
 t = time.perf_counter()
 model = squeeze.load({sqz!r}, arch={ref!r})
 print(time.perf_counter() - t)
@@ -86,10 +90,15 @@ print(0.0)
 """
 
 
-def measure(code: str, threads: int | None, repeats: int) -> tuple[float, float]:
-    """Medians of (seconds, peak RSS GB) over ``repeats`` fresh processes running ``code``."""
-    rows = [run(code, threads) for _ in range(repeats)]
-    return statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
+def measure(codes: dict[str, str], threads: int | None, repeats: int) -> dict[str, tuple[float, float]]:
+    """Medians of (seconds, peak RSS GB) over ``repeats`` fresh processes per row. The rows take
+    turns (repeat 1 of every row, then repeat 2, ...), so a machine that gets busier or quieter
+    during the run weighs on every row alike."""
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in codes}
+    for _ in range(repeats):
+        for name, code in codes.items():
+            runs[name].append(run(code, threads))
+    return {name: (statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)) for name, rows in runs.items()}
 
 
 def run(code: str, threads: int | None) -> tuple[float, float]:
@@ -148,11 +157,13 @@ def main() -> None:
         sqz, dense = prepare(folder, args.dim, args.width, args.blocks, dense=not args.decompress_only)
         out = folder / "out.safetensors"
         ref = f"{HERE}:Big"
-        rows = {"import torch": measure(IMPORT, args.threads, args.repeats)}
+        codes = {"import torch": IMPORT}
         if dense is not None:
-            rows["dense build + load_file + load_state_dict"] = measure(DENSE.format(here=str(HERE), dense=str(dense), width=args.width, blocks=args.blocks), args.threads, args.repeats)
-            rows["squeeze.load"] = measure(SQUEEZE.format(sqz=str(sqz), ref=ref), args.threads, args.repeats)
-        rows["squeeze decompress -o .safetensors"] = measure(DECOMPRESS.format(sqz=str(sqz), out=str(out), ref=ref), args.threads, args.repeats)
+            codes["dense build + load_file + load_state_dict"] = DENSE.format(here=str(HERE), dense=str(dense), width=args.width, blocks=args.blocks)
+            codes["squeeze.load"] = SQUEEZE.format(sqz=str(sqz), ref=ref, kernel="auto")
+            codes["squeeze.load, numba kernels"] = SQUEEZE.format(sqz=str(sqz), ref=ref, kernel="numba")
+        codes["squeeze decompress -o .safetensors"] = DECOMPRESS.format(sqz=str(sqz), out=str(out), ref=ref)
+        rows = measure(codes, args.threads, args.repeats)
         same = _same_tensors(out, dense) if dense is not None else None
         file_gb = out.stat().st_size / 1e9
     base_t, base_rss = rows.get("dense build + load_file + load_state_dict", (float("nan"), float("nan")))

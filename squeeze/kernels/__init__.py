@@ -22,10 +22,13 @@ functions return CPU tensors, the ``triton_*`` ones tensors on their input's dev
 and ``theta0``/``regenerate`` are bit-exact with the reference; transposes (gradients only)
 agree to rounding.
 
-The numba kernels run on ``NUMBA_NUM_THREADS`` threads (default: every CPU) and never hold a
-D x d matrix. The first call in a fresh install compiles them (about 10 s of CPU); numba caches
-the machine code next to ``cpu.py`` and later processes load it in a fraction of a second.
-Triton compiles its kernels on first use on a GPU and caches them in ``~/.triton``.
+The CPU kernels run on ``NUMBA_NUM_THREADS`` threads (default: every CPU, at most torch's
+thread count; ``pool.py``) and never hold a D x d matrix. The first call in a fresh install
+compiles them: numba in about 10 s of CPU, cached next to ``cpu.py`` (a later process still
+pays about 0.5 s and 130 MB to import numba and load it); the C kernels in about 1.5 s, cached
+in ``~/.cache/squeeze`` (a later process loads them in milliseconds; ``native.py``).
+Per-tensor regeneration (``tensor_module``) is what loading, streaming and the training
+forward use; the other functions here take whole projections. Triton compiles its kernels on first use on a GPU and caches them in ``~/.triton``.
 """
 
 from __future__ import annotations

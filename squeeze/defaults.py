@@ -17,7 +17,7 @@
 # a fixed 40 with one-cycle reached 0.3053, 0.1464, 0.2539 and 0.4624 (better than patience 20
 # only on the MLP); patience 3 with halving left the GRU at 0.47 accuracy; patience 10 with
 # halving after 2 gave patience 6's results.
-CONVERGE = {"epochs": 200, "patience": 20, "decay_after": None}
+CONVERGE = {"epochs": 200, "patience": 20, "decay_after": None, "recover": 2.0}
 LEVELS = (4, 8, 16)  # the quantized encodings compress searches besides float16
 MIN_OPSET = 18  # the lowest opset the torch.export-based exporter targets
 DEFAULT_OPSET = 18

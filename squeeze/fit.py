@@ -13,6 +13,11 @@ Two stopping rules:
   then stays (or, with ``decay_after`` set, is halved after that many epochs without a new
   best), and training stops after ``patience`` epochs without one, or at the cap ``epochs``.
   The length adapts to the model, so no epoch count has to be guessed per model.
+  An epoch whose held-out objective is not finite or more than ``recover`` times the best so far
+  has diverged (a GRU's gradient norm jumps 1,000-fold when it leaves its plateau, and Adam's
+  second moments then keep its steps tiny for hundreds of steps): the best state comes back,
+  Adam's moments are reset and the rate is halved. Such epochs count toward the patience; a run
+  that never diverges is unchanged by this.
 - **fixed** (``patience=None``): exactly ``epochs`` passes with a one-cycle schedule fitted to
   that length.
 
@@ -61,6 +66,9 @@ class TrainConfig:
     decay_after: with ``patience``, halve the learning rate after this many epochs without a new
         best (None, the default: never; see :data:`squeeze.defaults.CONVERGE`).
     min_delta: a relative decrease of the held-out objective smaller than this is no improvement.
+    recover: with ``patience``, an epoch whose held-out objective is above this many times the
+        best (or not finite) has diverged: restore the best state, reset Adam's moments and halve
+        the rate (None: never; see :data:`squeeze.defaults.CONVERGE`).
     """
 
     epochs: int = 10
@@ -73,10 +81,13 @@ class TrainConfig:
     patience: int | None = None
     decay_after: int | None = CONVERGE["decay_after"]
     min_delta: float = 1e-3
+    recover: float | None = CONVERGE["recover"]
 
     def __post_init__(self):
         if self.patience is not None and (self.patience < 1 or (self.decay_after is not None and self.decay_after < 1)):
             raise ValueError(f"patience and decay_after must be positive (got {self.patience}, {self.decay_after})")
+        if self.recover is not None and not self.recover > 1:
+            raise ValueError(f"recover must be above 1 (got {self.recover}); pass None to never recover")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError(f"epochs, batch size and learning rate must be positive (got {self.epochs}, {self.batch_size}, {self.lr})")
         if not 0 <= self.val_fraction < 1:
@@ -100,6 +111,7 @@ class TrainResult:
     bytes_total: int = 0  # everything this rank put into collectives
     val_loss: float = float("inf")
     best_epoch: int = 0
+    recoveries: int = 0  # epochs that diverged and went back to the best state (``TrainConfig.recover``)
 
 
 @torch.no_grad()
@@ -195,7 +207,7 @@ def _train(
     gen = torch.Generator().manual_seed(config.seed)
     val_teacher = _logits(teacher, val_set.x_train, dev) if teacher is not None else None
     best, best_acc, best_epoch, best_state, history = float("inf"), 0.0, 0, None, []
-    start, epoch, step, interrupted, sent = time.time(), 0, 0, False, dist.bytes_total
+    start, epoch, step, interrupted, sent, recoveries = time.time(), 0, 0, False, dist.bytes_total, 0
     bar = _Bar(progress and dist.is_main, description, config.epochs, steps_per_epoch)
     try:
         with bar:
@@ -234,7 +246,17 @@ def _train(
                 if improved:
                     best, best_acc, best_epoch = val_loss, val, epoch
                     best_state = copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
-                bar.epoch(epoch, f"val loss {val_loss:.4f} acc {val:.4f}" + ("" if improved else f" (best epoch {best_epoch})"))
+                diverged = converge and config.recover is not None and best_state is not None and not val_loss <= config.recover * best
+                if diverged:  # back to the best state, with fresh moments and half the rate
+                    recoveries += 1
+                    history[-1]["recovered"] = True
+                    model.load_state_dict(best_state)
+                    opt.state.clear()
+                    for g in opt.param_groups:
+                        g["lr"] *= 0.5
+                    sched.base_lrs = [b * 0.5 for b in sched.base_lrs]
+                note = f" (diverged: back to epoch {best_epoch}, rate halved)" if diverged else "" if improved else f" (best epoch {best_epoch})"
+                bar.epoch(epoch, f"val loss {val_loss:.4f} acc {val:.4f}" + note)
                 stale = epoch - best_epoch
                 if converge:
                     if stale >= config.patience:
@@ -261,6 +283,7 @@ def _train(
         bytes_total=dist.bytes_total - sent,
         val_loss=best,
         best_epoch=best_epoch,
+        recoveries=recoveries,
     )
 
 

@@ -63,3 +63,23 @@ def test_the_sweep_reports_the_epochs_each_run_kept(digits):
     res = sweep(lambda: MLP(digits.input_shape, 10, hidden=(16,)), digits, [32], config=SweepConfig(patience=2, epochs=50))
     assert len(res.dense.epochs) == 1 and len(res.points[0].epochs) == 1 and 1 <= res.points[0].epochs[0] <= 50
     assert torch.isfinite(torch.tensor(res.points[0].mean))
+
+
+def test_a_diverged_epoch_goes_back_to_the_best_state_with_half_the_rate(digits):
+    def run(recover):
+        sub = Subspace(MLP(digits.input_shape, 10, hidden=(32,)), SubspaceConfig(dim=200, seed=1))
+        return sub, train(sub, digits, TrainConfig(epochs=30, lr=1.0, patience=5, recover=recover), progress=False)
+
+    sub, res = run(2.0)
+    _, plain = run(None)  # the same run without recovery: it blows up at the same epoch and stops short
+    losses = [h["val_loss"] for h in res.history]
+    blown = [h["epoch"] for h in res.history if h.get("recovered")]
+    assert res.recoveries == len(blown) == 1 and plain.recoveries == 0
+    e = blown[0]
+    assert losses[e - 1] > 2.0 * min(losses[: e - 1])  # the rule: above twice the best so far
+    assert [h["val_loss"] for h in plain.history[:e]] == losses[:e]  # identical until it diverged
+    assert res.best_epoch > e and res.val_loss < plain.val_loss  # it went on improving after the recovery
+    _, val = digits.validation_split(0.1)
+    assert float(_objective(predict(sub, val.x_train), val.y_train, None, 0.5)) == pytest.approx(res.val_loss, rel=1e-5)
+    with pytest.raises(ValueError, match="recover"):
+        TrainConfig(recover=1.0)

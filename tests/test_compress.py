@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import textwrap
 
 import pytest
@@ -12,7 +13,7 @@ from safetensors.torch import save_file
 
 from squeeze import arch as arch_mod
 from squeeze import format as fmt
-from squeeze.compress import CompressConfig, compress, load_teacher
+from squeeze.compress import CompressConfig, _Search, _search_target, compress, load_teacher
 from squeeze.data import Dataset, load_data
 from squeeze.fit import TrainConfig, accuracy, predict, train
 from squeeze.search import Candidate, choose
@@ -303,3 +304,35 @@ def test_batchnorm_statistics_of_the_kept_candidate_are_the_files(digits, tmp_pa
     f = fmt.read(out)
     assert any(k.endswith("running_var") for k in f.extras)
     assert accuracy(fmt.load(out), digits.x_test, digits.y_test) == pytest.approx(report["accuracy"], abs=1e-6)
+
+
+class _World(_Search):
+    """A search over a made-up (d, encoding) plane: bytes grow linearly with d, and an encoding
+    passes the threshold from a d of its own (8 levels: 1,400; 16 levels: 1,024; float16: 768)."""
+
+    COST = {"f16": (560, 2.0), "q8": (680, 0.355), "q16": (720, 0.5)}  # fixed bytes, bytes per value
+    PASS = {"f16": 768, "q8": 1400, "q16": 1024}
+
+    def __init__(self, config: CompressConfig):
+        self.config, self.dims, self.candidates, self.floats, self.probes, self.interrupted = config, 3690, [], {}, {}, False
+
+    def fit(self, d: int) -> bool:
+        self.floats[d] = None
+        return True
+
+    def candidate(self, d: int, enc: str, quick: bool = False) -> Candidate:
+        fixed, per = self.COST[enc]
+        c = Candidate(d=d, encoding=enc, bytes=fixed + math.ceil(per * d), payload_bytes=math.ceil(per * d), val_accuracy=0.95 if d >= self.PASS[enc] else 0.5, val_agreement=0.0, epochs=1, seconds=0.0)
+        self.candidates.append(c)
+        return c
+
+
+def test_target_tries_the_largest_d_below_the_best_file_when_doubling_overshoots():
+    """The GRU of benchmarks/target_vs_hand.py: 16 levels pass at d = 1,024; 8 levels fail there
+    and doubling them (2,048) would make a larger file, yet 8 levels pass below it at 1,400-1,560."""
+    world = _World(CompressConfig(target=0.9, level_grid=(8, 16), margin=0.0))
+    _search_target(world, threshold=0.9)
+    kept, reached = choose(world.candidates, threshold=0.9)
+    best16 = min(c.bytes for c in world.candidates if c.encoding == "q16" and c.val_accuracy > 0.9)
+    assert reached and kept.encoding == "q8" and 1400 <= kept.d < 2048 and kept.bytes < best16
+    assert 2048 not in world.floats and len(world.floats) <= world.config.max_fits

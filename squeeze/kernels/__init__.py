@@ -28,7 +28,8 @@ compiles them: numba in about 10 s of CPU, cached next to ``cpu.py`` (a later pr
 pays about 0.5 s and 130 MB to import numba and load it); the C kernels in about 1.5 s, cached
 in ``~/.cache/squeeze`` (a later process loads them in milliseconds; ``native.py``).
 Per-tensor regeneration (``tensor_module``) is what loading, streaming and the training
-forward use; the other functions here take whole projections. Triton compiles its kernels on first use on a GPU and caches them in ``~/.triton``.
+forward use; the other functions here take whole projections. Triton compiles its kernels on
+first use on a GPU and caches them in ``~/.triton``.
 """
 
 from __future__ import annotations

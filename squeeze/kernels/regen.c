@@ -58,17 +58,20 @@ static inline float u16(u32 k, float bound) {
     return ((float)((int32_t)k * 2 - 65535) * 0x1p-16f) * bound;
 }
 
-/* Values q0 .. q1-1 of the uniform16 stream of key (k0, k1) times bound into dst[0 ..]. Value q is
- * half q % 4 of block q / 4: the low then the high 16 bits of word 0, then of word 1. */
+/* Value q of the uniform16 stream times bound: half q % 4 of block q / 4 (the low then the high
+ * 16 bits of word 0, then of word 1). */
+static inline float u16_one(u32 k0, u32 k1, float bound, u64 q) {
+    u32 w[2];
+    tf_index(k0, k1, q >> 2, w, w + 1);
+    u32 word = w[(q & 3u) >> 1];
+    return u16((q & 1u) ? word >> 16 : word & 0xFFFFu, bound);
+}
+
+/* Values q0 .. q1-1 of the uniform16 stream of key (k0, k1) times bound into dst[0 ..]: single
+ * values up to a block boundary, whole blocks of four, then single values. */
 static void uniform_range(u32 k0, u32 k1, float bound, u64 q0, u64 q1, float *dst) {
     u64 q = q0;
-    while (q < q1 && (q & 3u)) {  /* head: the rest of a block */
-        u32 w[2];
-        tf_index(k0, k1, q >> 2, w, w + 1);
-        u32 word = w[(q & 3u) >> 1];
-        dst[q - q0] = u16((q & 1u) ? word >> 16 : word & 0xFFFFu, bound);
-        q++;
-    }
+    for (; q < q1 && (q & 3u); q++) dst[q - q0] = u16_one(k0, k1, bound, q);  /* head: the rest of a block */
     u64 b0 = q >> 2, b1 = q1 >> 2;
     float *o = dst + (q - q0);
     for (u64 b = b0; b < b1; b++) {  /* whole blocks */
@@ -80,12 +83,7 @@ static void uniform_range(u32 k0, u32 k1, float bound, u64 q0, u64 q1, float *ds
         p[2] = u16(w1 & 0xFFFFu, bound);
         p[3] = u16(w1 >> 16, bound);
     }
-    for (q = (b1 << 2) > q ? (b1 << 2) : q; q < q1; q++) {  /* tail */
-        u32 w[2];
-        tf_index(k0, k1, q >> 2, w, w + 1);
-        u32 word = w[(q & 3u) >> 1];
-        dst[q - q0] = u16((q & 1u) ? word >> 16 : word & 0xFFFFu, bound);
-    }
+    for (q = (b1 << 2) > q ? (b1 << 2) : q; q < q1; q++) dst[q - q0] = u16_one(k0, k1, bound, q);  /* tail */
 }
 
 /* theta_0 values lo .. hi-1 of one tensor into dst[0 ..]: kind SEG_UNIFORM draws uniform16 * val

@@ -45,6 +45,7 @@ from squeeze import rng
 
 ENV_VAR = "SQUEEZE_KERNEL"
 CHOICES = ("auto", "native", "numba", "reference", "triton")
+_KAT = (0x6B200159, 0x99BA4EFE)  # Threefry-2x32-20 of key = counter = 0 (Random123 kat_vectors)
 
 __all__ = [
     "CHOICES",
@@ -80,9 +81,8 @@ def _load():
     try:
         from squeeze.kernels import cpu
 
-        # Threefry-2x32-20 known answer (Random123 kat_vectors): key = counter = 0.
         x0, x1 = cpu.threefry2x32(0, 0, np.zeros(1, np.uint32), np.zeros(1, np.uint32))
-        if (int(x0[0]), int(x1[0])) != (0x6B200159, 0x99BA4EFE):
+        if (int(x0[0]), int(x1[0])) != _KAT:
             return None, "the numba Threefry kernel failed its known-answer check"
         return cpu, None
     except Exception as exc:  # noqa: BLE001  (any import or compile failure: fall back to the reference)
@@ -169,9 +169,6 @@ def cpu_module():
     if cpu is None:
         raise RuntimeError(f"the numba kernels do not work here ({reason}); set {ENV_VAR}=reference")
     return cpu
-
-
-_KAT = (0x6B200159, 0x99BA4EFE)  # Threefry-2x32-20 of key = counter = 0 (Random123 kat_vectors)
 
 
 @functools.cache

@@ -132,7 +132,7 @@ class Regenerator:
         self.theta_d = (sub.theta_d if theta_d is None else theta_d).detach()
         scales = sub.scales if scales is None else scales
         self.scales = None if scales is None else scales.detach().to("cpu", torch.float32).numpy()
-        self.cpu = kernels.tensor_module(self.theta_d) if sub.projection.kind in _FAST_KINDS else None
+        self.cpu = _tensor_kernels(sub, self.theta_d)
         self.fast = self.cpu is not None
         self.starts = np.zeros(len(self.manifest) + 1, np.int64)
         self.starts[1:] = np.cumsum([s.numel for s in self.manifest])
@@ -226,9 +226,14 @@ class Regenerator:
                 turn ^= 1
 
 
+def _tensor_kernels(sub, theta_d: torch.Tensor):
+    """The kernel module (C or numba) that regenerates ``sub`` tensor by tensor, or None."""
+    return kernels.tensor_module(theta_d) if sub.projection.kind in _FAST_KINDS else None
+
+
 def fast(sub, theta_d: torch.Tensor) -> bool:
     """Whether the CPU kernels (C or numba) regenerate ``sub`` tensor by tensor."""
-    return sub.projection.kind in _FAST_KINDS and kernels.tensor_module(theta_d) is not None
+    return _tensor_kernels(sub, theta_d) is not None
 
 
 class Hasher:

@@ -252,9 +252,7 @@ def _train(
                     history[-1]["recovered"] = True
                     model.load_state_dict(best_state)
                     opt.state.clear()
-                    for g in opt.param_groups:
-                        g["lr"] *= 0.5
-                    sched.base_lrs = [b * 0.5 for b in sched.base_lrs]
+                    _halve_rate(opt, sched)
                 note = f" (diverged: back to epoch {best_epoch}, rate halved)" if diverged else "" if improved else f" (best epoch {best_epoch})"
                 bar.epoch(epoch, f"val loss {val_loss:.4f} acc {val:.4f}" + note)
                 stale = epoch - best_epoch
@@ -262,9 +260,7 @@ def _train(
                     if stale >= config.patience:
                         break
                     if config.decay_after and stale and stale % config.decay_after == 0:
-                        for g in opt.param_groups:
-                            g["lr"] *= 0.5
-                        sched.base_lrs = [b * 0.5 for b in sched.base_lrs]
+                        _halve_rate(opt, sched)
     except KeyboardInterrupt:
         interrupted = True
     if best_state is not None:
@@ -285,6 +281,13 @@ def _train(
         best_epoch=best_epoch,
         recoveries=recoveries,
     )
+
+
+def _halve_rate(opt: torch.optim.Optimizer, sched) -> None:
+    """Halve the learning rate now and every rate the warm-up schedule sets from here on."""
+    for g in opt.param_groups:
+        g["lr"] *= 0.5
+    sched.base_lrs = [b * 0.5 for b in sched.base_lrs]
 
 
 def _objective(logits: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor | None, distill_weight: float) -> torch.Tensor:

@@ -32,11 +32,12 @@
 #   GRU, 1e-2 teacher (2048)  1.2989 (101.5)           0.1709 (104.5; 5)
 # at 0.74-1.07x the CPU time. (The no-recovery rows of LeNet, ResNet and the GRU at 1,024 differ
 # from the table above's patience-20 column, 0.1262, 0.1149 and 0.4309: same rule, re-measured with
-# today's code, whose teachers are no longer trained with halving; not traced further.) Clipping theta_d's gradient norm at 10x its running
-# mean instead (GRU, d = 1,024 and 2,048, seeds 0 and 1) reached validation accuracy 0.45-0.89
-# against 0.905-0.9475 with recovery (measured with a first version that built a fresh Adam instead
-# of clearing its moments). Factor 3 instead of 2 missed the GRU's divergence at
-# d = 1,024, seed 0 (objective 2.84x its best; it stayed at 0.445 accuracy).
+# today's code, whose teachers are no longer trained with halving; not traced further.) Clipping
+# theta_d's gradient norm at 10x its running mean instead (GRU, d = 1,024 and 2,048, seeds 0 and
+# 1) reached validation accuracy 0.45-0.89 against 0.905-0.9475 with recovery (measured with a
+# first version that built a fresh Adam instead of clearing its moments). Factor 3 instead of 2
+# missed the GRU's divergence at d = 1,024, seed 0 (objective 2.84x its best; it stayed at 0.445
+# accuracy).
 CONVERGE = {"epochs": 200, "patience": 20, "decay_after": None, "recover": 2.0}
 LEVELS = (4, 8, 16)  # the quantized encodings compress searches besides float16
 MIN_OPSET = 18  # the lowest opset the torch.export-based exporter targets

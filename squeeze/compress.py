@@ -57,17 +57,19 @@ from typing import Callable
 import torch
 from torch import nn
 
-from squeeze import coding_registry
+from squeeze import coding_registry, holdout
 from squeeze import format as fmt
 from squeeze.checkpoint import load_state_dict, match_state_dict
 from squeeze.data import Dataset
 from squeeze.dimension import count_params
-from squeeze.defaults import CONVERGE, LEVELS  # LEVELS: the quantized encodings searched besides float16
+from squeeze.defaults import CONVERGE, LEVELS, TARGET  # LEVELS: the quantized encodings searched besides float16
 from squeeze.fit import TrainConfig, predict, train
 from squeeze.projection import kinds
 from squeeze.quantize import QuantizeConfig, kmeans_quantize, quantize_subspace
 from squeeze.search import Candidate, bits_per_value, choose, encoding_name, levels_of
 from squeeze.subspace import Subspace, SubspaceConfig
+
+SELECTIONS = ("confirm", "validation")  # see CompressConfig.selection
 
 
 @dataclass(frozen=True)
@@ -97,11 +99,17 @@ class CompressConfig:
         margin: with ``target``, a candidate passes when its validation accuracy exceeds
             ``target`` x the teacher's by this many of its paired standard errors
             (:attr:`~squeeze.search.Candidate.val_se`); 0 compares with the target itself.
+        selection: ``confirm`` (default): a confirmation share of the training split, used by
+            no training and no ranking, checks the kept file before the target is declared
+            reached (:func:`holdout_size` sizes both shares); ``validation``: the rule before
+            it, one 10% share for epochs, ranking and the verdict (kept to measure against).
+        confidence: the two-sided level of the kept file's interval on the confirmation share;
+            the target is reached when the interval's lower end clears it.
     """
 
     dim: int | None = None
     levels: int | None = None
-    target: float = 0.9
+    target: float = TARGET
     size: int | None = None
     projection: str = "sorf"
     seed: int = 0
@@ -113,12 +121,14 @@ class CompressConfig:
     device: str = "cpu"
     dtype: str = "float16"
     level_grid: tuple[int, ...] = LEVELS
-    qat_steps: int = 300
+    qat_steps: int = 100
     start_dim: int = 256
     max_dim: int | None = None
     tolerance: float = 0.125
-    max_fits: int = 12
+    max_fits: int = 8
     margin: float = 1.0
+    selection: str = "confirm"
+    confidence: float = 0.8
 
     def __post_init__(self):
         if self.dim is not None and (not isinstance(self.dim, int) or self.dim < 1):
@@ -137,6 +147,10 @@ class CompressConfig:
             raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
         if self.margin < 0:
             raise ValueError(f"margin must be >= 0 standard errors, got {self.margin}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
         if self.start_dim < 1 or (self.max_dim is not None and self.max_dim < 1) or self.max_fits < 1:
             raise ValueError(f"start_dim, max_dim and max_fits must be positive (got {self.start_dim}, {self.max_dim}, {self.max_fits})")
 
@@ -174,6 +188,20 @@ class CompressResult:
     candidates: list[Candidate] = field(default_factory=list)
     fits: int = 0
     threshold: float = 0.0
+    val_examples: int = 0
+    confirm_examples: int = 0
+    confidence: float = 0.8
+
+    @property
+    def confirm_share(self) -> float | None:
+        """The kept file's accuracy as a share of the teacher's on the confirmation share."""
+        return None if self.kept is None else self.kept.confirm_share
+
+    @property
+    def confirm_interval(self) -> tuple[float, float] | None:
+        """Its ``confidence`` interval (the target is reached when the lower end clears it)."""
+        k = self.kept
+        return None if k is None or k.confirm_share is None else (k.confirm_low, k.confirm_high)
 
     @property
     def encoded(self) -> dict | None:
@@ -188,36 +216,36 @@ class CompressResult:
         return self.sub.D
 
     def search_record(self) -> dict:
-        """How many candidates of each kind were tried: what ``squeeze mdl`` charges for the choice."""
-        return {
-            "candidates": len(self.candidates),
-            "d": len({c.d for c in self.candidates}),
-            "enc": len({c.encoding for c in self.candidates}),
-        }
+        """How many candidates were tried: what ``squeeze mdl`` charges for the choice."""
+        return {"candidates": len(self.candidates)}
 
     def metrics(self, lean: bool = False) -> dict:
         """The metrics recorded in the file (no run-dependent numbers such as times); ``lean``:
         only the search record."""
-        k = self.kept
+        share = None if self.confirm_share is None else (self.confirm_share, *self.confirm_interval)
         return file_metrics(
             self.size, self.target, search=self.search_record(), interrupted=self.interrupted, lean=lean,
-            test_accuracy=self.accuracy, val_accuracy=k.val_accuracy if k else 0.0, dense_test_accuracy=self.teacher_accuracy,
-            dense_val_accuracy=self.teacher_val_accuracy, agreement=self.agreement,
+            test_accuracy=self.accuracy, dense_test_accuracy=self.teacher_accuracy, confirm=share,
         )
 
 
-def file_metrics(size: int | None, target: float, *, search: dict | None = None, interrupted: bool = True, lean: bool = False, **accuracies: float) -> dict:
-    """The metrics a compressed file records (the data set's name is in the file's data record).
-    ``lean`` keeps only the search record, which ``squeeze mdl`` charges. Without ``search`` and
-    accuracies (a placeholder, to measure a candidate's bytes before the end), every number
-    takes its longest printed form, so the final file is never larger than the candidate
-    measured with it."""
-    out = {"search": search or {"candidates": 999, "d": 999, "enc": 999}}
+def file_metrics(size: int | None, target: float, *, search: dict | None = None, interrupted: bool = True, lean: bool = False,
+                 test_accuracy: float | None = None, dense_test_accuracy: float | None = None, confirm: tuple | None = (0.1234, 0.1234, 0.1234)) -> dict:
+    """The metrics a compressed file records (the data set's name is in the file's data record):
+    the test accuracy of the file and of the teacher, the kept file's share of the teacher's
+    accuracy on the confirmation share with its interval (``confirm``: share, low, high), the goal
+    and the search record, which ``squeeze mdl`` charges. ``lean`` keeps only the search record.
+    Without ``search`` and accuracies (a placeholder, to measure a candidate's bytes before the
+    end), every number takes its longest printed form, so the final file is never larger than
+    the candidate measured with it. Validation accuracies are not recorded: they are the
+    search's own (optimistic) numbers, in the compress report."""
+    out = {"search": search or {"candidates": 999}}
     if lean:
         return out
-    out["method"] = "distill"
-    for key in ("test_accuracy", "val_accuracy", "dense_test_accuracy", "dense_val_accuracy", "agreement"):
-        out[key] = round(accuracies[key], 6) if key in accuracies else 0.123456
+    out["test_accuracy"] = round(test_accuracy, 4) if test_accuracy is not None else 0.1234
+    out["dense_test_accuracy"] = round(dense_test_accuracy, 4) if dense_test_accuracy is not None else 0.1234
+    if confirm is not None:
+        out["confirm"] = [round(x, 4) for x in confirm]
     out["size" if size is not None else "target"] = size if size is not None else target
     if interrupted:
         out["interrupted"] = True
@@ -252,15 +280,19 @@ class _Search:
         self.floats: dict[int, tuple[Subspace, dict, int, float]] = {}  # d -> (sub, float state, epochs, seconds)
         self.interrupted = False
         self.probes: dict[str, Candidate] = {}
+        # the search trains on fit and reads validation; confirmation is kept for the verdict
+        self.search_data, fraction, self.confirm = holdout.carve(data, config.selection)
         self.train_cfg = TrainConfig(
             epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, device=config.device,
-            seed=config.seed, distill_weight=config.distill_weight, patience=config.patience,
+            seed=config.seed, distill_weight=config.distill_weight, patience=config.patience, val_fraction=fraction,
         )
-        _, self.val = data.validation_split(self.train_cfg.val_fraction)
+        _, self.val = self.search_data.validation_split(fraction)
         D = count_params(build())
         self.dims = min(config.max_dim or D, D)
         self.val_teacher = predict(teacher, self.val.x_train, device=config.device).argmax(1)
         self.teacher_right = (self.val_teacher == self.val.y_train).double()  # per validation example
+        if self.confirm is not None:
+            self.confirm_teacher_right = (predict(teacher, self.confirm.x_train, device=config.device).argmax(1) == self.confirm.y_train).double()
 
     def fit(self, d: int) -> bool:
         """Distil at d (once); False when Ctrl-C stopped it (the search then stops). An
@@ -269,7 +301,7 @@ class _Search:
             return True
         cfg = self.config
         sub = Subspace(self.build(), SubspaceConfig(dim=d, projection=cfg.projection, seed=cfg.seed), base=self.base)
-        res = train(sub, self.data, self.train_cfg, teacher=self.teacher, progress=self.progress, description=f"d={d:,}")
+        res = train(sub, self.search_data, self.train_cfg, teacher=self.teacher, progress=self.progress, description=f"d={d:,}")
         if res.interrupted:
             self.interrupted = True
             if res.best_epoch == 0 or cfg.dim is None:
@@ -314,7 +346,11 @@ class _Search:
         if L is None:
             fmt.round_for_storage_(sub, {"f16": "float16", "f32": "float32"}[enc])
         else:
-            q = quantize_subspace(sub, QuantizeConfig(levels=L, steps=0 if quick else self.config.qat_steps, batch_size=self.config.batch_size, distill_weight=self.config.distill_weight, seed=self.config.seed, device=self.config.device), self.data)
+            qcfg = QuantizeConfig(
+                levels=L, steps=0 if quick else self.config.qat_steps, batch_size=self.config.batch_size, distill_weight=self.config.distill_weight,
+                val_fraction=self.train_cfg.val_fraction, seed=self.config.seed, device=self.config.device,
+            )
+            q = quantize_subspace(sub, qcfg, self.search_data)
             encoded, method = coding_registry.encode_quantized(q.codebook, q.codes), q.method
             seconds += time.time() - start
         fmt.round_buffers_for_storage_(sub)  # BatchNorm statistics as the file stores them
@@ -333,6 +369,16 @@ class _Search:
         if self.on_trial is not None:
             self.on_trial(c)
         return c
+
+    def look(self, c: Candidate) -> bool:
+        """Score ``c`` once on the confirmation share (its share of the teacher's accuracy there,
+        with the interval); whether the interval's lower end clears the target."""
+        if c.confirm_share is None:
+            sub = self.floats[c.d][0]
+            _restore(sub, c.state)
+            right = (predict(sub, self.confirm.x_train, device=self.config.device).argmax(1) == self.confirm.y_train).double()
+            c.confirm_share, c.confirm_low, c.confirm_high = holdout.share_interval(right, self.confirm_teacher_right, self.config.confidence)
+        return c.confirm_low >= self.config.target
 
     def estimate(self, enc: str, d: int) -> int:
         """Bytes of (d, enc): from the largest measured candidate of that encoding, else its probe."""
@@ -460,6 +506,28 @@ def _search_target(s: _Search, threshold: float) -> None:
                 s.candidate(d, e)
 
 
+def _confirm(s: _Search, threshold: float) -> Candidate | None:
+    """The smallest candidate that passes on validation and whose interval on the confirmation
+    share clears the target; candidates are looked at in order of bytes, each once. When none
+    does, the search moves up the frontier: it trains twice the largest d tried (every encoding)
+    and looks again, while fits and d remain (never with d pinned). None: nothing confirmed."""
+    cfg = s.config
+    encs = cfg.encodings()
+    while True:
+        passing = sorted((c for c in s.candidates if c.passes(threshold, cfg.margin)), key=lambda c: (c.bytes, -c.val_accuracy, c.d))
+        for c in passing:
+            if s.look(c):
+                return c
+        top = max((c.d for c in s.candidates), default=0)
+        if cfg.dim is not None or top >= s.dims or len(s.floats) >= cfg.max_fits or s.interrupted:
+            return None
+        d = min(2 * top, s.dims)
+        if not s.fit(d):
+            return None
+        for enc in encs:
+            s.candidate(d, enc)
+
+
 def compress(
     teacher: nn.Module,
     build: Callable[[], nn.Module],
@@ -499,14 +567,21 @@ def compress(
     # each candidate must clear it by config.margin of its own standard errors: picking the
     # smallest of many candidates that pass on the validation examples favours the lucky ones
     threshold = config.target * teacher_val
+    confirmed = None
     try:
         if config.size is not None:
             _search_size(s, config.size)
         else:
             _search_target(s, threshold)
+            if s.confirm is not None and s.candidates:
+                confirmed = _confirm(s, threshold)
     except KeyboardInterrupt:
         s.interrupted = True
     kept, reached = choose(s.candidates, threshold=None if config.size is not None else threshold, budget=config.size, margin=config.margin)
+    if s.confirm is not None and kept is not None:
+        if config.size is None:  # the verdict is the confirmation's: validation only proposes
+            kept, reached = (confirmed, True) if confirmed is not None else (kept, False)
+        s.look(kept)  # the kept file's interval, for the report
     # the choice is made: now the test split, once per candidate, for the report
     teacher_test = predict(teacher, data.x_test, device=dev).argmax(1)
     sub = None
@@ -535,6 +610,9 @@ def compress(
         candidates=s.candidates,
         fits=len(s.floats),
         threshold=threshold,
+        val_examples=len(s.val.y_train),
+        confirm_examples=0 if s.confirm is None else len(s.confirm.y_train),
+        confidence=config.confidence,
     )
 
 

@@ -39,10 +39,11 @@
 # missed the GRU's divergence at d = 1,024, seed 0 (objective 2.84x its best; it stayed at 0.445
 # accuracy).
 CONVERGE = {"epochs": 200, "patience": 20, "decay_after": None, "recover": 2.0}
+TARGET = 0.98  # compress --target: the share of the teacher's accuracy the kept file keeps (see squeeze.compress)
 LEVELS = (4, 8, 16)  # the quantized encodings compress searches besides float16
 MIN_OPSET = 18  # the lowest opset the torch.export-based exporter targets
 DEFAULT_OPSET = 18
 QUANTIZE = {"steps": 1000, "lr": 1e-2, "batch_size": 128, "distill_weight": 0.5}  # squeeze.quantize.QuantizeConfig
 PROJECTIONS = ("dense", "sorf", "sparse")  # the registered projection kinds (a test checks the registry)
 
-__all__ = ["CONVERGE", "LEVELS", "MIN_OPSET", "DEFAULT_OPSET", "QUANTIZE", "PROJECTIONS"]
+__all__ = ["TARGET", "CONVERGE", "LEVELS", "MIN_OPSET", "DEFAULT_OPSET", "QUANTIZE", "PROJECTIONS"]

@@ -199,7 +199,7 @@ def save(
         "created_by": f"squeeze {__version__}",
     }
     if arch:
-        meta["arch"] = _json({k: v for k, v in arch.items() if v or k == "ref"})
+        meta["arch"] = _json({k: v for k, v in arch.items() if v or k == "ref"} | {"ref": _portable_ref(arch["ref"])})
     if buffers:
         meta["buffers_sha256"] = buffers_digest(buffers)
         meta["bufs"] = layout
@@ -211,6 +211,31 @@ def save(
         meta["data"] = _json(data)
     write_bytes(path, canonical_header(st_save(tensors, metadata=meta)))
     return read(path)
+
+
+def byte_costs(raw: bytes) -> dict[str, int]:
+    """What each part of a ``.sqz`` file costs, in bytes, summing to the file's size:
+    ``tensor NAME`` (its data and its entry in the header), ``meta KEY`` (its key and value in
+    the header) and ``framing`` (the length prefix, the header's braces and padding)."""
+    header = _header(raw, "<bytes>")
+    compact = lambda obj: len(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode())
+    out = {}
+    for key, value in (header.get("__metadata__") or {}).items():
+        out[f"meta {key}"] = compact({key: value}) - 1  # '"key":"value",'
+    for name, entry in header.items():
+        if name != "__metadata__" and isinstance(entry, dict):
+            start, end = entry.get("data_offsets", (0, 0))
+            out[f"tensor {name}"] = end - start + compact({name: entry}) - 1
+    out["framing"] = len(raw) - sum(out.values())
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def _portable_ref(ref: str) -> str:
+    """A reference to a user's Python file is recorded by the file's name (``mynet.py:Net``),
+    not by the path it had on the machine that made the file: a reader never runs it (see
+    :func:`build_model`) and the path told every recipient where the file was made."""
+    where, sep, name = ref.rpartition(":")
+    return f"{Path(where).name}{sep}{name}" if where.endswith(".py") else ref
 
 
 def canonical_header(raw: bytes) -> bytes:

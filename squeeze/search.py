@@ -35,6 +35,8 @@ class Candidate:
         epochs: epochs of the float training it comes from.
         seconds: time spent on it (its training, or its quantization).
         method: how theta_d was made (``float``, ``kmeans``, ``qat``).
+        confirm_share: its accuracy as a share of the teacher's on the confirmation share, set
+            when the search looked at it there (``confirm_low``, ``confirm_high``: the interval).
         test_accuracy: set after the choice, for the report only.
         test_agreement: likewise, agreement with the teacher on the test split.
         state: the model state (theta_d, buffers) that makes this file.
@@ -53,6 +55,9 @@ class Candidate:
     test_accuracy: float | None = None
     test_agreement: float | None = None
     val_se: float = 0.0
+    confirm_share: float | None = None
+    confirm_low: float | None = None
+    confirm_high: float | None = None
     state: Any = field(default=None, repr=False)
     encoded: Any = field(default=None, repr=False)
 
@@ -81,6 +86,8 @@ class Candidate:
             "method": self.method,
             "seconds": round(self.seconds, 2),
         }
+        if self.confirm_share is not None:
+            out["confirm_share"] = [round(x, 4) for x in (self.confirm_share, self.confirm_low, self.confirm_high)]
         if self.test_accuracy is not None:
             out["test_accuracy"] = round(self.test_accuracy, 6)
         return out

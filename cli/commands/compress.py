@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from squeeze.errors import SqueezeError
-from squeeze.defaults import CONVERGE, LEVELS, PROJECTIONS
+from squeeze.defaults import CONVERGE, LEVELS, PROJECTIONS, TARGET
 from squeeze_cli import options
 from squeeze_cli.common import base_arg, check_output, device as check_device, model_for_data, set_threads
 from squeeze_cli.console import console, err_console
@@ -91,7 +91,7 @@ def command(
     arch: Optional[str] = typer.Option(None, "--arch", "-a", help="The checkpoint's architecture: 'squeeze.zoo:MLP' or 'path/to/file.py:ClassName' (a pickled module's own class when omitted)."),
     data: Optional[str] = typer.Option(None, "--data", help="The data to distil on: digits, mnist5k, mnist1d[:N], or a .npz/.pt/.csv file (x, y[, x_test, y_test])."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write the .sqz file [default: MODEL with the suffix .sqz]."),
-    target: float = typer.Option(0.9, "--target", help="Keep the smallest file whose validation accuracy reaches this share of the teacher's validation accuracy."),
+    target: float = typer.Option(TARGET, "--target", help="Keep the smallest file that keeps this share of the teacher's accuracy: proposed on a validation share of the training split, confirmed on a confirmation share that no training or ranking read."),
     size: Optional[str] = typer.Option(None, "--size", help="Instead of --target: keep the most accurate file within this many bytes (1500, 2KB, 2KiB)."),
     dim: str = typer.Option("auto", "--dim", "-d", help="Pin d, the number of stored values, or 'auto' to search it."),
     levels: Optional[str] = typer.Option(None, "--levels", "-L", help=f"Pin the stored encoding to L levels (k-means + quantization-aware fine-tuning, range coded), or 'auto': float16 and {', '.join(map(str, LEVELS))} levels are searched."),
@@ -102,7 +102,7 @@ def command(
     patience: int = typer.Option(CONVERGE["patience"], "--patience", help="Stop training a d after this many epochs without a better validation objective (0: exactly --epochs)."),
     lr: float = typer.Option(0.1, "--lr", help="Adam learning rate of theta_d."),
     batch_size: int = typer.Option(128, "--batch-size", help="Examples per step."),
-    qat_steps: int = typer.Option(300, "--qat-steps", help="Quantization-aware fine-tuning steps per quantized candidate."),
+    qat_steps: int = typer.Option(100, "--qat-steps", help="Quantization-aware fine-tuning steps per quantized candidate."),
     margin: float = typer.Option(1.0, "--margin", help="With --target: a candidate passes when its validation accuracy exceeds the target by this many of its standard errors (paired with the teacher's on the same validation examples; 0: the target itself)."),
     dev: str = options.Device,
     dtype: str = typer.Option("float16", "--dtype", help="The float encoding searched: float16 or float32."),
@@ -147,7 +147,7 @@ def command(
     student, arch_rec, ds = model_for_data(arch, arch_kwargs, data)
     teacher = load_teacher(model, student, trust_pickle=trust_pickle)
     base_sd = load_base(base_arg(base, trust_pickle), model=student) if base else None
-    goal = f"the most accurate file within {config.size:,} bytes" if config.size else f"the smallest file reaching {target:g} x the teacher's validation accuracy"
+    goal = f"the most accurate file within {config.size:,} bytes" if config.size else f"the smallest file keeping {target:g} of the teacher's accuracy"
     axes = ", ".join(x for x in (f"d = {config.dim:,}" if config.dim else "", f"{config.levels} levels" if config.levels else "") if x) or "d and encoding searched"
     err_console.print(f"compressing {model.name} ({arch} on {ds.name}) by distillation: {goal} ({axes})", highlight=False, markup=False)
 
@@ -183,6 +183,10 @@ def command(
         k = result.kept
         if config.size:
             msg = f"no candidate fits {config.size:,} bytes; saved the smallest ({f.size_bytes:,} bytes) to {output}. Try a larger --size or pin fewer --levels"
+        elif result.confirm_interval is not None and k.passes(result.threshold, config.margin):
+            lo, hi = result.confirm_interval
+            msg = (f"no candidate that passed on validation was confirmed: the kept one (d = {k.d:,}, {k.encoding}) keeps {k.confirm_share:.3f} of the teacher's accuracy on {result.confirm_examples:,} held-out examples,"
+                   f" {result.confidence:.0%} interval {lo:.3f}-{hi:.3f}, whose lower end is below {target:g}; saved it to {output}. Try a higher --max-dim or a lower --target")
         else:
             msg = f"validation accuracy {k.val_accuracy:.4f} does not clear the target {result.threshold:.4f} ({target:g} x teacher {result.teacher_val_accuracy:.4f}) by {config.margin:g} of its standard errors ({k.val_se:.4f}) even for the best candidate (d = {k.d:,}, {k.encoding}); saved it to {output}. Try a higher --max-dim or a lower --target"
         if config.dim is not None:  # d was the user's choice: a note, not a failure
@@ -221,6 +225,12 @@ def _report(model: Path, output: Path, f, result: CompressResult, seconds: float
         "size": result.size,
         "reached": result.reached,
         "interrupted": result.interrupted,
+        "val_examples": result.val_examples,
+        "confirm_examples": result.confirm_examples,
+        "confirm_share": None if result.confirm_share is None else round(result.confirm_share, 4),
+        "confirm_interval": None if result.confirm_interval is None else [round(x, 4) for x in result.confirm_interval],
+        "confidence": result.confidence,
+        "confirmed": None if result.confirm_interval is None else result.confirm_interval[0] >= result.target,
         "fits": result.fits,
         "search": result.search_record(),
         "seconds": round(seconds, 1),
@@ -235,11 +245,11 @@ def _report(model: Path, output: Path, f, result: CompressResult, seconds: float
 
 def trials_table(result: CompressResult) -> Table:
     """Every candidate tried, in order; the kept one marked."""
-    t = Table(title="candidates (chosen on validation accuracy; test measured after the choice)", title_justify="left")
-    for col in ("#", "d", "encoding", "bytes", "val acc", "test acc", "epochs", "how", "seconds", ""):
+    t = Table(title="candidates (proposed on validation accuracy, confirmed on held-out data; test measured after the choice)", title_justify="left")
+    for col in ("#", "d", "encoding", "bytes", "val acc", "confirm share", "test acc", "epochs", "how", "seconds", ""):
         t.add_column(col, justify="left" if col in ("encoding", "how", "") else "right")
     for i, c in enumerate(result.candidates, 1):
-        t.add_row(str(i), f"{c.d:,}", c.encoding, f"{c.bytes:,}", f"{c.val_accuracy:.4f}", f"{c.test_accuracy:.4f}", str(c.epochs), c.method, f"{c.seconds:.1f}", "<- kept" if c is result.kept else "")
+        t.add_row(str(i), f"{c.d:,}", c.encoding, f"{c.bytes:,}", f"{c.val_accuracy:.4f}", "" if c.confirm_share is None else f"{c.confirm_share:.3f}", f"{c.test_accuracy:.4f}", str(c.epochs), c.method, f"{c.seconds:.1f}", "<- kept" if c is result.kept else "")
     return t
 
 
@@ -256,6 +266,10 @@ def report_table(r: dict) -> Table:
     t.add_row("teacher accuracy", f"test {r['teacher_accuracy']:.4f}, validation {r['teacher_val_accuracy']:.4f}")
     t.add_row("compressed accuracy", f"test {r['accuracy']:.4f} ({r['accuracy_ratio']:.3f} of the teacher's), validation {r['val_accuracy']:.4f}")
     t.add_row("agreement with teacher", f"{r['agreement']:.4f} (test)")
+    if r["confirm_interval"] is not None:
+        lo, hi = r["confirm_interval"]
+        verdict = "" if r["size"] else f"; target {r['target']:g} {'confirmed' if r['confirmed'] else 'not confirmed'}"
+        t.add_row("share kept, held out", f"{r['confirm_share']:.3f} of the teacher's accuracy on {r['confirm_examples']:,} examples no choice read ({r['confidence']:.0%} interval {lo:.3f}-{hi:.3f}{verdict})")
     t.add_row("search", f"{r['search']['candidates']} candidates, {r['fits']} trained d, {r['seconds']:.1f} s")
     return t
 

@@ -34,6 +34,7 @@ def summary(path: Path) -> dict:
         "metrics": f.metrics,
         "base": f.base,
         "created_by": f.created_by,
+        "bytes_by_part": fmt.byte_costs(Path(path).read_bytes()),
     }
     if f.spec.get("lw"):
         out["layerwise"] = True
@@ -76,6 +77,7 @@ def command(file: Path = options.SqzFile, as_json: bool = options.Json) -> None:
         t.add_row("base digest", s["base"])
     t.add_row("weights sha256", s["weights_sha256"])
     t.add_row("created by", s["created_by"])
+    t.add_row("bytes by part", ", ".join(f"{k} {v:,}" for k, v in s["bytes_by_part"].items()))
     console.print(t)
 
 

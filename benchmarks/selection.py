@@ -1,0 +1,223 @@
+"""Does ``compress`` keep its promise on models and data it was never tuned on?
+
+    python benchmarks/selection.py                                  # 3 models x 3 data sets x 3 seeds, every rule
+    python benchmarks/selection.py --rules confirm --targets 0.95 --seeds 0 --cases cnn:digits
+    python benchmarks/selection.py --jobs 2 --json runs.jsonl       # two processes (one thread each)
+
+Each case is a model defined in this file (a CNN with BatchNorm, a GRU with LayerNorm, a tabular
+MLP) on a small data set (scikit-learn's digits, 1,797 images; MNIST-1D, 2,000 sequences;
+1,500 MNIST images downsampled to 14 x 14), split into our own training and test parts by the
+seed. The dense teacher is trained here on the *whole* training part, as a user's teacher is, so
+its accuracy on any share of the training part is optimistic. Then ``compress`` runs with each
+selection rule and target, and the kept file is written, read back with :func:`squeeze.load`
+and scored on the test part by this script (the decompressed weights, not compress's report).
+
+A run *misses* when the kept file's test accuracy is below ``target`` x the teacher's test
+accuracy. Printed per rule and target: runs, misses (share), the worst miss, the median share of
+the teacher kept, the median file bytes and the CPU seconds per run (median and max). Rules:
+
+* ``validation``: the rule before issue 25: one 10% validation share picks the epoch, ranks
+  the candidates and declares the target reached (one paired standard error of margin).
+* ``confirm``: the default: epochs and ranking on a validation share, and a confirmation
+  share that took no part in either checks the kept file before the target is declared
+  reached (moving up the frontier when it fails); shares sized from the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+RULES = ("validation", "confirm")
+
+
+class CNN(nn.Module):
+    """Two conv + BatchNorm + ReLU blocks (2-D for images, 1-D for sequences), pooled, a linear head."""
+
+    def __init__(self, input_shape=(1, 8, 8), num_classes: int = 10, width: int = 16):
+        super().__init__()
+        two_d = len(input_shape) == 3
+        Conv, BN, Pool = (nn.Conv2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d) if two_d else (nn.Conv1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d)
+        self.two_d = two_d
+        self.body = nn.Sequential(
+            Conv(1, width, 3, padding=1), BN(width), nn.ReLU(),
+            Conv(width, 2 * width, 3, padding=1, stride=2), BN(2 * width), nn.ReLU(),
+            Pool(4 if two_d else 8),
+        )
+        self.head = nn.Linear(2 * width * (16 if two_d else 8), num_classes)
+
+    def forward(self, x):
+        x = x if self.two_d else x.reshape(x.shape[0], 1, -1)
+        return self.head(self.body(x).flatten(1))
+
+
+class GRUNet(nn.Module):
+    """A GRU over the rows of an image (or the values of a sequence), LayerNorm, a linear head."""
+
+    def __init__(self, input_shape=(1, 8, 8), num_classes: int = 10, hidden: int = 48):
+        super().__init__()
+        self.features = input_shape[-1] if len(input_shape) == 3 else 1
+        self.gru = nn.GRU(self.features, hidden, batch_first=True)
+        self.norm = nn.LayerNorm(hidden)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x):
+        h = self.gru(x.reshape(x.shape[0], -1, self.features))[0][:, -1]
+        return self.head(self.norm(h))
+
+
+class TabMLP(nn.Module):
+    """Flattened inputs, two hidden layers of 64 with LayerNorm."""
+
+    def __init__(self, input_shape=(64,), num_classes: int = 10, hidden: int = 64):
+        super().__init__()
+        n = math.prod(input_shape)
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(n, hidden), nn.LayerNorm(hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+MODELS = {"cnn": CNN, "gru": GRUNet, "mlp": TabMLP}
+
+
+def dataset(name: str, seed: int):
+    """Our own split of a small real data set (the seed draws it): returns a squeeze Dataset."""
+    from squeeze.data import Dataset
+
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        x, y, n_train = (d.data / 16.0).reshape(-1, 1, 8, 8), d.target, 1400
+    elif name == "mnist1d":
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        args = get_dataset_args()
+        args.num_samples = 2500
+        d = make_dataset(args)
+        x, y, n_train = np.concatenate([d["x"], d["x_test"]]), np.concatenate([d["y"], d["y_test"]]), 2000
+    elif name == "mnist14":
+        from squeeze.data import load_data
+
+        m = load_data("mnist5k")
+        x = torch.nn.functional.avg_pool2d(torch.cat([m.x_train, m.x_test]), 2).numpy()
+        y = torch.cat([m.y_train, m.y_test]).numpy()
+        x, y, n_train = x[:2000], y[:2000], 1500
+    else:
+        raise SystemExit(f"unknown data set {name!r}")
+    perm = np.random.default_rng(1000 + seed).permutation(len(y))
+    tr, te = perm[:n_train], perm[n_train:]
+    t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)
+    l = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.int64)
+    return Dataset(name, t(x[tr]), l(y[tr]), t(x[te]), l(y[te]), int(y.max()) + 1)
+
+
+def train_teacher(model: nn.Module, data, seed: int, epochs: int = 60) -> nn.Module:
+    """Dense Adam on the whole training part (no validation share: a user's teacher saw it all)."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    n = len(data.y_train)
+    for _ in range(epochs):
+        model.train()
+        for idx in torch.randperm(n, generator=g).split(64):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+def accuracy(model, x, y) -> float:
+    with torch.no_grad():
+        return float((model.eval()(x).argmax(1) == y).float().mean())
+
+
+def run(job: dict) -> dict:
+    """One compress run, scored independently on the test part."""
+    import squeeze
+    from squeeze.compress import CompressConfig, compress
+
+    torch.set_num_threads(1)
+    model_name, data_name = job["case"].split(":")
+    data = dataset(data_name, job["seed"])
+    build = lambda: MODELS[model_name](input_shape=tuple(data.x_train.shape[1:]), num_classes=data.num_classes)
+    torch.manual_seed(job["seed"])
+    teacher = train_teacher(build(), data, job["seed"])
+    teacher_test = accuracy(teacher, data.x_test, data.y_test)
+    cfg = CompressConfig(target=job["target"], seed=job["seed"], selection=job["rule"])
+    start = time.process_time()
+    result = compress(teacher, build, data, cfg, progress=False)
+    cpu = time.process_time() - start
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kept.sqz"
+        f = squeeze.save(result.sub, path, encoded=result.encoded, dtype="float32" if result.kept.encoding == "f32" else "float16")
+        model = squeeze.load(path, build())
+        size = f.size_bytes
+    test = accuracy(model, data.x_test, data.y_test)
+    return {
+        **job, "D": result.D, "d": result.d, "encoding": result.kept.encoding, "bytes": size, "reached": result.reached,
+        "teacher_test": teacher_test, "teacher_train": accuracy(teacher, data.x_train, data.y_train),
+        "test": test, "share": test / teacher_test, "miss": test < job["target"] * teacher_test,
+        "confirm_share": result.confirm_share, "interval": result.confirm_interval, "candidates": len(result.candidates),
+        "fits": result.fits, "cpu_s": round(cpu, 1), "trials": [c.as_dict() for c in result.candidates],
+    }
+
+
+def summary(rows: list[dict]) -> None:
+    print(f"\n{'rule':<11} {'target':>6} {'runs':>5} {'misses':>10} {'worst miss':>10} {'share kept (median, range)':>27} {'bytes':>7} {'CPU s (median, max)':>20}")
+    for rule in dict.fromkeys(r["rule"] for r in rows):
+        for target in sorted({r["target"] for r in rows if r["rule"] == rule}):
+            rs = [r for r in rows if r["rule"] == rule and r["target"] == target]
+            misses = [r for r in rs if r["miss"]]
+            worst = max((target * r["teacher_test"] - r["test"]) / r["teacher_test"] for r in misses) if misses else 0.0
+            shares = [r["share"] for r in rs]
+            cpu = [r["cpu_s"] for r in rs]
+            print(
+                f"{rule:<11} {target:>6} {len(rs):>5} {len(misses):>4} ({len(misses) / len(rs):.0%}) {worst:>10.3f}"
+                f" {statistics.median(shares):>9.3f} ({min(shares):.3f}-{max(shares):.3f}) {statistics.median(r['bytes'] for r in rs):>7,.0f}"
+                f" {statistics.median(cpu):>9.0f}, {max(cpu):.0f}"
+            )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", default="cnn:digits,cnn:mnist1d,cnn:mnist14,gru:digits,gru:mnist1d,gru:mnist14,mlp:digits,mlp:mnist1d,mlp:mnist14")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--rules", default=",".join(RULES))
+    ap.add_argument("--targets", default="default,0.95", help="'default' is CompressConfig's target")
+    ap.add_argument("--jobs", type=int, default=1, help="processes (each on one thread)")
+    ap.add_argument("--json", help="append one JSON line per run to this file")
+    args = ap.parse_args()
+    from squeeze.compress import CompressConfig
+
+    targets = [CompressConfig().target if t == "default" else float(t) for t in args.targets.split(",")]
+    jobs = [
+        {"case": c, "seed": int(s), "rule": r, "target": t}
+        for r in args.rules.split(",") for t in targets for c in args.cases.split(",") for s in args.seeds.split(",")
+    ]
+    rows = []
+    with ProcessPoolExecutor(args.jobs) as pool:
+        for future in as_completed([pool.submit(run, job) for job in jobs]):
+            row = future.result()
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if args.json:
+                with open(args.json, "a") as fh:
+                    fh.write(json.dumps(row) + "\n")
+    summary(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

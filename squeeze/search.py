@@ -35,6 +35,8 @@ class Candidate:
         epochs: epochs of the float training it comes from.
         seconds: time spent on it (its training, or its quantization).
         method: how theta_d was made (``float``, ``kmeans``, ``qat``).
+        val_share: its share of the teacher's accuracy on the validation share, with the
+            interval (share, low, high): optimistic for the kept file, which validation chose.
         confirm_share: its accuracy as a share of the teacher's on the confirmation share, set
             when the search looked at it there (``confirm_low``, ``confirm_high``: the interval).
         test_accuracy: set after the choice, for the report only.
@@ -55,6 +57,7 @@ class Candidate:
     test_accuracy: float | None = None
     test_agreement: float | None = None
     val_se: float = 0.0
+    val_share: tuple[float, float, float] | None = None
     confirm_share: float | None = None
     confirm_low: float | None = None
     confirm_high: float | None = None

@@ -141,3 +141,25 @@ def test_a_buffer_that_float16_cannot_hold_exactly_stays_float32(resnet_file, tm
     assert codes[name] == "f32" and sum(c == fmt.HALF_STORED for c in codes.values()) >= 10
     f = fmt.read(path)
     assert all(torch.equal(f.extras[k], v) for k, v in sub.extra_tensors().items())
+
+
+def test_info_shows_what_each_part_costs_and_the_parts_sum_to_the_file(resnet_file, capsys):
+    from squeeze_cli.app import main
+
+    _, path = resnet_file
+    costs = fmt.byte_costs(path.read_bytes())
+    assert sum(costs.values()) == path.stat().st_size
+    assert costs["tensor theta_d"] >= 64 * 2 and costs["tensor bufs"] > costs["tensor theta_d"]  # BatchNorm statistics outweigh 64 halves
+    assert {"meta weights_sha256", "meta params", "meta spec", "framing"} <= set(costs)
+    assert main(["info", str(path), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{") :])["bytes_by_part"] == costs
+
+
+def test_a_user_architecture_file_is_recorded_by_name_not_by_path(tmp_path):
+    torch.manual_seed(0)
+    sub = Subspace(ResNet(input_shape=(1, 8, 8), num_classes=10), SubspaceConfig(dim=8, seed=5))
+    where = tmp_path / "deep" / "home" / "mynet.py"
+    fmt.save(sub, tmp_path / "u.sqz", arch={"ref": f"{where}:Net", "kwargs": {}})
+    f = fmt.read(tmp_path / "u.sqz")
+    assert f.arch["ref"] == "mynet.py:Net" and str(tmp_path) not in (tmp_path / "u.sqz").read_bytes().decode("latin-1")

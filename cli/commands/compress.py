@@ -115,7 +115,7 @@ def command(
     threads: int = options.Threads,
     as_json: bool = options.Json,
 ) -> None:
-    """Compress a trained dense MODEL into the smallest .sqz file reaching --target (or the most accurate within --size bytes). theta_d is distilled from the dense model (the teacher) at each d until the validation objective stops improving, and stored as float16 or quantized; every choice is made on a validation share of the training split, and the test split is measured once the choice is made.
+    """Compress a trained dense MODEL into the smallest .sqz file keeping --target of the teacher's accuracy (or the most accurate within --size bytes). theta_d is distilled from the dense model (the teacher) at each d until the validation objective stops improving, and stored as float16 or quantized. Two shares of the training split are held out: validation picks epochs and proposes files; a confirmation share that nothing else reads decides whether the target is reached (the lower end of the kept file's interval must clear it). The test split is measured once the choice is made.
 
     Exits with status 4 when a search of d misses the goal (the best file found is still written; with --dim pinned it is a note), 130 after Ctrl-C.
 
@@ -226,6 +226,7 @@ def _report(model: Path, output: Path, f, result: CompressResult, seconds: float
         "reached": result.reached,
         "interrupted": result.interrupted,
         "val_examples": result.val_examples,
+        "val_share": None if k.val_share is None else [round(x, 4) for x in k.val_share],
         "confirm_examples": result.confirm_examples,
         "confirm_share": None if result.confirm_share is None else round(result.confirm_share, 4),
         "confirm_interval": None if result.confirm_interval is None else [round(x, 4) for x in result.confirm_interval],

@@ -92,7 +92,9 @@ class CompressConfig:
         device: ``cpu`` or ``cuda``.
         dtype: the float encoding searched (``float16`` or ``float32``).
         level_grid: the levels searched when ``levels`` is None.
-        qat_steps: quantization-aware fine-tuning steps per quantized candidate.
+        qat_steps: quantization-aware fine-tuning steps per quantized candidate (None: 300 with
+            ``size``, which trains a few candidates, and 100 with ``target``, which trains up to
+            three per fit: a default search then stays within about two minutes).
         start_dim: the first d tried by the search.
         max_dim: the largest d the search may try (None: the model's D).
         tolerance: bisection stops when the bracket is narrower than this share of d.
@@ -122,7 +124,7 @@ class CompressConfig:
     device: str = "cpu"
     dtype: str = "float16"
     level_grid: tuple[int, ...] = LEVELS
-    qat_steps: int = 100
+    qat_steps: int | None = None
     start_dim: int = 256
     max_dim: int | None = None
     tolerance: float = 0.125
@@ -154,6 +156,10 @@ class CompressConfig:
             raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
         if self.start_dim < 1 or (self.max_dim is not None and self.max_dim < 1) or self.max_fits < 1:
             raise ValueError(f"start_dim, max_dim and max_fits must be positive (got {self.start_dim}, {self.max_dim}, {self.max_fits})")
+
+    def steps_of_qat(self) -> int:
+        """``qat_steps``, or its default for the goal."""
+        return self.qat_steps if self.qat_steps is not None else 300 if self.size is not None else 100
 
     def encodings(self) -> list[str]:
         """The encodings the search may use."""
@@ -282,7 +288,8 @@ class _Search:
         self.interrupted = False
         self.probes: dict[str, Candidate] = {}
         # the search trains on fit and reads validation; confirmation is kept for the verdict
-        self.search_data, fraction, self.confirm = holdout.carve(data, config.selection)
+        # (a byte budget gives no verdict to confirm: all but the validation share is fitted)
+        self.search_data, fraction, self.confirm = holdout.carve(data, "validation" if config.size is not None else config.selection)
         self.train_cfg = TrainConfig(
             epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, device=config.device,
             seed=config.seed, distill_weight=config.distill_weight, patience=config.patience, val_fraction=fraction,
@@ -348,7 +355,7 @@ class _Search:
             fmt.round_for_storage_(sub, {"f16": "float16", "f32": "float32"}[enc])
         else:
             qcfg = QuantizeConfig(
-                levels=L, steps=0 if quick else self.config.qat_steps, batch_size=self.config.batch_size, distill_weight=self.config.distill_weight,
+                levels=L, steps=0 if quick else self.config.steps_of_qat(), batch_size=self.config.batch_size, distill_weight=self.config.distill_weight,
                 val_fraction=self.train_cfg.val_fraction, seed=self.config.seed, device=self.config.device,
             )
             q = quantize_subspace(sub, qcfg, self.search_data)

@@ -63,7 +63,7 @@ def test_share_interval():
 
 def test_the_confirmation_share_takes_no_part_in_training_or_ranking():
     """Scrambled labels on the confirmation share change only its verdict, not one trained bit
-    or validation score (and, with --size, not the choice)."""
+    or validation score."""
     digits = load_data("digits")
     _, _, confirm = carve(digits, "confirm")
     torch.manual_seed(0)
@@ -77,7 +77,7 @@ def test_the_confirmation_share_takes_no_part_in_training_or_ranking():
     scrambled = Dataset(digits.name, digits.x_train, y, digits.x_test, digits.y_test, 10, digits.preprocessing)
     _, _, moved = carve(scrambled, "confirm")
     assert not torch.equal(moved.y_train, confirm.y_train) and torch.equal(moved.x_train, confirm.x_train)
-    config = CompressConfig(size=1400, epochs=15, patience=3, qat_steps=10, level_grid=(8,))
+    config = CompressConfig(dim=96, levels=8, target=0.9, epochs=15, patience=3, qat_steps=10)
     build = lambda: MLP(input_shape=digits.input_shape, num_classes=10, hidden=(32,))  # noqa: E731
     runs = [compress(model, build, d, config, progress=False) for d in (digits, scrambled)]
     strip = lambda r: [{k: v for k, v in c.as_dict().items() if k not in ("seconds", "confirm_share")} for c in r.candidates]  # noqa: E731

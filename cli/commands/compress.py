@@ -102,7 +102,7 @@ def command(
     patience: int = typer.Option(CONVERGE["patience"], "--patience", help="Stop training a d after this many epochs without a better validation objective (0: exactly --epochs)."),
     lr: float = typer.Option(0.1, "--lr", help="Adam learning rate of theta_d."),
     batch_size: int = typer.Option(128, "--batch-size", help="Examples per step."),
-    qat_steps: int = typer.Option(100, "--qat-steps", help="Quantization-aware fine-tuning steps per quantized candidate."),
+    qat_steps: Optional[int] = typer.Option(None, "--qat-steps", help="Quantization-aware fine-tuning steps per quantized candidate [default: 300 with --size, 100 with --target]."),
     margin: float = typer.Option(1.0, "--margin", help="With --target: a candidate passes when its validation accuracy exceeds the target by this many of its standard errors (paired with the teacher's on the same validation examples; 0: the target itself)."),
     dev: str = options.Device,
     dtype: str = typer.Option("float16", "--dtype", help="The float encoding searched: float16 or float32."),
@@ -271,6 +271,9 @@ def report_table(r: dict) -> Table:
         lo, hi = r["confirm_interval"]
         verdict = "" if r["size"] else f"; target {r['target']:g} {'confirmed' if r['confirmed'] else 'not confirmed'}"
         t.add_row("share kept, held out", f"{r['confirm_share']:.3f} of the teacher's accuracy on {r['confirm_examples']:,} examples no choice read ({r['confidence']:.0%} interval {lo:.3f}-{hi:.3f}{verdict})")
+    elif r["val_share"] is not None:
+        share, lo, hi = r["val_share"]
+        t.add_row("share kept, validation", f"{share:.3f} of the teacher's accuracy on the {r['val_examples']:,} validation examples that chose it ({r['confidence']:.0%} interval {lo:.3f}-{hi:.3f}; optimistic: the best of the candidates)")
     t.add_row("search", f"{r['search']['candidates']} candidates, {r['fits']} trained d, {r['seconds']:.1f} s")
     return t
 

@@ -199,7 +199,11 @@ def main() -> None:
     ap.add_argument("--targets", default="default,0.95", help="'default' is CompressConfig's target")
     ap.add_argument("--jobs", type=int, default=1, help="processes (each on one thread)")
     ap.add_argument("--json", help="append one JSON line per run to this file")
+    ap.add_argument("--summarize", metavar="JSONL", help="print the summary of runs saved with --json (runs nothing)")
     args = ap.parse_args()
+    if args.summarize:
+        summary([json.loads(line) for line in open(args.summarize)])
+        return
     from squeeze.compress import CompressConfig
 
     targets = [CompressConfig().target if t == "default" else float(t) for t in args.targets.split(",")]

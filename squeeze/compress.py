@@ -64,7 +64,7 @@ from squeeze.checkpoint import load_state_dict, match_state_dict
 from squeeze.data import Dataset
 from squeeze.dimension import count_params
 from squeeze.defaults import CONVERGE, LEVELS, TARGET  # LEVELS: the quantized encodings searched besides float16
-from squeeze.fit import TrainConfig, predict, train
+from squeeze.fit import TrainConfig, distill_objective, predict, train
 from squeeze.projection import kinds
 from squeeze.quantize import QuantizeConfig, kmeans_quantize, quantize_subspace
 from squeeze.search import Candidate, bits_per_value, choose, encoding_name, levels_of
@@ -128,7 +128,7 @@ class CompressConfig:
     start_dim: int = 256
     max_dim: int | None = None
     tolerance: float = 0.125
-    max_fits: int = 8
+    max_fits: int = 6
     margin: float = 1.0
     selection: str = "confirm"
     confidence: float = 0.8
@@ -297,7 +297,8 @@ class _Search:
         _, self.val = self.search_data.validation_split(fraction)
         D = count_params(build())
         self.dims = min(config.max_dim or D, D)
-        self.val_teacher = predict(teacher, self.val.x_train, device=config.device).argmax(1)
+        self.val_teacher_logits = predict(teacher, self.val.x_train, device=config.device)
+        self.val_teacher = self.val_teacher_logits.argmax(1)
         self.teacher_right = (self.val_teacher == self.val.y_train).double()  # per validation example
         if self.confirm is not None:
             self.confirm_teacher_right = (predict(teacher, self.confirm.x_train, device=config.device).argmax(1) == self.confirm.y_train).double()
@@ -362,7 +363,8 @@ class _Search:
             encoded, method = coding_registry.encode_quantized(q.codebook, q.codes), q.method
             seconds += time.time() - start
         fmt.round_buffers_for_storage_(sub)  # BatchNorm statistics as the file stores them
-        pred = predict(sub, self.val.x_train, device=self.config.device).argmax(1)
+        logits = predict(sub, self.val.x_train, device=self.config.device)
+        pred = logits.argmax(1)
         right = (pred == self.val.y_train).double()
         paired = right - self.config.target * self.teacher_right
         total, payload = self.measure(sub, encoded, enc)
@@ -373,6 +375,7 @@ class _Search:
             epochs=epochs, seconds=seconds, method=method, state=_state(sub), encoded=encoded,
             val_se=float(paired.std() / math.sqrt(len(paired))) if len(paired) > 1 else 0.0,
             val_share=holdout.share_interval(right, self.teacher_right, self.config.confidence),
+            val_loss=float(distill_objective(logits, self.val.y_train, self.val_teacher_logits, self.config.distill_weight)),
         )
         self.candidates.append(c)
         if self.on_trial is not None:

@@ -224,7 +224,7 @@ def _train(
                         if teacher is not None:
                             with torch.no_grad():
                                 t = teacher(xb)
-                            loss = _objective(logits, yb, t, config.distill_weight)
+                            loss = distill_objective(logits, yb, t, config.distill_weight)
                         else:
                             loss = F.cross_entropy(logits, yb)
                         loss.backward()
@@ -239,7 +239,7 @@ def _train(
                 dist.sync_buffers(model)
                 dist.check_in_sync(model)
                 logits = _logits(model, val_set.x_train, dev)
-                val_loss = float(_objective(logits, val_set.y_train, val_teacher, config.distill_weight))
+                val_loss = float(distill_objective(logits, val_set.y_train, val_teacher, config.distill_weight))
                 val = float((logits.argmax(1) == val_set.y_train).float().mean())
                 history.append({"epoch": epoch, "val_accuracy": val, "val_loss": val_loss})
                 improved = val_loss < best - config.min_delta * abs(best) if best < float("inf") else val_loss < best
@@ -290,7 +290,7 @@ def _halve_rate(opt: torch.optim.Optimizer, sched) -> None:
     sched.base_lrs = [b * 0.5 for b in sched.base_lrs]
 
 
-def _objective(logits: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor | None, distill_weight: float) -> torch.Tensor:
+def distill_objective(logits: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor | None, distill_weight: float) -> torch.Tensor:
     """Cross-entropy on the labels, mixed with the KL divergence to the teacher's outputs when given."""
     loss = F.cross_entropy(logits, y)
     if teacher_logits is None:

@@ -77,7 +77,7 @@ def test_compress_round_trip(teacher, digits, tmp_path, capsys):
     assert trial["epochs"] >= 1 and trial["bytes"] >= report["sqz_bytes"] and trial["test_accuracy"] == report["accuracy"]
 
 
-def test_size_budget_keeps_the_most_accurate_file_within_it(teacher, digits, tmp_path, capsys):
+def test_size_budget_keeps_the_file_with_the_best_validation_objective_within_it(teacher, digits, tmp_path, capsys):
     path, _, _ = teacher
     out = tmp_path / "budget.sqz"
     rc = main(_args(path, "--size", "1.2KB", "--plot", str(tmp_path / "frontier.png"), "-o", str(out), "--json"))
@@ -85,7 +85,9 @@ def test_size_budget_keeps_the_most_accurate_file_within_it(teacher, digits, tmp
     assert rc == 0 and report["size"] == 1200
     assert out.stat().st_size <= 1200 and report["sqz_bytes"] == out.stat().st_size
     fitting = [t for t in report["trials"] if t["bytes"] <= 1200]
-    assert max(t["val_accuracy"] for t in fitting) == report["val_accuracy"]
+    kept = next(t for t in report["trials"] if (t["d"], t["encoding"]) == (report["d"], report["encoding"]))
+    assert min(t["val_loss"] for t in fitting) == kept["val_loss"] and kept["val_accuracy"] == report["val_accuracy"]
+    assert report["confirm_interval"] is None and report["val_share"][1] < report["val_share"][0] < report["val_share"][2]
     assert len({t["encoding"] for t in report["trials"]}) >= 3  # float16 and several levels were tried
     assert (tmp_path / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert fmt.read(out).metrics["search"]["candidates"] == len(report["trials"])
@@ -259,6 +261,9 @@ def test_choose_smallest_passing_or_most_accurate_within_budget():
     assert not ok and best.d == 2048  # missed: the most accurate
     best, ok = choose(cands, budget=100)
     assert not ok and best.bytes == 760  # nothing fits: the smallest
+    for c, loss in zip(cands, (0.30, 0.35, 0.20, 0.10)):
+        c.val_loss = loss
+    assert choose(cands, budget=1050)[0].bytes == 760  # within a budget the validation objective ranks, not accuracy
     swapped = [_cand(c.d, c.encoding, c.bytes, c.val_accuracy, 1 - c.test_accuracy) for c in cands]
     assert choose(swapped, threshold=0.9)[0].d == 1024  # test accuracies play no part
 

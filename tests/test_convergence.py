@@ -12,7 +12,7 @@ from squeeze import Subspace, SubspaceConfig
 from squeeze import format as fmt
 from squeeze.data import load_data
 from squeeze.defaults import CONVERGE
-from squeeze.fit import TrainConfig, _objective, predict, train
+from squeeze.fit import TrainConfig, distill_objective, predict, train
 from squeeze.zoo import MLP
 from squeeze_cli.app import main
 
@@ -31,7 +31,7 @@ def test_training_stops_when_the_validation_loss_stops_improving_and_keeps_the_b
     losses = [h["val_loss"] for h in res.history]
     assert res.epochs_run - res.best_epoch == 4 and min(losses) == losses[res.best_epoch - 1] == res.val_loss
     _, val = digits.validation_split(0.1)
-    again = float(_objective(predict(sub, val.x_train), val.y_train, None, 0.5))
+    again = float(distill_objective(predict(sub, val.x_train), val.y_train, None, 0.5))
     assert again == pytest.approx(res.val_loss, rel=1e-5)  # the model is left at its best epoch
 
 
@@ -80,6 +80,6 @@ def test_a_diverged_epoch_goes_back_to_the_best_state_with_half_the_rate(digits)
     assert [h["val_loss"] for h in plain.history[:e]] == losses[:e]  # identical until it diverged
     assert res.best_epoch > e and res.val_loss < plain.val_loss  # it went on improving after the recovery
     _, val = digits.validation_split(0.1)
-    assert float(_objective(predict(sub, val.x_train), val.y_train, None, 0.5)) == pytest.approx(res.val_loss, rel=1e-5)
+    assert float(distill_objective(predict(sub, val.x_train), val.y_train, None, 0.5)) == pytest.approx(res.val_loss, rel=1e-5)
     with pytest.raises(ValueError, match="recover"):
         TrainConfig(recover=1.0)

@@ -198,6 +198,7 @@ class CompressResult:
     val_examples: int = 0
     confirm_examples: int = 0
     confidence: float = 0.8
+    teacher_confirm_accuracy: float | None = None  # the teacher's accuracy on the confirmation share
 
     @property
     def confirm_share(self) -> float | None:
@@ -519,14 +520,15 @@ def _search_target(s: _Search, threshold: float) -> None:
 
 
 def _confirm(s: _Search, threshold: float) -> Candidate | None:
-    """The smallest candidate that passes on validation and whose interval on the confirmation
-    share clears the target; candidates are looked at in order of bytes, each once. When none
+    """The smallest candidate whose validation accuracy reaches the threshold (no margin: the
+    confirmation is the gate) and whose interval on the confirmation share clears the target;
+    candidates are looked at in order of bytes, each once. When none
     does, the search moves up the frontier: it trains twice the largest d tried (every encoding)
     and looks again, while fits and d remain (never with d pinned). None: nothing confirmed."""
     cfg = s.config
     encs = cfg.encodings()
     while True:
-        passing = sorted((c for c in s.candidates if c.passes(threshold, cfg.margin)), key=lambda c: (c.bytes, -c.val_accuracy, c.d))
+        passing = sorted((c for c in s.candidates if c.passes(threshold)), key=lambda c: (c.bytes, -c.val_accuracy, c.d))
         for c in passing:
             if s.look(c):
                 return c
@@ -624,6 +626,7 @@ def compress(
         threshold=threshold,
         val_examples=len(s.val.y_train),
         confirm_examples=0 if s.confirm is None else len(s.confirm.y_train),
+        teacher_confirm_accuracy=None if s.confirm is None else float(s.confirm_teacher_right.mean()),
         confidence=config.confidence,
     )
 

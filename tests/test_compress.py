@@ -340,7 +340,7 @@ class _World(_Search):
 def test_target_tries_the_largest_d_below_the_best_file_when_doubling_overshoots():
     """The GRU of benchmarks/target_vs_hand.py: 16 levels pass at d = 1,024; 8 levels fail there
     and doubling them (2,048) would make a larger file, yet 8 levels pass below it at 1,400-1,560."""
-    world = _World(CompressConfig(target=0.9, level_grid=(8, 16), margin=0.0))
+    world = _World(CompressConfig(target=0.9, level_grid=(8, 16), margin=0.0, max_fits=12))
     _search_target(world, threshold=0.9)
     kept, reached = choose(world.candidates, threshold=0.9)
     best16 = min(c.bytes for c in world.candidates if c.encoding == "q16" and c.val_accuracy > 0.9)

@@ -285,13 +285,13 @@ def test_cli_compress_a_dense_finetune_against_its_base(pretrained, digits, tmp_
     save_file({k: v.contiguous() for k, v in dense.state_dict().items()}, str(ckpt))
     out = tmp_path / "delta.sqz"
     kwargs = json.dumps({"hidden": HIDDEN})
-    rc = main(["compress", str(ckpt), "--arch", "squeeze.zoo:MLP", "--arch-kwargs", kwargs, "--data", "digits", "--dim", "64", "--epochs", "8", "--base", str(path), "-o", str(out)])
+    rc = main(["compress", str(ckpt), "--arch", "squeeze.zoo:MLP", "--arch-kwargs", kwargs, "--data", "digits", "--dim", "64", "--epochs", "8", "--size", "100KB", "--base", str(path), "-o", str(out)])
     assert rc == 0
     f = fmt.read(out)
     assert f.base == base_digest(body, BODY) and set(_tensor_names(out)) <= {"theta_d", "codes", "codebook"}  # theta_d (however it is coded), never base weights
     # the base is worth having: the same d from a random theta_0 does worse
     scratch = tmp_path / "scratch.sqz"
-    assert main(["compress", str(ckpt), "--arch", "squeeze.zoo:MLP", "--arch-kwargs", kwargs, "--data", "digits", "--dim", "64", "--epochs", "8", "-o", str(scratch)]) == 0
+    assert main(["compress", str(ckpt), "--arch", "squeeze.zoo:MLP", "--arch-kwargs", kwargs, "--data", "digits", "--dim", "64", "--epochs", "8", "--size", "100KB", "-o", str(scratch)]) == 0
     print(f"teacher {teacher_res.test_accuracy:.4f}, delta against the base {f.metrics['test_accuracy']:.4f}, from scratch {fmt.read(scratch).metrics['test_accuracy']:.4f}")
     assert f.metrics["test_accuracy"] > fmt.read(scratch).metrics["test_accuracy"] + 0.05
     capsys.readouterr()

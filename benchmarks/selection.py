@@ -18,9 +18,11 @@ the teacher kept, the median file bytes and the CPU seconds per run (median and 
 
 * ``validation``: the rule before issue 25: one 10% validation share picks the epoch, ranks
   the candidates and declares the target reached (one paired standard error of margin).
-* ``confirm``: the default: epochs and ranking on a validation share, and a confirmation
-  share that took no part in either checks the kept file before the target is declared
-  reached (moving up the frontier when it fails); shares sized from the data.
+* ``confirm``: epochs and proposals on a validation share, and a confirmation share that took
+  no part in either checks the kept file before the target is declared reached (moving up the
+  frontier when it fails); shares sized from the data (:mod:`squeeze.holdout`).
+* ``refit`` (the default): ``confirm``, then the chosen (d, encoding) trained again on the whole
+  training split before it is saved.
 """
 
 from __future__ import annotations
@@ -39,7 +41,11 @@ import numpy as np
 import torch
 from torch import nn
 
-RULES = ("validation", "confirm")
+RULES = {  # rule -> CompressConfig fields
+    "validation": dict(selection="validation", refit=False),
+    "confirm": dict(selection="confirm", refit=False),
+    "refit": dict(selection="confirm", refit=True),
+}
 
 
 class CNN(nn.Module):
@@ -156,7 +162,7 @@ def run(job: dict) -> dict:
     torch.manual_seed(job["seed"])
     teacher = train_teacher(build(), data, job["seed"])
     teacher_test = accuracy(teacher, data.x_test, data.y_test)
-    cfg = CompressConfig(target=job["target"], seed=job["seed"], selection=job["rule"])
+    cfg = CompressConfig(target=job["target"], seed=job["seed"], **RULES[job["rule"]])
     start = time.process_time()
     result = compress(teacher, build, data, cfg, progress=False)
     cpu = time.process_time() - start
@@ -195,7 +201,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default="cnn:digits,cnn:mnist1d,cnn:mnist14,gru:digits,gru:mnist1d,gru:mnist14,mlp:digits,mlp:mnist1d,mlp:mnist14")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--rules", default=",".join(RULES))
+    ap.add_argument("--rules", default=",".join(RULES), help=f"any of {', '.join(RULES)}")
     ap.add_argument("--targets", default="default,0.95", help="'default' is CompressConfig's target")
     ap.add_argument("--jobs", type=int, default=1, help="processes (each on one thread)")
     ap.add_argument("--json", help="append one JSON line per run to this file")
@@ -209,7 +215,7 @@ def main() -> None:
     targets = [CompressConfig().target if t == "default" else float(t) for t in args.targets.split(",")]
     jobs = [
         {"case": c, "seed": int(s), "rule": r, "target": t}
-        for r in args.rules.split(",") for t in targets for c in args.cases.split(",") for s in args.seeds.split(",")
+        for s in args.seeds.split(",") for c in args.cases.split(",") for t in targets for r in args.rules.split(",")  # rules side by side
     ]
     rows = []
     with ProcessPoolExecutor(args.jobs) as pool:

@@ -237,6 +237,7 @@ def _report(model: Path, output: Path, f, result: CompressResult, seconds: float
         "confirm_interval": None if result.confirm_interval is None else [round(x, 4) for x in result.confirm_interval],
         "confidence": result.confidence,
         "confirmed": None if result.confirm_interval is None else result.confirm_interval[0] >= result.target,
+        "refitted": result.refitted,
         "fits": result.fits,
         "search": result.search_record(),
         "seconds": round(seconds, 1),
@@ -279,7 +280,7 @@ def report_table(r: dict) -> Table:
     elif r["val_share"] is not None:
         share, lo, hi = r["val_share"]
         t.add_row("share kept, validation", f"{share:.3f} of the teacher's accuracy on the {r['val_examples']:,} validation examples that chose it ({r['confidence']:.0%} interval {lo:.3f}-{hi:.3f}; optimistic: the best of the candidates)")
-    t.add_row("search", f"{r['search']['candidates']} candidates, {r['fits']} trained d, {r['seconds']:.1f} s")
+    t.add_row("search", f"{r['search']['candidates']} candidates, {r['fits']} trained d, {r['seconds']:.1f} s" + ("; the kept (d, encoding) trained again on the whole training split" if r["refitted"] else ""))
     return t
 
 

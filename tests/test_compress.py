@@ -74,7 +74,7 @@ def test_compress_round_trip(teacher, digits, tmp_path, capsys):
     assert agreement == pytest.approx(report["agreement"], abs=1e-6)
     assert report["accuracy"] >= 0.85 * teacher_acc  # d=256 of D=2,410 keeps most of the quality
     [trial] = report["trials"]
-    assert trial["epochs"] >= 1 and trial["bytes"] >= report["sqz_bytes"] and trial["test_accuracy"] == report["accuracy"]
+    assert trial["epochs"] >= 1 and report["refitted"]  # the file is the trial's (d, encoding) trained again on all training data
 
 
 def test_size_budget_keeps_the_file_with_the_best_validation_objective_within_it(teacher, digits, tmp_path, capsys):
@@ -282,7 +282,7 @@ def test_paired_standard_error_is_that_of_the_per_example_difference(teacher, di
     the validation examples, recomputed here from the model the candidate stores."""
     path, model, _ = teacher
     build = lambda: MLP(input_shape=digits.input_shape, num_classes=10, hidden=(32,))  # noqa: E731
-    res = compress(load_teacher(path, build()), build, digits, CompressConfig(dim=64, levels=8, target=0.9, epochs=2, patience=None, qat_steps=5), progress=False)
+    res = compress(load_teacher(path, build()), build, digits, CompressConfig(dim=64, levels=8, target=0.9, epochs=2, patience=None, qat_steps=5, refit=False), progress=False)
     c = res.kept
     search, fraction, _ = carve(digits, "confirm")
     val = search.validation_split(fraction)[1]

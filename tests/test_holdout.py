@@ -77,10 +77,33 @@ def test_the_confirmation_share_takes_no_part_in_training_or_ranking():
     scrambled = Dataset(digits.name, digits.x_train, y, digits.x_test, digits.y_test, 10, digits.preprocessing)
     _, _, moved = carve(scrambled, "confirm")
     assert not torch.equal(moved.y_train, confirm.y_train) and torch.equal(moved.x_train, confirm.x_train)
-    config = CompressConfig(dim=96, levels=8, target=0.9, epochs=15, patience=3, qat_steps=10)
+    config = CompressConfig(dim=96, levels=8, target=0.9, epochs=15, patience=3, qat_steps=10, refit=False)
     build = lambda: MLP(input_shape=digits.input_shape, num_classes=10, hidden=(32,))  # noqa: E731
     runs = [compress(model, build, d, config, progress=False) for d in (digits, scrambled)]
     strip = lambda r: [{k: v for k, v in c.as_dict().items() if k not in ("seconds", "confirm_share")} for c in r.candidates]  # noqa: E731
     assert strip(runs[0]) == strip(runs[1]) and runs[0].candidates
     assert torch.equal(runs[0].sub.theta_d, runs[1].sub.theta_d)
     assert runs[0].confirm_share != runs[1].confirm_share  # the verdict did read it
+
+
+def test_refit_trains_the_chosen_file_again_on_every_training_example():
+    """The search and its verdict are the same with and without the refit; the kept (d,
+    encoding) is then trained on the whole training split, and the file is that model."""
+    digits = load_data("digits")
+    torch.manual_seed(0)
+    model = MLP(input_shape=digits.input_shape, num_classes=10, hidden=(32,))
+    train(model, digits, TrainConfig(epochs=15, lr=3e-3), progress=False)
+    build = lambda: MLP(input_shape=digits.input_shape, num_classes=10, hidden=(32,))  # noqa: E731
+    base = dict(dim=96, levels=8, target=0.9, epochs=15, patience=3, qat_steps=10)
+    plain, refit = (compress(model, build, digits, CompressConfig(**base, refit=r), progress=False) for r in (False, True))
+    strip = lambda r: [{k: v for k, v in c.as_dict().items() if k not in ("seconds", "test_accuracy")} for c in r.candidates]  # noqa: E731
+    assert strip(plain) == strip(refit) and not plain.refitted and refit.refitted
+    assert (refit.kept.d, refit.kept.encoding) == (plain.kept.d, plain.kept.encoding) and refit.kept.method.endswith("+refit")
+    assert refit.confirm_interval == plain.confirm_interval  # the verdict is the searched model's
+    assert not torch.equal(refit.sub.theta_d, plain.sub.theta_d)
+    assert len(torch.unique(refit.sub.theta_d)) <= 8  # still 8 levels
+    # the file is the refitted model: its reported test accuracy is that of the weights it holds
+    from squeeze.fit import accuracy
+
+    assert accuracy(refit.sub.materialize(), digits.x_test, digits.y_test) == pytest.approx(refit.accuracy, abs=1e-6)
+    assert refit.accuracy > 0.5

@@ -634,7 +634,12 @@ def compress(
         if config.size is None:  # the verdict is the confirmation's: validation only proposes
             kept, reached = (confirmed, True) if confirmed is not None else (best_of(s.candidates), False)
         s.look(kept)  # the kept file's interval, for the report
-    refitted = _refit(s, kept) if config.refit and kept is not None and not s.interrupted else None
+    refitted = None
+    try:
+        if config.refit and kept is not None and not s.interrupted:
+            refitted = _refit(s, kept)
+    except KeyboardInterrupt:  # the searched file is kept
+        s.interrupted = True
     kept = refitted or kept
     # the choice is made: now the test split, once per candidate, for the report
     teacher_test = predict(teacher, data.x_test, device=dev).argmax(1)

@@ -256,7 +256,7 @@ def trials_table(result: CompressResult) -> Table:
     for col in ("#", "d", "encoding", "bytes", "val acc", "confirm share", "test acc", "epochs", "how", "seconds", ""):
         t.add_column(col, justify="left" if col in ("encoding", "how", "") else "right")
     for i, c in enumerate(result.candidates, 1):
-        t.add_row(str(i), f"{c.d:,}", c.encoding, f"{c.bytes:,}", f"{c.val_accuracy:.4f}", "" if c.confirm_share is None else f"{c.confirm_share:.3f}", f"{c.test_accuracy:.4f}", str(c.epochs), c.method, f"{c.seconds:.1f}", "<- kept" if c is result.kept else "")
+        t.add_row(str(i), f"{c.d:,}", c.encoding, f"{c.bytes:,}", f"{c.val_accuracy:.4f}", "" if c.confirm_share is None else f"{c.confirm_share:.3f}", f"{c.test_accuracy:.4f}", str(c.epochs), c.method, f"{c.seconds:.1f}", "<- kept" + (", refitted" if result.refitted else "") if (c.d, c.encoding) == (result.kept.d, result.kept.encoding) else "")
     return t
 
 

@@ -204,7 +204,7 @@ def main() -> None:
     ap.add_argument("--rules", default=",".join(RULES), help=f"any of {', '.join(RULES)}")
     ap.add_argument("--targets", default="default,0.95", help="'default' is CompressConfig's target")
     ap.add_argument("--jobs", type=int, default=1, help="processes (each on one thread)")
-    ap.add_argument("--json", help="append one JSON line per run to this file")
+    ap.add_argument("--json", help="append one JSON line per run to this file (runs already in it are skipped)")
     ap.add_argument("--summarize", metavar="JSONL", help="print the summary of runs saved with --json (runs nothing)")
     args = ap.parse_args()
     if args.summarize:
@@ -218,6 +218,11 @@ def main() -> None:
         for s in args.seeds.split(",") for c in args.cases.split(",") for t in targets for r in args.rules.split(",")  # rules side by side
     ]
     rows = []
+    if args.json and Path(args.json).exists():  # resume: runs already saved there are not run again
+        rows = [json.loads(line) for line in open(args.json)]
+        done = {(r["case"], r["seed"], r["rule"], r["target"]) for r in rows}
+        rows = [r for r in rows if (r["case"], r["seed"], r["rule"], r["target"]) in {(j["case"], j["seed"], j["rule"], j["target"]) for j in jobs}]
+        jobs = [j for j in jobs if (j["case"], j["seed"], j["rule"], j["target"]) not in done]
     with ProcessPoolExecutor(args.jobs) as pool:
         for future in as_completed([pool.submit(run, job) for job in jobs]):
             row = future.result()

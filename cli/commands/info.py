@@ -72,6 +72,9 @@ def command(file: Path = options.SqzFile, as_json: bool = options.Json) -> None:
         pre = ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in inp.get("pre", {}).items()) or "none"
         t.add_row("input", f"shape {inp.get('input_shape')} ({inp.get('name')}), {inp.get('classes')} classes, preprocessing: {pre}")
     for k, v in (s["metrics"] or {}).items():
+        if k == "confirm" and isinstance(v, list) and len(v) == 3:  # written by compress
+            t.add_row("metric confirm", f"keeps {v[0]:.4f} of the teacher's accuracy on held-out examples no choice read (interval {v[1]:.4f}-{v[2]:.4f})")
+            continue
         t.add_row(f"metric {k}", f"{v:.4f}" if isinstance(v, float) else str(v))
     if s["base"]:
         t.add_row("base digest", s["base"])

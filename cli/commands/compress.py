@@ -92,7 +92,7 @@ def command(
     data: Optional[str] = typer.Option(None, "--data", help="The data to distil on: digits, mnist5k, mnist1d[:N], or a .npz/.pt/.csv file (x, y[, x_test, y_test])."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write the .sqz file [default: MODEL with the suffix .sqz]."),
     target: float = typer.Option(TARGET, "--target", help="Keep the smallest file that keeps this share of the teacher's accuracy: proposed on a validation share of the training split, confirmed on a confirmation share that no training or ranking read."),
-    size: Optional[str] = typer.Option(None, "--size", help="Instead of --target: keep the most accurate file within this many bytes (1500, 2KB, 2KiB)."),
+    size: Optional[str] = typer.Option(None, "--size", help="Instead of --target: keep the best file within this many bytes (1500, 2KB, 2KiB), ranked by the validation objective (cross-entropy and KL to the teacher)."),
     dim: str = typer.Option("auto", "--dim", "-d", help="Pin d, the number of stored values, or 'auto' to search it."),
     levels: Optional[str] = typer.Option(None, "--levels", "-L", help=f"Pin the stored encoding to L levels (k-means + quantization-aware fine-tuning, range coded), or 'auto': float16 and {', '.join(map(str, LEVELS))} levels are searched."),
     max_dim: Optional[int] = typer.Option(None, "--max-dim", help="The largest d to try [default: D]."),

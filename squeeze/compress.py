@@ -34,7 +34,7 @@ levels (k-means, then quantization-aware fine-tuning, range coded). Two goals:
 ``dim`` and ``levels`` pin either axis. Every choice (d, levels, epoch, k-means or QAT) is made
 on the validation share carved from the training split (:mod:`squeeze.search`), the verdict on
 the confirmation share; the test split is evaluated after the choice, once per candidate, for
-the report. With ``size`` the confirmation share only measures the kept file's interval.
+the report. With ``size`` there is no verdict to give, so no confirmation share is held out.
 
 theta_d starts at zero (theta = theta_0). A warm start at the least-squares projection of
 the teacher, alpha * P^T (theta_teacher - theta_0) with the best scalar alpha, was measured
@@ -314,7 +314,7 @@ class _Search:
         if d in self.floats:
             return True
         cfg = self.config
-        sub = Subspace(self.build(), SubspaceConfig(dim=d, projection=cfg.projection, seed=cfg.seed), base=self.base)
+        sub = self.subspace(d)
         res = train(sub, self.search_data, self.train_cfg, teacher=self.teacher, progress=self.progress, description=f"d={d:,}")
         if res.interrupted:
             self.interrupted = True
@@ -333,7 +333,7 @@ class _Search:
             _restore(sub, state)
         else:
             epochs = 0
-            sub = Subspace(self.build(), SubspaceConfig(dim=d, projection=self.config.projection, seed=self.config.seed), base=self.base)
+            sub = self.subspace(d)
             with torch.no_grad():
                 sub.theta_d.copy_(0.01 * torch.randn(d, generator=torch.Generator().manual_seed(self.config.seed)))
         fmt.round_buffers_for_storage_(sub)
@@ -355,19 +355,9 @@ class _Search:
         sub, state, epochs, seconds = self.floats[d]
         _restore(sub, state)
         start = time.time()
-        L = levels_of(enc)
-        encoded, method = None, "float"
-        if L is None:
-            fmt.round_for_storage_(sub, {"f16": "float16", "f32": "float32"}[enc])
-        else:
-            qcfg = QuantizeConfig(
-                levels=L, steps=0 if quick else self.config.steps_of_qat(), batch_size=self.config.batch_size, distill_weight=self.config.distill_weight,
-                val_fraction=self.train_cfg.val_fraction, seed=self.config.seed, device=self.config.device,
-            )
-            q = quantize_subspace(sub, qcfg, self.search_data)
-            encoded, method = coding_registry.encode_quantized(q.codebook, q.codes), q.method
+        encoded, method = self.store(sub, enc, 0 if quick else self.config.steps_of_qat(), self.search_data, self.train_cfg.val_fraction)
+        if encoded is not None:
             seconds += time.time() - start
-        fmt.round_buffers_for_storage_(sub)  # BatchNorm statistics as the file stores them
         logits = predict(sub, self.val.x_train, device=self.config.device)
         pred = logits.argmax(1)
         right = (pred == self.val.y_train).double()
@@ -386,6 +376,31 @@ class _Search:
         if self.on_trial is not None:
             self.on_trial(c)
         return c
+
+    def subspace(self, d: int) -> Subspace:
+        """A fresh subspace model at d (theta_d = 0) of the search's projection and seed."""
+        cfg = self.config
+        return Subspace(self.build(), SubspaceConfig(dim=d, projection=cfg.projection, seed=cfg.seed), base=self.base)
+
+    def store(self, sub: Subspace, enc: str, steps: int, data: Dataset, val_fraction: float) -> tuple[dict | None, str]:
+        """Put ``sub`` in the form the file stores for ``enc``: theta_d rounded to the float
+        type, or quantized (k-means, then ``steps`` of QAT on ``data``, the better of the two on
+        its ``val_fraction`` share); BatchNorm statistics rounded as the file stores them.
+        Returns ``(encoded theta_d or None for floats, method)``."""
+        L = levels_of(enc)
+        encoded, method = None, "float"
+        if L is None:
+            fmt.round_for_storage_(sub, {"f16": "float16", "f32": "float32"}[enc])
+        else:
+            cfg = self.config
+            qcfg = QuantizeConfig(
+                levels=L, steps=steps, batch_size=cfg.batch_size, distill_weight=cfg.distill_weight,
+                val_fraction=val_fraction, seed=cfg.seed, device=cfg.device,
+            )
+            q = quantize_subspace(sub, qcfg, data)
+            encoded, method = coding_registry.encode_quantized(q.codebook, q.codes), q.method
+        fmt.round_buffers_for_storage_(sub)
+        return encoded, method
 
     def look(self, c: Candidate) -> bool:
         """Score ``c`` once on the confirmation share (its share of the teacher's accuracy there,
@@ -555,25 +570,14 @@ def _refit(s: _Search, c: Candidate) -> Candidate | None:
     share of the teacher from 0.957 to 0.986). None when Ctrl-C stops it or its file would not
     fit the byte budget (the searched file is kept)."""
     cfg = s.config
-    sub = Subspace(s.build(), SubspaceConfig(dim=c.d, projection=cfg.projection, seed=cfg.seed), base=s.base)
+    sub = s.subspace(c.d)
     epochs = max(1, c.epochs)
     tc = replace(s.train_cfg, epochs=epochs, patience=epochs, val_fraction=0.0)  # exactly `epochs` passes
     res = train(sub, s.data, tc, teacher=s.teacher, progress=s.progress, description=f"refit d={c.d:,}")
     if res.interrupted:
         s.interrupted = True
         return None
-    L = levels_of(c.encoding)
-    encoded = None
-    if L is None:
-        fmt.round_for_storage_(sub, {"f16": "float16", "f32": "float32"}[c.encoding])
-    else:
-        qcfg = QuantizeConfig(
-            levels=L, steps=0 if c.method == "kmeans" else cfg.steps_of_qat(), batch_size=cfg.batch_size,
-            distill_weight=cfg.distill_weight, seed=cfg.seed, device=cfg.device,
-        )
-        q = quantize_subspace(sub, qcfg, s.data)
-        encoded = coding_registry.encode_quantized(q.codebook, q.codes)
-    fmt.round_buffers_for_storage_(sub)
+    encoded, _ = s.store(sub, c.encoding, 0 if c.method == "kmeans" else cfg.steps_of_qat(), s.data, 0.1)  # QAT or k-means: 10% of all the data, as QuantizeConfig by default
     total, payload = s.measure(sub, encoded, c.encoding)
     if cfg.size is not None and total > cfg.size:
         return None
@@ -630,9 +634,8 @@ def compress(
     except KeyboardInterrupt:
         s.interrupted = True
     kept, reached = choose(s.candidates, threshold=None if config.size is not None else threshold, budget=config.size, margin=config.margin)
-    if s.confirm is not None and kept is not None:
-        if config.size is None:  # the verdict is the confirmation's: validation only proposes
-            kept, reached = (confirmed, True) if confirmed is not None else (best_of(s.candidates), False)
+    if s.confirm is not None and kept is not None:  # (a target) the verdict is the confirmation's: validation only proposes
+        kept, reached = (confirmed, True) if confirmed is not None else (best_of(s.candidates), False)
         s.look(kept)  # the kept file's interval, for the report
     refitted = None
     try:

@@ -147,7 +147,7 @@ def command(
     student, arch_rec, ds = model_for_data(arch, arch_kwargs, data)
     teacher = load_teacher(model, student, trust_pickle=trust_pickle)
     base_sd = load_base(base_arg(base, trust_pickle), model=student) if base else None
-    goal = f"the most accurate file within {config.size:,} bytes" if config.size else f"the smallest file keeping {target:g} of the teacher's accuracy"
+    goal = f"the best file within {config.size:,} bytes" if config.size else f"the smallest file keeping {target:g} of the teacher's accuracy"
     axes = ", ".join(x for x in (f"d = {config.dim:,}" if config.dim else "", f"{config.levels} levels" if config.levels else "") if x) or "d and encoding searched"
     err_console.print(f"compressing {model.name} ({arch} on {ds.name}) by distillation: {goal} ({axes})", highlight=False, markup=False)
 
@@ -275,8 +275,8 @@ def report_table(r: dict) -> Table:
     t.add_row("agreement with teacher", f"{r['agreement']:.4f} (test)")
     if r["confirm_interval"] is not None:
         lo, hi = r["confirm_interval"]
-        verdict = "" if r["size"] else f"; target {r['target']:g} {'confirmed' if r['confirmed'] else 'not confirmed'}"
-        t.add_row("share kept, held out", f"{r['confirm_share']:.3f} of the teacher's accuracy on {r['confirm_examples']:,} examples no choice read ({r['confidence']:.0%} interval {lo:.3f}-{hi:.3f}{verdict})")
+        verdict = "confirmed" if r["confirmed"] else "not confirmed"
+        t.add_row("share kept, held out", f"{r['confirm_share']:.3f} of the teacher's accuracy on {r['confirm_examples']:,} examples no choice read ({r['confidence']:.0%} interval {lo:.3f}-{hi:.3f}; target {r['target']:g} {verdict})")
     elif r["val_share"] is not None:
         share, lo, hi = r["val_share"]
         t.add_row("share kept, validation", f"{share:.3f} of the teacher's accuracy on the {r['val_examples']:,} validation examples that chose it ({r['confidence']:.0%} interval {lo:.3f}-{hi:.3f}; optimistic: the best of the candidates)")

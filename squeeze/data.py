@@ -54,10 +54,11 @@ class Dataset:
         n = len(self.y_train)
         perm = torch.from_numpy(np.random.default_rng(SPLIT_SEED + 1).permutation(n))
         k = max(1, int(n * fraction))
-        val, tr = perm[:k], perm[k:]
-        train = Dataset(self.name, self.x_train[tr], self.y_train[tr], self.x_test, self.y_test, self.num_classes, self.preprocessing)
-        valid = Dataset(self.name, self.x_train[val], self.y_train[val], self.x_test, self.y_test, self.num_classes, self.preprocessing)
-        return train, valid
+        return self.subset(perm[k:]), self.subset(perm[:k])
+
+    def subset(self, idx: torch.Tensor) -> "Dataset":
+        """The training examples ``idx`` as the training split, the test split unchanged."""
+        return Dataset(self.name, self.x_train[idx], self.y_train[idx], self.x_test, self.y_test, self.num_classes, self.preprocessing)
 
 
 def _split(x: np.ndarray, y: np.ndarray, test_fraction: float = 0.2):

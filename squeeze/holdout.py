@@ -13,7 +13,7 @@ Both are sized from the data: 15% of the training split each, at least 100 examp
 fifth of the split) and at most 10% of it past 2,000 examples, never more than 2,000. Accuracy on
 100 examples moves in steps of 0.01; the interval below says how far that is from the truth.
 
-    share, lo, hi = share_interval(student_right, teacher_right, confidence=0.9)
+    share, lo, hi = share_interval(student_right, teacher_right, confidence=0.8)
 """
 
 from __future__ import annotations
@@ -46,10 +46,8 @@ def carve(data: Dataset, selection: str) -> tuple[Dataset, float, Dataset | None
     n = len(data.y_train)
     k = holdout_size(n)
     perm = torch.from_numpy(np.random.default_rng(SPLIT_SEED + 1).permutation(n))
-    confirm, rest = perm[:k], perm[k:]
-    part = lambda idx: Dataset(data.name, data.x_train[idx], data.y_train[idx], data.x_test, data.y_test, data.num_classes, data.preprocessing)
-    fraction = (k + 0.5) / len(rest)  # validation_split takes int(len(rest) * fraction) = k examples
-    return part(rest), fraction, part(confirm)
+    fraction = (k + 0.5) / (n - k)  # validation_split takes int((n - k) * fraction) = k examples
+    return data.subset(perm[k:]), fraction, data.subset(perm[:k])
 
 
 def share_interval(student_right: torch.Tensor, teacher_right: torch.Tensor, confidence: float) -> tuple[float, float, float]:

@@ -8,8 +8,9 @@ and a validation accuracy, measured on data carved from the training split.
     best, reached = choose(candidates, threshold=0.88)   # --target: the smallest file reaching it
     best, reached = choose(candidates, budget=1500)      # --size: the best file within it (validation objective)
 
-:func:`choose` reads only ``bytes`` and ``val_accuracy``: the test split never enters a choice
-(the test accuracy of a candidate is measured after the choice, for the report).
+:func:`choose` reads only ``bytes`` and the validation numbers (``val_accuracy``, ``val_se``,
+``val_loss``): the test split never enters a choice (the test accuracy of a candidate is
+measured after the choice, for the report).
 """
 
 from __future__ import annotations
@@ -131,8 +132,8 @@ def choose(candidates: list[Candidate], *, threshold: float | None = None, budge
             ties to the larger; when none fits, the smallest. The objective ranks better than
             accuracy: on 400 validation images accuracy moves in steps of 0.0025 and the best
             of four candidates by accuracy was often the luckiest (the README sample kept a
-            4-level file 18% under its budget at 0.961 of the teacher's test accuracy). With a threshold as well, reaching it is also required for
-            ``reached``.
+            4-level file 18% under its budget at 0.961 of the teacher's test accuracy). With a
+            threshold as well, reaching it is also required for ``reached``.
 
     Returns:
         ``(candidate, reached)``; ``(None, False)`` without candidates.
@@ -143,7 +144,7 @@ def choose(candidates: list[Candidate], *, threshold: float | None = None, budge
         fitting = [c for c in candidates if c.bytes <= budget]
         if not fitting:
             return min(candidates, key=lambda c: (c.bytes, -c.val_accuracy)), False
-        best = min(fitting, key=lambda c: (c.val_loss if c.val_loss is not None else -c.val_accuracy, -c.bytes, -c.d))
+        best = min(fitting, key=lambda c: (_badness(c), -c.bytes, -c.d))
         return best, threshold is None or best.passes(threshold, margin)
     assert threshold is not None, "choose needs a threshold or a budget"
     passing = [c for c in candidates if c.passes(threshold, margin)]
@@ -157,7 +158,12 @@ def best_of(candidates: list[Candidate]) -> Candidate:
     without it, the highest validation accuracy); ties to the smaller file. The objective is
     smoother than accuracy: the most accurate of 24 candidates on 210 validation examples was
     often the luckiest one (issue 25)."""
-    return min(candidates, key=lambda c: (c.val_loss if c.val_loss is not None else -c.val_accuracy, c.bytes, c.d))
+    return min(candidates, key=lambda c: (_badness(c), c.bytes, c.d))
+
+
+def _badness(c: Candidate) -> float:
+    """Lower is better: the validation objective, or minus the validation accuracy without it."""
+    return c.val_loss if c.val_loss is not None else -c.val_accuracy
 
 
 def plot_frontier(candidates: list[Candidate], kept: Candidate, path, *, threshold: float | None = None, budget: int | None = None, title: str = "") -> None:

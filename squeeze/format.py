@@ -1,4 +1,4 @@
-"""The ``.sqz`` file, version 1: a safetensors file holding theta_d and a recipe.
+"""The ``.sqz`` file, version 2: a safetensors file holding theta_d and a recipe.
 
 Tensors:
   * ``theta_d``  -- float32 or float16 (metadata ``theta`` = ``{"enc": "f32"|"f16"}``), or an
@@ -21,10 +21,14 @@ of a few hundred):
   ``buffers_sha256`` (the stored buffers, when there are any, over their float32 values),
   ``bufs`` (their packed layout: ``[name, dtype, shape]`` each; dtype ``f32h`` is a float32
   buffer stored as float16 because every value of it is a float16 value), ``metrics``, ``data`` (input
-  shape, classes and preprocessing), ``theta`` (the encoding), ``created_by``.
+  shape, classes and preprocessing), ``theta`` (the encoding), ``created_by``, and ``check``
+  (version 2): a short tag per part of the file that changes a model's outputs or how it is built
+  (:mod:`squeeze.records`; everything above except ``metrics`` and ``created_by``).
 
-Readers reject unknown major versions, warn about unknown keys, and check every size before
-trusting it. ``load`` regenerates and refuses a digest mismatch.
+Readers reject unknown major versions, check the records before reading anything else (a
+damaged part raises :class:`squeeze.errors.RecordsDamaged` naming it), warn about unknown keys,
+and check every size before trusting it. Version 1 files (no ``check``) still read, with
+``SqzFile.records_checked`` false. ``load`` regenerates and refuses a digest mismatch.
 """
 
 from __future__ import annotations
@@ -44,22 +48,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from squeeze import __version__, arch as arch_mod, coding_registry, materialize as mat
+from squeeze import __version__, arch as arch_mod, coding_registry, materialize as mat, records
 from squeeze.atomic import write_bytes
 from squeeze.base import ARCH, base_digest, load_base
-from squeeze.errors import ArchError, DigestMismatch, FormatError, SqueezeError
+from squeeze.errors import ArchError, DigestMismatch, FormatError, RecordsDamaged, SqueezeError
 from squeeze.init import TensorSpec, manifest_text
 from squeeze.projection import kinds, projection_from_spec
 from squeeze.subspace import Subspace, SubspaceConfig, check_manifest, digest_of
 
 FORMAT = "squeeze"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READS = (1, 2)  # version 1: no records check (files written before it)
 GENERATOR = "threefry2x32-20"
 MAX_FILE_BYTES = 1 << 31  # a .sqz file is tiny; anything larger is not one
 MAX_HEADER_BYTES = 1 << 24
 PACKED = "zlib:"  # prefix of a compressed manifest in ``params``
 PACK_PARAMS_OVER = 512  # manifest text longer than this is stored compressed (when that is shorter)
-KNOWN_KEYS = {"format", "format_version", "spec", "params", "arch", "base", "weights_sha256", "buffers_sha256", "bufs", "metrics", "data", "theta", "created_by"}
+KNOWN_KEYS = {"format", "format_version", "spec", "params", "arch", "base", "weights_sha256", "buffers_sha256", "bufs", "metrics", "data", "theta", "created_by", records.KEY}
 BUFFER_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16, "f64": torch.float64, "i64": torch.int64, "i32": torch.int32, "i16": torch.int16, "i8": torch.int8, "u8": torch.uint8, "b": torch.bool}
 # A float32 buffer whose every value is a float16 value is stored as float16 under this
 # layout code and reads back as the same float32 values (lossless: see _pack_buffers).
@@ -89,6 +94,7 @@ class SqzFile:
     data: dict | None = None
     created_by: str = ""
     size_bytes: int = 0
+    records_checked: bool = True  # False for a version 1 file (written before the records check), or when read with check=False
 
     @property
     def D(self) -> int:
@@ -209,7 +215,7 @@ def save(
         meta["metrics"] = _json(metrics)
     if data:
         meta["data"] = _json(data)
-    write_bytes(path, canonical_header(st_save(tensors, metadata=meta)))
+    write_bytes(path, canonical_header(st_save(tensors, metadata=meta), check=True))
     return read(path)
 
 
@@ -238,8 +244,9 @@ def _portable_ref(ref: str) -> str:
     return f"{Path(where).name}{sep}{name}" if where.endswith(".py") else ref
 
 
-def canonical_header(raw: bytes) -> bytes:
-    """The same safetensors bytes with the JSON header's keys sorted at every level.
+def canonical_header(raw: bytes, *, check: bool = False) -> bytes:
+    """The same safetensors bytes with the JSON header's keys sorted at every level, and with
+    ``check``, the records check (:mod:`squeeze.records`) added to the metadata.
 
     safetensors writes its metadata map in hash order, which changes from process to process;
     sorting makes identical models identical files. The tensor data is untouched (its offsets
@@ -248,6 +255,9 @@ def canonical_header(raw: bytes) -> bytes:
     """
     n = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + n])
+    if check:
+        meta = header["__metadata__"]
+        meta[records.KEY] = records.encode(records.tags(meta, header, raw[8 + n :]))
     text = json.dumps(header, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
     text += b" " * (-len(text) % 8)
     return len(text).to_bytes(8, "little") + text + raw[8 + n :]
@@ -363,10 +373,15 @@ def _meta_json(meta: dict, key: str, kind: type, name: str):
     return val
 
 
-def read(path: str | os.PathLike) -> SqzFile:
+def read(path: str | os.PathLike, *, check: bool = True) -> SqzFile:
     """Parse and validate a ``.sqz`` file without regenerating anything.
 
+    Args:
+        check: refuse a file whose records fail their check (``False`` reads it anyway, with
+            ``records_checked`` false; the weights digest is still checked at load).
+
     Raises:
+        RecordsDamaged: a part of the records is damaged (``check``).
         FormatError: missing, truncated, hostile or unsupported file.
     """
     path = Path(path)
@@ -377,7 +392,7 @@ def read(path: str | os.PathLike) -> SqzFile:
     if size > MAX_FILE_BYTES:
         raise FormatError(f"{name} is {size} bytes, too large to be a .sqz file")
     raw = path.read_bytes()
-    return parse(raw, name)
+    return parse(raw, name, check=check)
 
 
 def _is_sha256(text: str) -> bool:
@@ -463,7 +478,7 @@ def _check_records(records: dict, name: str) -> None:
             raise FormatError(f"{name}: metadata 'data' must hold input_shape (integers), classes (an integer) and pre (an object); the file is damaged")
 
 
-def parse(raw: bytes, name: str = "<bytes>") -> SqzFile:
+def parse(raw: bytes, name: str = "<bytes>", *, check: bool = True) -> SqzFile:
     """Parse the bytes of a ``.sqz`` file (see :func:`read`)."""
     header = _header(raw, name)
     meta = header.get("__metadata__")
@@ -471,16 +486,30 @@ def parse(raw: bytes, name: str = "<bytes>") -> SqzFile:
         raise FormatError(f"{name} is not a .sqz file (no squeeze metadata); was it written by squeeze?")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
         raise FormatError(f"{name}: metadata values must be strings; the file is damaged")
-    missing = [k for k in REQUIRED_KEYS if k not in meta]
-    if missing:
-        raise FormatError(f"{name} lacks required metadata {missing}; the file is damaged")
-    version = meta["format_version"]
+    version = meta.get("format_version", "")
     if not (version.isascii() and version.isdigit() and len(version) <= 9):
         raise FormatError(f"{name}: format_version {version[:20]!r} is not a version number; the file is damaged")
     if int(version) > FORMAT_VERSION:
         raise FormatError(f"{name} has format version {int(version)}, newer than the version {FORMAT_VERSION} this squeeze reads; upgrade squeeze")
-    if int(version) != FORMAT_VERSION:
-        raise FormatError(f"{name} has format version {int(version)}, which this squeeze does not read (it reads version {FORMAT_VERSION})")
+    if int(version) not in READS:
+        raise FormatError(f"{name} has format version {int(version)}, which this squeeze does not read (it reads versions {', '.join(map(str, READS))})")
+    checked = int(version) >= 2
+    if not checked and records.KEY in meta:  # version 1 writers never wrote one: the version is what was damaged
+        raise RecordsDamaged(f"{name} says format version {int(version)} but carries a records check (version 2 and later); the file is damaged", ["format_version"])
+    if checked and check:
+        if records.KEY not in meta:
+            raise RecordsDamaged(f"{name} lacks its records check; the file is damaged", list(records.PARTS))
+        n = int.from_bytes(raw[:8], "little")
+        body = raw[8 + n :]
+        ends = [e.get("data_offsets") for k, e in header.items() if k != "__metadata__" and isinstance(e, dict)]
+        if any(isinstance(o, list) and len(o) == 2 and isinstance(o[1], int) and o[1] > len(body) for o in ends):
+            raise FormatError(f"{name} is truncated (its tensors need more bytes than the file has)")
+        bad = records.damaged(meta[records.KEY], meta, header, body)
+        if bad:
+            raise RecordsDamaged(f"{name}: its records fail their check: {', '.join(bad)} damaged; the file is damaged", bad)
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise FormatError(f"{name} lacks required metadata {missing}; the file is damaged")
     for key in ("weights_sha256", "base", "buffers_sha256"):
         if key in meta and not _is_sha256(meta[key]):
             raise FormatError(f"{name}: {key} is not a SHA-256 hex digest; the file is damaged")
@@ -539,6 +568,7 @@ def parse(raw: bytes, name: str = "<bytes>") -> SqzFile:
         created_by=meta.get("created_by", ""),
         size_bytes=len(raw),
         buffers_sha256=meta.get("buffers_sha256"),
+        records_checked=checked and check,
     )
 
 

@@ -269,8 +269,10 @@ def test_a_large_manifest_is_stored_packed(tmp_path):
     assert f.manifest == sub.manifest
     assert fmt.load_subspace(out, _Many(), base=base).digest() == sub.digest()
     damaged = raw.replace(meta["params"][10:30].encode(), b"A" * 20)
-    with pytest.raises(FormatError, match="packed manifest"):
+    with pytest.raises(FormatError, match="recipe damaged"):
         fmt.parse(damaged, "damaged.sqz")
+    with pytest.raises(FormatError, match="packed manifest"):  # past the records check, as a deliberate edit
+        fmt.parse(fmt.canonical_header(damaged, check=True), "damaged.sqz")
 
 
 def test_cli_compress_a_dense_finetune_against_its_base(pretrained, digits, tmp_path, capsys):

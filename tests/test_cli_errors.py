@@ -30,13 +30,16 @@ def sqz(tmp_path):
     return path
 
 
-def _meta(path, out, **changes):
+def _meta(path, out, *, reseal: bool = True, **changes):
+    """``path`` with metadata values changed, written to ``out``; ``reseal`` recomputes the records
+    check (as a deliberate edit would), so the checks behind it are what these tests reach."""
     raw = path.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8 : 8 + n])
     header["__metadata__"].update({k: v if isinstance(v, str) else json.dumps(v) for k, v in changes.items()})
     text = json.dumps(header).encode()
-    out.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
+    raw = struct.pack("<Q", len(text)) + text + raw[8 + n :]
+    out.write_bytes(fmt.canonical_header(raw, check=True) if reseal else raw)
     return out
 
 
@@ -86,8 +89,8 @@ def test_truncated_file(capsys, tmp_path, sqz):
 
 
 def test_a_file_from_a_newer_squeeze(capsys, tmp_path, sqz):
-    msg = run(capsys, ["info", _meta(sqz, tmp_path / "new.sqz", format_version="2")])
-    assert "new.sqz has format version 2, newer than the version 1 this squeeze reads; upgrade squeeze." in msg
+    msg = run(capsys, ["info", _meta(sqz, tmp_path / "new.sqz", format_version="3")])
+    assert "new.sqz has format version 3, newer than the version 2 this squeeze reads; upgrade squeeze." in msg
 
 
 def test_a_damaged_spec(capsys, tmp_path, sqz):
@@ -179,11 +182,13 @@ def test_debug_shows_the_traceback(capsys, tmp_path):
 
 
 def test_a_tampered_file_fails_verify_with_exit_code_1_and_the_reason(capsys, tmp_path, sqz):
-    bad = _meta(sqz, tmp_path / "bad.sqz", spec={**fmt.read(sqz).spec, "seed": "4"})
-    capsys.readouterr()
-    assert main(["verify", str(bad)]) == 1
-    err = " ".join(capsys.readouterr().err.split())
-    assert "FAILED" in err and "regenerated weights have SHA-256" in err and "the file is damaged" in err
+    spec = {**fmt.read(sqz).spec, "seed": "4"}
+    for reseal, reason in ((False, "its records fail their check: recipe damaged"), (True, "regenerated weights have SHA-256")):
+        bad = _meta(sqz, tmp_path / "bad.sqz", reseal=reseal, spec=spec)
+        capsys.readouterr()
+        assert main(["verify", str(bad)]) == 1
+        err = " ".join(capsys.readouterr().err.split())
+        assert "FAILED" in err and reason in err and "the file is damaged" in err
 
 
 

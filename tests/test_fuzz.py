@@ -25,7 +25,7 @@ from squeeze import Subspace, SubspaceConfig
 from squeeze import format as fmt
 from squeeze.checkpoint import load_state_dict
 from squeeze.data import load_data
-from squeeze.errors import ArchError, DataError, DigestMismatch, FormatError, SqueezeError
+from squeeze.errors import ArchError, DataError, DigestMismatch, FormatError, RecordsDamaged, SqueezeError
 from squeeze.zoo import MLP
 
 sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
@@ -54,8 +54,12 @@ def split(raw: bytes) -> tuple[dict, bytes]:
 
 
 def join(header: dict, body: bytes) -> bytes:
+    """The file of ``header`` and ``body``, its records check recomputed (as a deliberate edit
+    would): these tests reach the checks behind it; tests/test_records.py tests the check."""
     text = json.dumps(header).encode()
-    return struct.pack("<Q", len(text)) + text + body
+    raw = struct.pack("<Q", len(text)) + text + body
+    meta = header.get("__metadata__")
+    return fmt.canonical_header(raw, check=True) if isinstance(meta, dict) and "check" in meta else raw
 
 
 def with_meta(raw: bytes, **changes) -> bytes:
@@ -117,12 +121,20 @@ def test_truncation_at_every_byte_is_a_format_error(sqz):
 def test_a_flipped_bit_in_any_byte_ends_in_a_squeeze_error_or_changes_nothing_that_matters(sqz):
     rng = np.random.default_rng(0)
     lo, hi = theta_span(sqz)
+    meta = split(sqz)[0]["__metadata__"]
+    informational = []  # byte spans of the records outside the check: '"key":"value"'
+    for key in ("metrics", "created_by"):
+        text = (json.dumps(key) + ":" + json.dumps(meta[key], ensure_ascii=False)).encode()
+        at = sqz.index(text)
+        informational.append((at, at + len(text)))
     for i in range(len(sqz)):
         bad = bytearray(sqz)
         bad[i] ^= 1 << int(rng.integers(8))
         result = outcome(bytes(bad))
-        if lo <= i < hi:  # theta_d's bytes: always caught, by the digest or as NaN/Inf
-            assert result in ("DigestMismatch", "FormatError"), i
+        if lo <= i < hi:  # theta_d's bytes: always caught, by the records check
+            assert result == "RecordsDamaged", i
+        if not any(a <= i < b for a, b in informational):  # every byte outside metrics and created_by is checked
+            assert result != "ok", (i, sqz[max(0, i - 20) : i + 20])
 
 
 @FUZZ
@@ -172,7 +184,7 @@ def test_any_manifest_entry_is_handled(sqz, i, entry):
     "change, error, words",
     [
         (dict(spec=[1, 2]), FormatError, "'spec' should be a JSON dict"),
-        (dict(format_version="2"), FormatError, "newer than the version 1 this squeeze reads; upgrade squeeze"),
+        (dict(format_version="3"), FormatError, "newer than the version 2 this squeeze reads; upgrade squeeze"),
         (dict(format_version="²"), FormatError, "is not a version number"),
         (dict(format_version="9" * 5000), FormatError, "is not a version number"),
         (dict(format="safetensors"), FormatError, "is not a .sqz file"),
@@ -286,8 +298,10 @@ def test_nan_and_inf_in_theta_d(sqz, value):
     lo, hi = theta_span(sqz)
     bad = bytearray(sqz)
     bad[lo + 6 : lo + 8] = np.array([value], dtype="<f2").tobytes()
-    with pytest.raises(FormatError, match="NaN or infinite"):
+    with pytest.raises(RecordsDamaged, match="theta_d damaged"):
         fmt.parse(bytes(bad), "t.sqz")
+    with pytest.raises(FormatError, match="NaN or infinite"):  # the check recomputed, as a deliberate edit would
+        fmt.parse(fmt.canonical_header(bytes(bad), check=True), "t.sqz")
 
 
 def test_unknown_keys_warn_but_load(sqz):
@@ -351,12 +365,17 @@ def test_an_architecture_file_named_by_the_user_is_used(sqz, tmp_path):
 
 
 def test_any_change_to_theta_d_is_a_digest_mismatch(sqz):
+    """Caught by the records check at parse; and with the check recomputed (a deliberate edit),
+    by the weights digest at load."""
     lo, hi = theta_span(sqz)
     for i in (lo, lo + 1, hi - 2, hi - 1):  # every bit of the first and the last value
         for bit in range(8):
             bad = bytearray(sqz)
             bad[i] ^= 1 << bit
-            f = fmt.parse(bytes(bad), "t.sqz") if not _nonfinite(bytes(bad)) else None
+            with pytest.raises(RecordsDamaged, match="theta_d damaged"):
+                fmt.parse(bytes(bad), "t.sqz")
+            resealed = fmt.canonical_header(bytes(bad), check=True)
+            f = fmt.parse(resealed, "t.sqz") if not _nonfinite(resealed) else None
             if f is None:
                 continue  # a NaN/Inf: a FormatError at parse (test_nan_and_inf_in_theta_d)
             with pytest.raises(DigestMismatch):

@@ -186,6 +186,9 @@ def test_load_refuses_weights_that_do_not_match_the_digest(tmp_path):
     lo, hi = header["theta_d"]["data_offsets"]
     raw[8 + n + lo : 8 + n + lo + 4] = struct.pack("<f", 123.0)
     path.write_bytes(bytes(raw))
+    with pytest.raises(DigestMismatch, match="theta_d damaged"):  # the records check, at read
+        squeeze.load(path, arch=golden.zoo_model())
+    path.write_bytes(fmt.canonical_header(bytes(raw), check=True))  # past it, as a deliberate edit
     with pytest.raises(DigestMismatch, match="regenerated weights have SHA-256"):
         squeeze.load(path, arch=golden.zoo_model())
 

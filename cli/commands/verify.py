@@ -30,9 +30,10 @@ def command(
     from squeeze.errors import DigestMismatch
 
     set_threads(threads)
-    f = fmt.read(file)
-    report = {"file": str(file), "D": f.D, "device": dev, "weights_sha256": f.weights_sha256}
+    report = {"file": str(file), "device": dev}
     try:
+        f = fmt.read(file)  # a damaged part of the records fails here (RecordsDamaged, a DigestMismatch)
+        report.update(D=f.D, weights_sha256=f.weights_sha256)
         fmt.load_subspace(f, arch, base=base_arg(base, trust_pickle), device=check_device(dev))
     except DigestMismatch as e:
         if as_json:

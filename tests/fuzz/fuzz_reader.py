@@ -14,7 +14,9 @@ Inputs start from real files written here (MLP, ResNet with BatchNorm buffers, l
 sparse/dense projections, a fine-tune against a base, quantized ``q``/``rc`` encodings) and are
 mutated by bytes (bit flips, truncation, splices, interesting integers) and by structure (the
 safetensors header length, tensor dtypes/shapes/offsets, every metadata field replaced by
-hostile values, npy headers that declare huge arrays).
+hostile values, npy headers that declare huge arrays). Half the mutated .sqz inputs get their
+records check recomputed (``reseal``), so the validation behind it is reached; metadata-value
+mutations within valid JSON are tests/fuzz/fuzz_records.py's.
 
 Prints: inputs tried, how many ended in success / SqueezeError, unexpected exception types
 (must be 0), and peak memory (``ru_maxrss``). A crash (a signal) ends the run with no report,
@@ -346,8 +348,24 @@ def mutate_bytes(data: bytes, rng: random.Random) -> bytes:
     return bytes(b[:MAX_INPUT])
 
 
+def reseal(data: bytes) -> bytes:
+    """A mutated .sqz with its records check recomputed, as a deliberate edit would: the checks
+    behind the records check get fuzzed too. Unchanged when the header is not an object with metadata."""
+    from squeeze import format as fmt
+
+    parts = _split_safetensors(data)
+    if parts is None or not isinstance(parts[0].get("__metadata__"), dict):
+        return data
+    try:
+        return fmt.canonical_header(data, check=True)
+    except (TypeError, ValueError, RecursionError):
+        return data
+
+
 def mutate(kind: str, data: bytes, rng: random.Random) -> bytes:
     r = rng.random()
+    if kind == "sqz" and rng.random() < 0.5:
+        return reseal(mutate(kind, data, rng))
     if kind in ("sqz", "ckpt_st") and r < 0.6:
         out = mutate_structure(data, rng)
         return mutate_structure(out, rng) if rng.random() < 0.3 else out

@@ -107,3 +107,48 @@ def test_train_draws_dropout_from_its_seed_and_leaves_torch_rng_as_it_was(finetu
         thetas.append(sub.theta_d.detach().clone())
     assert not torch.equal(thetas[0], torch.zeros_like(thetas[0]))
     assert torch.equal(thetas[0], thetas[1])
+
+
+REGENERATE = """
+import hashlib, os, sys
+import torch
+threads = int(sys.argv[4])
+torch.set_num_threads(threads)
+import squeeze
+model = squeeze.load(sys.argv[1], sys.argv[2], base=sys.argv[3])  # verifies the file's digest as it regenerates
+h = hashlib.sha256()
+for name, t in sorted(model.state_dict().items()):
+    h.update(name.encode()); h.update(t.detach().contiguous().numpy().tobytes())
+print(torch.get_num_threads(), h.hexdigest())
+"""
+
+
+def test_a_finetune_file_regenerates_the_same_weights_in_a_fresh_process_at_other_thread_counts(finetune, tmp_path, capsys):
+    """Issue 29: the file trained on two threads regenerates, in new processes on one and on three
+    threads, the same weights (every tensor, bit for bit) as the process that wrote it."""
+    import os
+    import subprocess
+    import sys
+
+    import squeeze
+
+    ref, base, data = finetune
+    out = tmp_path / "tune.sqz"
+    before = torch.get_num_threads()
+    try:
+        argv = ["train", "--arch", ref, "--base", str(base), "--data", str(data), "--dim", "64", "--epochs", "1", "--patience", "0",
+                "--lr", "0.1", "--batch-size", "64", "--threads", "2", "--seed", "3", "-o", str(out)]
+        assert main(argv) == 0, capsys.readouterr().err
+        here = hashlib.sha256()
+        for name, t in sorted(squeeze.load(out, ref, base=str(base)).state_dict().items()):
+            here.update(name.encode())
+            here.update(t.detach().contiguous().numpy().tobytes())
+    finally:
+        torch.set_num_threads(before)
+    for threads in (1, 3):
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "SQUEEZE_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}
+        run = subprocess.run([sys.executable, "-c", REGENERATE, str(out), ref, str(base), str(threads)], capture_output=True, text=True, env=env, timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+        got_threads, digest = run.stdout.split()[-2:]
+        assert int(got_threads) == threads
+        assert digest == here.hexdigest(), f"{threads} thread(s) regenerated other weights than the writing process"

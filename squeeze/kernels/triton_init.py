@@ -7,8 +7,7 @@ listed entries, in order) and says where each lands in the output:
     dst[s]                     output position of index start[s]
     kind[s]                    UNIFORM (uniform16 * val), CONST (val), GIVEN (given[goff + i])
     val[s], keys[2s:2s+2]      the bound or constant (float32), and the stream key words
-    goff[s]                    offset of the segment's values in ``given`` (base checkpoint)
-    scale[s]                   the layerwise scale of the segment (used by the sorf kernel)
+    goff[s]                    offset of the segment's values in ``given`` (the plan's base vector)
 
 Every value is computed as in ``init.regenerate_tensor``: the uniform16 draw, then one
 float32 multiplication by the bound. Segments of size 0 are left out of the table.
@@ -22,10 +21,10 @@ import torch
 import triton
 import triton.language as tl
 
-from squeeze import rng
 from squeeze.kernels.triton_rng import key_tensor, uniform16_scaled
 
 UNIFORM, CONST, GIVEN = 0, 1, 2
+KIND = {"u": UNIFORM, "c": CONST, "b": GIVEN}
 BLOCK = 1024
 
 
@@ -39,7 +38,6 @@ class Segments:
     val: torch.Tensor
     keys: torch.Tensor
     goff: torch.Tensor
-    scale: torch.Tensor
     given: torch.Tensor
     size: int  # the number of indices the table covers
 
@@ -55,84 +53,31 @@ class Segments:
 
     def args(self) -> tuple:
         """The table's tensors in the order the kernels take them."""
-        return self.start, self.dst, self.kind, self.val, self.keys, self.goff, self.scale, self.given
+        return self.start, self.dst, self.kind, self.val, self.keys, self.goff, self.given
 
 
-def segments(
-    manifest, seed: int, base: dict[str, torch.Tensor] | None, entries: list[int], device: torch.device | str, scales: torch.Tensor | None = None
-) -> Segments:
-    """The segment table of manifest ``entries`` (indices, in order) on ``device``.
-
-    Args:
-        manifest: ``init.TensorSpec`` entries.
-        seed: the model's seed.
-        base: tensors for ``("b",)`` entries.
-        entries: which manifest entries, in index-space order.
-        device: where the table lives.
-        scales: one layerwise scale per listed entry (float32), or None.
+def segments(plan, base: dict[str, torch.Tensor] | None, device: torch.device | str) -> Segments:
+    """The segment table of a :class:`~squeeze.plan.RegenPlan`'s theta_0 on ``device`` (empty
+    segments left out).
 
     Raises:
-        ValueError: a base entry without its tensor, or with the wrong size; an unknown init kind.
+        ValueError: a base entry without its tensor, or with the wrong size.
     """
-    pos = [0]
-    for spec in manifest:
-        pos.append(pos[-1] + spec.numel)
-    start, dst, kind, val, keys, goff, kept, given = [0], [], [], [], [], [], [], []
-    n_given = 0
-    for k, i in enumerate(entries):
-        spec = manifest[i]
-        if spec.numel == 0:
-            continue
-        tag = spec.init[0]
-        value = 0.0
-        off = 0
-        if tag == "u":
-            kind.append(UNIFORM)
-            value = spec.init[1]
-        elif tag == "c":
-            kind.append(CONST)
-            value = spec.init[1]
-        elif tag == "b":
-            if base is None or spec.name not in base:
-                raise ValueError(f"tensor {spec.name!r} comes from a base checkpoint; pass --base")
-            t = base[spec.name].detach().to(device=device, dtype=torch.float32).reshape(-1)
-            if t.numel() != spec.numel:
-                raise ValueError(f"base tensor {spec.name!r} has {t.numel()} values, the manifest expects {spec.numel}; pass the matching base")
-            kind.append(GIVEN)
-            off = n_given
-            given.append(t)
-            n_given += spec.numel
-        else:
-            raise ValueError(f"unknown init kind {tag!r} for tensor {spec.name!r}")
-        start.append(start[-1] + spec.numel)
-        dst.append(pos[i])
-        val.append(value)
-        keys.append(i)
-        goff.append(off)
-        kept.append(k)
+    segs = [s for s in plan.segments if s.numel > 0]
+    start = [0]
+    for s in segs:
+        start.append(start[-1] + s.numel)
     i64 = dict(dtype=torch.int64, device=device)
-    if scales is None:
-        scale = torch.ones(len(kept), dtype=torch.float32, device=device)
-    else:
-        scale = scales.detach().to(device, torch.float32)[torch.tensor(kept, dtype=torch.int64, device=device)]
     return Segments(
         start=torch.tensor(start, **i64),
-        dst=torch.tensor(dst, **i64),
-        kind=torch.tensor(kind, dtype=torch.int32, device=device),
-        val=torch.tensor(val, dtype=torch.float32, device=device),
-        keys=key_tensor(_init_keys(seed, keys), device) if keys else torch.zeros(0, dtype=torch.int32, device=device),
-        goff=torch.tensor(goff, **i64),
-        scale=scale,
-        given=torch.cat(given) if given else torch.zeros(1, dtype=torch.float32, device=device),
+        dst=torch.tensor([s.start for s in segs], **i64),
+        kind=torch.tensor([KIND[s.kind] for s in segs], dtype=torch.int32, device=device),
+        val=torch.tensor([s.value for s in segs], dtype=torch.float32, device=device),
+        keys=key_tensor([s.key or (0, 0) for s in segs], device) if segs else torch.zeros(0, dtype=torch.int32, device=device),
+        goff=torch.tensor([s.base_offset or 0 for s in segs], **i64),
+        given=plan.base_vector(base, device) if plan.base_names else torch.zeros(1, dtype=torch.float32, device=device),
         size=start[-1],
     )
-
-
-def _init_keys(seed: int, entries: list[int]) -> list[tuple[int, int]]:
-    """``rng.stream_key(seed, stream_id(STREAM_INIT, i))`` for every i, in one vectorised call."""
-    streams = torch.tensor([rng.stream_id(rng.STREAM_INIT, i) for i in entries], dtype=torch.int64)
-    k0, k1 = rng.threefry2x32((seed & rng.MASK32, seed >> 32), streams & rng.MASK32, streams >> 32)
-    return list(zip(k0.tolist(), k1.tolist()))
 
 
 @triton.jit
@@ -161,7 +106,7 @@ def theta0_at(start, kind, val, keys, goff, given, s, i, m):
 
 
 @triton.jit
-def _theta0_kernel(out, start, dst, kind, val, keys, goff, scale, given, count, size, LOG2S: tl.constexpr, BLOCK: tl.constexpr):
+def _theta0_kernel(out, start, dst, kind, val, keys, goff, given, count, size, LOG2S: tl.constexpr, BLOCK: tl.constexpr):
     i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = i < size
     s = find_segment(start, count, i, LOG2S)
@@ -176,15 +121,8 @@ def theta0_into(out: torch.Tensor, segs: Segments) -> torch.Tensor:
     return out
 
 
-def theta0(manifest, seed: int, base: dict[str, torch.Tensor] | None, device: torch.device | str) -> torch.Tensor:
-    """The flat float32 theta_0 on ``device``, bit-exact with ``init.regenerate_theta0``.
-
-    Args:
-        manifest: ``init.TensorSpec`` entries in order.
-        seed: the model's seed.
-        base: tensors for the manifest's ``("b",)`` entries.
-        device: a CUDA device, or the CPU under ``TRITON_INTERPRET=1``.
-    """
-    D = sum(s.numel for s in manifest)
-    out = torch.empty(D, dtype=torch.float32, device=device)
-    return theta0_into(out, segments(manifest, seed, base, list(range(len(manifest))), device))
+def theta0(plan, base: dict[str, torch.Tensor] | None, device: torch.device | str) -> torch.Tensor:
+    """The flat float32 theta_0 of a :class:`~squeeze.plan.RegenPlan` on ``device`` (a CUDA
+    device, or the CPU under ``TRITON_INTERPRET=1``), bit-exact with the reference."""
+    out = torch.empty(plan.D, dtype=torch.float32, device=device)
+    return theta0_into(out, segments(plan, base, device))

@@ -1,4 +1,4 @@
-"""The SORF projection in Triton: forward (fused with theta_0 and layerwise scales) and transpose.
+"""The SORF projection in Triton: forward and transpose.
 
 Each program takes a tile of ``ROWS`` consecutive output blocks of ``n`` values (``ROWS * n =
 max(n, 1024)``, so a tile always holds whole Threefry blocks of 64 signs) and does, as
@@ -12,9 +12,7 @@ H is the unnormalised Walsh-Hadamard transform in the butterfly order of ``sorf.
 h = 1, 2, 4, ... turns each pair (a, b) = (v[j], v[j + h]) into (a + b, a - b); a stage is a
 reshape that puts a and b side by side, one addition and one subtraction per pair, and the
 inverse reshape, so every value sees the reference's operations in the reference's order.
-Fused (``regenerate``), theta_0 is drawn for the same indices and the output is
-``theta_0 + y`` (or ``theta_0 + y * scale`` with layerwise scales), written to the tensor's
-place in the full weight vector. The kernels launch with ``enable_fp_fusion=False``: no
+The kernels launch with ``enable_fp_fusion=False``: no
 multiply-add is ever contracted into an FMA (an FMA rounds once where the reference rounds
 twice, which matters for the products that are not exact: layerwise scales, 8-bit-plus
 bounds, subnormal results).
@@ -33,7 +31,6 @@ import triton.language as tl
 
 from squeeze import rng
 from squeeze.kernels.triton_rng import key_tensor, load_key, sign_bits
-from squeeze.kernels.triton_init import Segments, find_segment, segments, theta0_at, theta0_into
 
 TILE = 1024  # values per program, at least
 MAX_N = 1 << 14  # the largest block (next_pow2(d)) a program holds (its layout changes go through shared memory)
@@ -61,8 +58,7 @@ def apply_signs(v, keys, r: tl.constexpr, tile, ROWS: tl.constexpr, N: tl.conste
 
 
 @triton.jit
-def _forward_kernel(x, out, keys, scale, d, D, start, dst, kind, val, seg_keys, goff, seg_scale, given, count,
-                    N: tl.constexpr, LOGN: tl.constexpr, ROWS: tl.constexpr, FUSED: tl.constexpr, SCALED: tl.constexpr, LOG2S: tl.constexpr):
+def _forward_kernel(x, out, keys, scale, d, D, N: tl.constexpr, LOGN: tl.constexpr, ROWS: tl.constexpr):
     tile = tl.program_id(0).to(tl.int64)
     j = tl.arange(0, N)
     v = tl.broadcast_to(tl.load(x + j, mask=j < d, other=0.0)[None, :], (ROWS, N))
@@ -70,15 +66,7 @@ def _forward_kernel(x, out, keys, scale, d, D, start, dst, kind, val, seg_keys, 
         v = fwht(apply_signs(v, keys, r, tile, ROWS, N), ROWS, N, LOGN)
     y = v * tl.load(scale)
     q = tile * (ROWS * N) + tl.arange(0, ROWS).to(tl.int64)[:, None] * N + j[None, :]
-    m = q < D
-    if FUSED:
-        s = find_segment(start, count, q, LOG2S)
-        t0, local = theta0_at(start, kind, val, seg_keys, goff, given, s, q, m)
-        if SCALED:
-            y = y * tl.load(seg_scale + s, mask=m, other=1.0)
-        tl.store(out + tl.load(dst + s, mask=m, other=0) + local, t0 + y, mask=m)
-    else:
-        tl.store(out + q, y, mask=m)
+    tl.store(out + q, y, mask=q < D)
 
 
 @triton.jit
@@ -116,21 +104,13 @@ def _scale(proj, device) -> torch.Tensor:
     return torch.tensor([2.0**proj.scale_exp], dtype=torch.float32, device=device)
 
 
-def _launch_forward(proj, x: torch.Tensor, out: torch.Tensor, segs: Segments | None, scaled: bool) -> torch.Tensor:
-    x = x.detach().to(torch.float32).contiguous()
-    layout = _layout(proj)
-    table = segs.args() if segs is not None else (out,) * 8
-    count = segs.count if segs is not None else 0
-    _forward_kernel[_grid(proj, layout)](
-        x, out, _keys(proj.seed, x.device), _scale(proj, x.device), proj.d, proj.D, *table, count,
-        FUSED=segs is not None, SCALED=scaled, LOG2S=segs.log2 if segs is not None else 1, enable_fp_fusion=False, **layout,
-    )
-    return out
-
-
 def forward(proj, x: torch.Tensor) -> torch.Tensor:
     """SORF ``P @ x``: (d,) -> (D,) float32 on x's device, bit-exact with ``SORF.forward``."""
-    return _launch_forward(proj, x, torch.empty(proj.D, dtype=torch.float32, device=x.device), None, False)
+    x = x.detach().to(torch.float32).contiguous()
+    out = torch.empty(proj.D, dtype=torch.float32, device=x.device)
+    layout = _layout(proj)
+    _forward_kernel[_grid(proj, layout)](x, out, _keys(proj.seed, x.device), _scale(proj, x.device), proj.d, proj.D, enable_fp_fusion=False, **layout)
+    return out
 
 
 def transpose(proj, y: torch.Tensor) -> torch.Tensor:
@@ -141,28 +121,3 @@ def transpose(proj, y: torch.Tensor) -> torch.Tensor:
     part = torch.empty(grid[0], proj.n, dtype=torch.float32, device=y.device)
     _transpose_kernel[grid](y, part, _keys(proj.seed, y.device), _scale(proj, y.device), proj.D, enable_fp_fusion=False, **layout)
     return part.sum(0)[: proj.d]
-
-
-def regenerate(proj, theta_d: torch.Tensor, manifest, seed: int, base: dict[str, torch.Tensor] | None = None,
-               selected: list[int] | None = None, scales: torch.Tensor | None = None) -> torch.Tensor:
-    """theta = theta_0 + P @ theta_d in one pass over the output, bit-exact with ``Subspace.theta``.
-
-    Args:
-        proj: a SORF projection whose D is the size of the ``selected`` tensors.
-        theta_d: (d,) float32 on a CUDA device (or the CPU under ``TRITON_INTERPRET=1``).
-        manifest: ``init.TensorSpec`` entries; seed: the model's seed; base: tensors of ``("b",)`` entries.
-        selected: manifest indices in the subspace, in manifest order (None: all).
-        scales: one layerwise scale per selected tensor, or None.
-
-    Returns:
-        The flat float32 weights (D,) in manifest order; tensors outside ``selected`` hold theta_0.
-    """
-    device = theta_d.device
-    chosen = list(range(len(manifest))) if selected is None else list(selected)
-    picked = set(chosen)
-    out = torch.empty(sum(s.numel for s in manifest), dtype=torch.float32, device=device)
-    rest = [i for i in range(len(manifest)) if i not in picked]
-    if rest:
-        theta0_into(out, segments(manifest, seed, base, rest, device))
-    segs = segments(manifest, seed, base, chosen, device, scales)
-    return _launch_forward(proj, theta_d, out, segs, scales is not None)

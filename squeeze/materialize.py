@@ -34,7 +34,7 @@ from torch import nn
 from squeeze import kernels
 
 CHUNK = 1 << 20  # values regenerated at once when streaming (4 MiB of float32)
-FAST_KINDS = ("sorf", "dense", "sparse")
+FAST_KINDS = kernels.FAST_KINDS
 _register_lock = threading.Lock()
 
 

@@ -120,7 +120,7 @@ def compute_torch(path: str, device: str = "cpu") -> dict[str, object]:
             if path == "native":
                 out[f"threefry/{i}"] = list(native.threefry(*row["key"], *row["counter"]))
             elif path == "triton":
-                from squeeze.kernels import triton_rng
+                from squeeze.kernels import gpu as triton_rng
 
                 x0, x1 = triton_rng.threefry2x32(tuple(row["key"]), c0, c1)
                 out[f"threefry/{i}"] = [int(x0[0]), int(x1[0])]
@@ -136,7 +136,7 @@ def compute_torch(path: str, device: str = "cpu") -> dict[str, object]:
                 seg = type(seg)(**{**seg.__dict__, "key": key})
                 out["draws/uniform16"] = sha(native.theta0(native.Tensor0(seg), 0, np.empty(row["n"], np.float32)))
             elif path == "triton":
-                from squeeze.kernels import triton_rng
+                from squeeze.kernels import gpu as triton_rng
 
                 t = triton_rng.signs(key, row["n"], device) if draw == "signs" else triton_rng.uniform16_times(key, row["n"], 1.0, device)
                 out[f"draws/{draw}"] = sha(t)

@@ -75,7 +75,7 @@ def run_cases(device: str, suite: str) -> dict[str, dict[str, object]]:
 
     from squeeze import kernels, rng
     from squeeze.init import regenerate_theta0
-    from squeeze.kernels import triton_rng
+    from squeeze.kernels import gpu as triton_rng
     from squeeze.projection import make_projection
 
     torch.set_num_threads(1)
@@ -203,7 +203,7 @@ def count_triton_calls() -> list[int]:
 
         return wrapper
 
-    for name in ("triton_rng", "triton_init", "triton_sorf", "triton_dense", "triton_sparse"):
+    for name in ("gpu",):
         module = importlib.import_module(f"squeeze.kernels.{name}")
         for fn in ("threefry2x32", "signs", "uniform16_times", "theta0", "forward", "transpose"):
             if hasattr(module, fn):

@@ -6,14 +6,14 @@ reference (checked by tests/test_conformance.py against one table of golden dige
 * ``reference``: the torch code in ``squeeze/rng.py``, ``init.py`` and ``projection/`` (the
   definition of the bits, written to be read);
 * ``native``: C (``native.py``), every CPU path: theta_0, forwards, and the training transposes;
-* ``triton``: GPU kernels (``triton_*.py``); CPU tensors run them only under ``TRITON_INTERPRET=1``;
+* ``triton``: GPU kernels (``gpu.py``); CPU tensors run them only under ``TRITON_INTERPRET=1``;
 * the ONNX emitter (``squeeze/onnx``), which writes the same plan as a graph.
 
 The environment variable ``SQUEEZE_KERNEL`` chooses: ``auto`` (default: C for CPU tensors,
 Triton for CUDA tensors, the reference where either cannot run, with a one-line notice),
 ``native`` or ``triton`` (an error where it cannot run), or ``reference``.
 Each fast backend module offers ``forward(pp, x)`` and ``transpose(pp, y)`` for a
-:class:`~squeeze.plan.ProjectionPlan` (Triton takes the projection object) and a theta_0 fill.
+:class:`~squeeze.plan.ProjectionPlan` and theta_0 of a :class:`~squeeze.plan.RegenPlan`.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from squeeze.rng import KAT_ZERO
 
 ENV_VAR = "SQUEEZE_KERNEL"
 CHOICES = ("auto", "native", "reference", "triton")
+FAST_KINDS = ("sorf", "dense", "sparse")  # the kinds with a C and a Triton kernel
 
-__all__ = ["CHOICES", "ENV_VAR", "choice", "cpu", "fast", "native_available", "triton_available", "triton_supports", "use_triton"]
+__all__ = ["CHOICES", "ENV_VAR", "choice", "cpu", "fast", "native_available", "theta0", "triton_available", "use_triton"]
 
 
 def choice() -> str:
@@ -87,18 +88,18 @@ def _triton_status(device_type: str) -> str | None:
     if device_type not in ("cpu", "cuda"):
         return f"there are no Triton kernels for {device_type} tensors"
     try:
-        from squeeze.kernels import triton_rng
+        from squeeze.kernels import gpu
     except ImportError as exc:
         return f"triton does not import ({exc}); it ships with the CUDA builds of torch"
     from triton.runtime.interpreter import InterpretedFunction
 
-    if device_type == "cpu" and not isinstance(triton_rng.threefry, InterpretedFunction):
+    if device_type == "cpu" and not isinstance(gpu.threefry, InterpretedFunction):
         return "Triton runs CPU tensors only under TRITON_INTERPRET=1, set before squeeze imports its Triton kernels"
     if device_type == "cuda" and not torch.cuda.is_available():
         return "no CUDA device is available"
     try:
         zero = torch.zeros(1, dtype=torch.int64, device=device_type)
-        x0, x1 = triton_rng.threefry2x32((0, 0), zero, zero)
+        x0, x1 = gpu.threefry2x32((0, 0), zero, zero)
         if (int(x0[0]), int(x1[0])) != KAT_ZERO:
             return "the Triton Threefry kernel failed its known-answer check"
     except Exception as exc:  # noqa: BLE001  (any compile or launch failure: fall back to the reference)
@@ -137,51 +138,21 @@ def _warn_triton_fallback(reason: str) -> None:
     warnings.warn(f"squeeze: the Triton kernels do not work here ({reason}); CUDA tensors take the slower reference path", RuntimeWarning, stacklevel=3)
 
 
-_TRITON_KINDS = {"sorf": "triton_sorf", "dense": "triton_dense", "sparse": "triton_sparse"}
-
-
-def _triton_kind(proj):
-    """The Triton kernel module of ``proj.kind``, or None when there is none or ``proj`` does not fit it."""
-    import importlib
-
-    if proj.kind not in _TRITON_KINDS:
-        return None
-    module = importlib.import_module(f"squeeze.kernels.{_TRITON_KINDS[proj.kind]}")
-    return module if module.fits(proj) else None
-
-
-def triton_supports(proj) -> bool:
-    """Whether a Triton kernel covers ``proj`` (its kind, and for sorf and dense its width)."""
-    return _triton_kind(proj) is not None
-
-
-class _Triton:
-    """The Triton backend of one projection: ``forward`` and ``transpose`` on the input's device."""
-
-    def __init__(self, module, proj):
-        self.module, self.proj = module, proj
-
-    def forward(self, pp, x: torch.Tensor) -> torch.Tensor:
-        return self.module.forward(self.proj, x)
-
-    def transpose(self, pp, y: torch.Tensor) -> torch.Tensor:
-        return self.module.transpose(self.proj, y)
-
-
 def fast(where, proj):
     """The backend that runs ``proj``'s forward and transpose on ``where``: an object with
     ``forward(pp, x)`` and ``transpose(pp, y)`` (C or Triton), or None for the reference."""
     if use_triton(where):
-        module = _triton_kind(proj)
-        return None if module is None else _Triton(module, proj)
-    return cpu(where) if proj.kind in _TRITON_KINDS else None
+        from squeeze.kernels import gpu
+
+        return gpu if gpu.fits(proj.plan) else None
+    return cpu(where) if proj.kind in FAST_KINDS else None
 
 
 def theta0(plan, base, device) -> torch.Tensor | None:
     """theta_0 of ``plan`` by a fast backend on ``device``, or None where the reference runs."""
     if use_triton(device):
-        from squeeze.kernels import triton_init
+        from squeeze.kernels import gpu
 
-        return triton_init.theta0(plan, base, device)
+        return gpu.theta0(plan, base, device)
     native = cpu(device)
     return None if native is None else native.theta0_all(plan, base)

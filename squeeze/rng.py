@@ -65,9 +65,19 @@ def threefry2x32(key: tuple[int, int], c0: torch.Tensor, c1: torch.Tensor) -> tu
 
 
 def threefry2x32_int(key: tuple[int, int], counter: tuple[int, int]) -> tuple[int, int]:
-    """Threefry-2x32-20 on Python ints (one block); used for key derivation."""
-    x0, x1 = threefry2x32(key, torch.tensor([counter[0] & MASK32]), torch.tensor([counter[1] & MASK32]))
-    return int(x0[0]), int(x1[0])
+    """Threefry-2x32-20 of one block on Python ints (key derivation): the operations of
+    :func:`threefry2x32`, without a tensor per step."""
+    k0, k1 = key[0] & MASK32, key[1] & MASK32
+    ks = (k0, k1, k0 ^ k1 ^ PARITY)
+    x0, x1 = (counter[0] + ks[0]) & MASK32, (counter[1] + ks[1]) & MASK32
+    for r in range(ROUNDS):
+        x0 = (x0 + x1) & MASK32
+        x1 = (((x1 << ROTATIONS[r % 8]) | (x1 >> (32 - ROTATIONS[r % 8]))) & MASK32) ^ x0
+        if r % 4 == 3:
+            s = r // 4 + 1
+            x0 = (x0 + ks[s % 3]) & MASK32
+            x1 = (x1 + ((ks[(s + 1) % 3] + s) & MASK32)) & MASK32
+    return x0, x1
 
 
 def stream_key(seed: int, stream: int) -> tuple[int, int]:

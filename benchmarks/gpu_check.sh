@@ -9,7 +9,8 @@
 # 2. the existing CUDA test of test_subspace.py (auto: CUDA tensors now take Triton);
 # 3. the CUDA rows of benchmarks/regen.py (Triton and reference vs device-to-device and pinned
 #    host-to-device copies of the same bytes, at D = 10M and 124M, d = 1000), bits compared;
-# 4. every case of tests/test_triton.py (the numba tests' cases) compiled on CUDA.
+# 4. every case of tests/test_triton.py (the C tests' cases) compiled on CUDA;
+# 5. the conformance table (tests/conformance.json) on compiled Triton.
 # Each step has its own timeout, so a slow step cannot hide the others; the last line sums up.
 set -u
 cd "$(dirname "$0")/.."
@@ -33,5 +34,8 @@ timeout 200 $PY benchmarks/regen.py --sizes "" --cuda-sizes 10M,124M --d 1000 --
 echo "== 4. every case, compiled on CUDA"
 timeout 200 $PY tests/test_triton.py --device cuda --suite all; cases=$?
 
-echo "== exit codes (0 = passed, 124 = timed out): golden=$golden subspace_cuda=$subspace bench=$bench all_cases=$cases"
-[ "$golden" -eq 0 ] && [ "$subspace" -eq 0 ] && [ "$bench" -eq 0 ] && [ "$cases" -eq 0 ]
+echo "== 5. the conformance table, compiled Triton on CUDA"
+timeout 200 $PY tests/test_conformance.py --backend triton --device cuda; table=$?
+
+echo "== exit codes (0 = passed, 124 = timed out): golden=$golden subspace_cuda=$subspace bench=$bench all_cases=$cases conformance=$table"
+[ "$golden" -eq 0 ] && [ "$subspace" -eq 0 ] && [ "$bench" -eq 0 ] && [ "$cases" -eq 0 ] && [ "$table" -eq 0 ]

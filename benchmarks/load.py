@@ -12,7 +12,7 @@ process (time from after the imports; peak RSS of the whole process, its ``VmHWM
 * ``import torch`` alone (the floor every row pays);
 * dense: ``Big()`` + ``safetensors.torch.load_file`` + ``load_state_dict``;
 * ``squeeze.load(file, arch="benchmarks/load.py:Big")`` (built without PyTorch's init), with the
-  default kernels (C, ``squeeze/kernels/native.py``) and with ``SQUEEZE_KERNEL=numba``;
+  default kernels (C, ``squeeze/kernels/native.py``);
 * ``squeeze decompress file -o out.safetensors`` (streamed tensor by tensor).
 
 The rows take turns, one fresh process each, ``--repeats`` times. Prints medians and the
@@ -106,7 +106,7 @@ def run(code: str, threads: int | None) -> tuple[float, float]:
     peak is the process's own ``VmHWM`` (``ru_maxrss`` would count the forking parent's pages)."""
     env = dict(os.environ)
     if threads:
-        env.update(OMP_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads))
+        env.update(OMP_NUM_THREADS=str(threads), SQUEEZE_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads))
     code += "\nprint(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=HERE.parent.parent, check=False)
     if proc.returncode != 0:
@@ -161,7 +161,6 @@ def main() -> None:
         if dense is not None:
             codes["dense build + load_file + load_state_dict"] = DENSE.format(here=str(HERE), dense=str(dense), width=args.width, blocks=args.blocks)
             codes["squeeze.load"] = SQUEEZE.format(sqz=str(sqz), ref=ref, kernel="auto")
-            codes["squeeze.load, numba kernels"] = SQUEEZE.format(sqz=str(sqz), ref=ref, kernel="numba")
         codes["squeeze decompress -o .safetensors"] = DECOMPRESS.format(sqz=str(sqz), out=str(out), ref=ref)
         rows = measure(codes, args.threads, args.repeats)
         same = _same_tensors(out, dense) if dense is not None else None

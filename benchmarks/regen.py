@@ -1,4 +1,4 @@
-"""Regeneration speed: theta = theta_0 + P @ theta_d, reference torch path vs numba kernels,
+"""Regeneration speed: theta = theta_0 + P @ theta_d, reference torch path vs the C kernels,
 against reading the same dense weights with ``safetensors.torch.load_file`` (page cache warm);
 on a GPU, the Triton kernels vs the reference on CUDA tensors, against copying the same bytes.
 
@@ -40,8 +40,11 @@ from rich.console import Console
 from rich.table import Table
 from safetensors.torch import load_file, save_file
 
-from squeeze import kernels
+import numpy as np
+
+from squeeze import kernels, plan
 from squeeze.init import TensorSpec, regenerate_theta0
+from squeeze.kernels import native, pool
 from squeeze.projection import make_projection
 
 SEED = 20240611
@@ -82,21 +85,26 @@ def kernel_path(path: str):
 
 
 def regenerate(path: str, kind: str, D: int, d: int, x: torch.Tensor, **options) -> torch.Tensor:
+    """theta on the CPU by ``path``: ``native`` walks the plan tensor by tensor as loading does
+    (theta_0 drawn in the same pass, ``squeeze.materialize.Regenerator``), ``reference`` is eager torch."""
     manifest = manifest_for(D)
     proj = make_projection(kind, D, d, SEED, **options)
-    if path == "numba":
-        return kernels.regenerate(proj, x, manifest, SEED)
+    if path == "native":
+        rplan = plan.build(manifest, SEED, proj)
+        out = np.empty(rplan.D, np.float32)
+        bits = native.xbits(rplan.projection, x)
+        for seg in rplan.segments:
+            native.project(rplan.projection, bits, seg.proj_offset, 0, native.Tensor0(seg), None, out[seg.start : seg.start + seg.numel])
+        return torch.from_numpy(out)
     with kernel_path("reference"), torch.no_grad():
         return regenerate_theta0(manifest, SEED) + proj.forward(x)
 
 
 def regenerate_cuda(path: str, kind: str, D: int, d: int, x: torch.Tensor, **options) -> torch.Tensor:
-    """theta on the GPU by ``path`` (triton: one fused kernel for sorf; reference: eager torch)."""
+    """theta on the GPU by ``path`` (triton: the theta_0 kernel, then the projection's; reference: eager torch)."""
     manifest = manifest_for(D)
     proj = make_projection(kind, D, d, SEED, **options)
     with kernel_path(path), torch.no_grad():
-        if path == "triton":
-            return kernels.regenerate(proj, x, manifest, SEED)
         return regenerate_theta0(manifest, SEED, device=x.device) + proj.forward(x)
 
 
@@ -149,8 +157,8 @@ def cuda_table(args, x_cpu: torch.Tensor) -> Table | None:
                     mark = ""
                     del out
                 table.add_row(f"{D:,}", kind, path, f"{mark}{seconds * 1e3:.3f}", f"{mark}{D / seconds / 1e9:.2f}", f"{mark}{d2d / seconds:.3f}", f"{mark}{h2d / seconds:.3f}", bits)
-            if D <= args.cpu_check and kernels.available():
-                digests["cpu"] = digest(regenerate("numba", kind, D, args.d, x_cpu))
+            if D <= args.cpu_check and kernels.native_available():
+                digests["cpu"] = digest(regenerate("native", kind, D, args.d, x_cpu))
             if len(digests) > 1:
                 same = len(set(digests.values())) == 1
                 table.add_row("", kind, "same bits (" + ", ".join(digests) + ")", "", "", "", "", "yes" if same else "NO")
@@ -185,25 +193,25 @@ def main() -> None:
     ap.add_argument("--sizes", default="1M,10M", help="comma-separated D values (K/M suffixes)")
     ap.add_argument("--d", type=int, default=1000)
     ap.add_argument("--kinds", default="sorf,dense,sparse")
-    ap.add_argument("--paths", default="reference,numba")
+    ap.add_argument("--paths", default="reference,native")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--budget", type=float, default=60.0, help="seconds a reference run may take before it is scaled from a smaller D")
     ap.add_argument("--cuda-sizes", default="10M,124M", help="comma-separated D values of the CUDA rows (only with a GPU)")
     ap.add_argument("--cuda-budget", type=float, default=2.0, help="seconds a CUDA run may take before it is scaled from D = 1M")
-    ap.add_argument("--cpu-check", type=float, default=10e6, help="largest D whose CUDA bits are also compared with the CPU's (numba)")
+    ap.add_argument("--cpu-check", type=float, default=10e6, help="largest D whose CUDA bits are also compared with the CPU's (C)")
     args = ap.parse_args()
 
     console = Console(width=150)
     paths = [p for p in args.paths.split(",") if p]
-    if "numba" in paths and not kernels.available():
-        console.print("numba kernels unavailable here: timing the reference only")
-        paths = [p for p in paths if p != "numba"]
+    if "native" in paths and not kernels.native_available():
+        console.print("the C kernels do not build here: timing the reference only")
+        paths = [p for p in paths if p != "native"]
     x = torch.randn(args.d, generator=torch.Generator().manual_seed(0))
-    for kind in args.kinds.split(","):  # compile the kernels outside the timings
-        if "numba" in paths:
-            regenerate("numba", kind, 5000, args.d, x)
+    for kind in args.kinds.split(","):  # build the C library outside the timings
+        if "native" in paths:
+            regenerate("native", kind, 5000, args.d, x)
 
-    table = Table(title=f"theta_0 + P @ theta_d, d = {args.d}, {kernels.cpu_module().threads() if 'numba' in paths else torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
+    table = Table(title=f"theta_0 + P @ theta_d, d = {args.d}, {pool.threads() if 'native' in paths else torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
     for col in ("D", "kind", "path", "wall ms", "cpu ms", "Mparams/s", "vs load_file", "bits"):
         table.add_column(col, justify="right" if col not in ("kind", "path", "bits") else "left")
 
@@ -237,7 +245,7 @@ def main() -> None:
                     f"{D:,}", kind, path, f"{mark}{wall * 1e3:.1f}", f"{mark}{cpu * 1e3:.1f}", f"{mark}{D / wall / 1e6:.1f}", f"{mark}{load_s / wall:.3f}", bits
                 )
             if len(digests) == 2:
-                same = digests["reference"] == digests["numba"]
+                same = digests["reference"] == digests["native"]
                 table.add_row("", kind, "same bits", "", "", "", "", "yes" if same else "NO")
     if table.rows:
         console.print(table)

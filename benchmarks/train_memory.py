@@ -3,8 +3,8 @@
     python benchmarks/train_memory.py                       # an MLP 784-4096-4096-10 (D = 20.0M)
     python benchmarks/train_memory.py --hidden 2048 --steps 5
 
-Each row runs in its own fresh process: import, load a batch of mnist5k and the numba kernels
-(about 120 MB, paid by every row, so outside the comparison), read the resident memory (the
+Each row runs in its own fresh process: import, load a batch of mnist5k and the C kernels
+(paid by every row, so outside the comparison), read the resident memory (the
 baseline), build the model, run ``--steps`` steps of forward, backward and Adam,
 then read the process's peak resident memory (``VmHWM``). Printed: the peak above the
 baseline, and the same less the peak of the same run with a tiny MLP (hidden 64-64: what
@@ -28,7 +28,7 @@ from squeeze import Subspace, SubspaceConfig
 from squeeze.zoo import MLP
 from squeeze.data import load_data
 from squeeze import kernels
-kernels.available()
+kernels.native_available()
 data = load_data("mnist5k")
 x, y = data.x_train[:{batch}], data.y_train[:{batch}]
 def rss(key):
@@ -54,7 +54,7 @@ print(D, rss("VmHWM") - base)
 def run(mode: str, args: argparse.Namespace, hidden: tuple[int, ...]) -> tuple[int, int]:
     """(D, peak bytes above the baseline) of one fresh process training in ``mode``."""
     code = CHILD.format(threads=args.threads, batch=args.batch_size, hidden=hidden, mode=mode, dim=args.dim, steps=args.steps)
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), NUMBA_NUM_THREADS=str(args.threads))
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), SQUEEZE_NUM_THREADS=str(args.threads), NUMBA_NUM_THREADS=str(args.threads))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])

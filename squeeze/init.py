@@ -21,7 +21,7 @@ from urllib.parse import quote, unquote
 import torch
 from torch import nn
 
-from squeeze import kernels, rng
+from squeeze import kernels, plan, rng
 
 SQRT3 = math.sqrt(3.0)
 
@@ -203,29 +203,34 @@ def build_manifest(model: nn.Module, base_names: set[str] | frozenset = frozense
 
 def regenerate_tensor(spec: TensorSpec, index: int, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """theta_0 of manifest entry ``index`` as a flat float32 tensor (not for base entries)."""
-    kind = spec.init[0]
-    if kind == "c":
-        return torch.full((spec.numel,), spec.init[1], dtype=torch.float32, device=device)
-    if kind == "u":
-        key = rng.stream_key(seed, rng.stream_id(rng.STREAM_INIT, index))
-        return rng.uniform16(key, spec.numel, device) * spec.init[1]
-    raise ValueError(f"tensor {spec.name!r} comes from the base checkpoint; pass the base")
+    if spec.init[0] == "b":
+        raise ValueError(f"tensor {spec.name!r} comes from the base checkpoint; pass the base")
+    return segment_theta0(_segment(spec, index, seed), device)
+
+
+def _segment(spec: TensorSpec, index: int, seed: int) -> plan.Segment:
+    key = rng.stream_key(seed, rng.stream_id(rng.STREAM_INIT, index)) if spec.init[0] == "u" else None
+    return plan.Segment(index, spec.name, 0, spec.numel, spec.init[0], float(spec.init[1]), key, None, None, None)
+
+
+def segment_theta0(seg: plan.Segment, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The reference theta_0 of a ``u`` or ``c`` segment: uniform16 draws times the bound, or the constant."""
+    if seg.kind == "c":
+        return torch.full((seg.numel,), seg.value, dtype=torch.float32, device=device)
+    return rng.uniform16(seg.key, seg.numel, device) * seg.value
+
+
+def plan_theta0(rplan: plan.RegenPlan, base: dict[str, torch.Tensor] | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The flat float32 theta_0 of a plan: a fast backend where one runs, else the reference."""
+    fast = kernels.theta0(rplan, base, device)
+    if fast is not None:
+        return fast
+    parts = [rplan.base_tensor(seg, base, device) if seg.kind == "b" else segment_theta0(seg, device) for seg in rplan.segments]
+    return torch.cat(parts) if parts else torch.zeros(0, device=device)
 
 
 def regenerate_theta0(
     manifest: list[TensorSpec], seed: int, base: dict[str, torch.Tensor] | None = None, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
     """The flat float32 theta_0 (D values) in manifest order."""
-    if kernels.use_triton(device):
-        return kernels.triton_theta0(manifest, seed, base, device)
-    if kernels.use_numba(device):
-        return kernels.theta0(manifest, seed, base)
-    parts = []
-    for i, spec in enumerate(manifest):
-        if spec.init[0] == "b":
-            if base is None or spec.name not in base:
-                raise ValueError(f"tensor {spec.name!r} comes from a base checkpoint; pass --base")
-            parts.append(base[spec.name].detach().to(device=device, dtype=torch.float32).reshape(-1))
-        else:
-            parts.append(regenerate_tensor(spec, i, seed, device))
-    return torch.cat(parts) if parts else torch.zeros(0, device=device)
+    return plan_theta0(plan.build(manifest, seed), base, device)

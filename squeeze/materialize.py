@@ -2,8 +2,7 @@
 
 A :class:`Regenerator` computes theta = theta_0 + P @ theta_d (times the layerwise scales) for
 one manifest entry at a time, or any range of one, with theta_0 drawn in the same pass by the
-CPU kernels (``squeeze.kernels.native``, C, or ``squeeze.kernels.cpu``, numba; see
-``kernels.tensor_module``): no D-length temporary. It serves three users:
+C kernels (``squeeze.kernels.native``), walking the subspace's plan: no D-length temporary. It serves three users:
 
 * loading (:func:`materialize`): a module built without PyTorch's initialisation (its
   parameters on the meta device, see :func:`parameters_on_meta`) gets fresh storage per
@@ -21,7 +20,6 @@ by ``Subspace.theta`` and handed out in slices.
 from __future__ import annotations
 
 import contextlib
-import functools
 import copy
 import hashlib
 import sys
@@ -33,10 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from squeeze import kernels, rng
+from squeeze import kernels
 
 CHUNK = 1 << 20  # values regenerated at once when streaming (4 MiB of float32)
-_FAST_KINDS = ("sorf", "dense", "sparse")
+FAST_KINDS = kernels.FAST_KINDS
 _register_lock = threading.Lock()
 
 
@@ -111,68 +109,28 @@ def to_device(model: nn.Module, device: torch.device | str) -> nn.Module:
     return model
 
 
-@functools.lru_cache(maxsize=4096)
-def _key(seed: int, kind: int, index: int) -> tuple[np.uint32, np.uint32]:
-    k0, k1 = rng.stream_key(seed, rng.stream_id(kind, index))
-    return np.uint32(k0), np.uint32(k1)
-
-
 class Regenerator:
-    """theta of a :class:`~squeeze.subspace.Subspace`'s manifest entries, one at a time.
+    """theta of a :class:`~squeeze.subspace.Subspace`'s manifest entries, one at a time, walking
+    its :class:`~squeeze.plan.RegenPlan` with the C backend (else slices of ``Subspace.theta``).
 
     Args:
-        sub: the subspace (its manifest, seed, projection, selected tensors and base).
+        sub: the subspace (its plan, projection and base).
         theta_d: the values to regenerate from (default ``sub.theta_d``).
         scales: the layerwise scales (default ``sub.scales``).
     """
 
     def __init__(self, sub, theta_d: torch.Tensor | None = None, scales: torch.Tensor | None = None):
         self.sub = sub
+        self.plan = sub.plan
         self.manifest = sub.manifest
         self.theta_d = (sub.theta_d if theta_d is None else theta_d).detach()
         scales = sub.scales if scales is None else scales
         self.scales = None if scales is None else scales.detach().to("cpu", torch.float32).numpy()
-        self.cpu = _tensor_kernels(sub, self.theta_d)
+        self.cpu = kernels.cpu(self.theta_d) if sub.projection.kind in FAST_KINDS else None
         self.fast = self.cpu is not None
-        self.starts = np.zeros(len(self.manifest) + 1, np.int64)
-        self.starts[1:] = np.cumsum([s.numel for s in self.manifest])
-        self.offset: dict[int, tuple[int, int]] = {}  # manifest index -> (projection offset, selected rank)
-        q = 0
-        for k, i in enumerate(sub.selected):
-            self.offset[i] = (q, k)
-            q += self.manifest[i].numel
         self._theta: torch.Tensor | None = None
         if self.fast:
-            proj = sub.projection
-            self.scale = np.float32(2.0**proj.scale_exp)
-            if proj.kind == "sorf":
-                self.keys = np.array([_key(proj.seed, rng.STREAM_PROJECTION, r) for r in range(3)], dtype=np.uint32)
-                self.xbits = self._bits(proj.n)
-            else:
-                self.k0, self.k1 = _key(proj.seed, rng.STREAM_PROJECTION, 0)
-                self.xbits = self._bits(64 * ((proj.d + 63) // 64) if proj.kind == "dense" else proj.d)
-
-    def _bits(self, size: int) -> np.ndarray:
-        out = np.zeros(size, np.float32)
-        out[: self.theta_d.shape[0]] = self.theta_d.to("cpu", torch.float32).numpy()
-        return out.view(np.uint32)
-
-    def _t0(self, i: int) -> tuple:
-        spec = self.manifest[i]
-        none = np.zeros(1, np.float32)
-        tag = spec.init[0]
-        if tag == "u":
-            k0, k1 = _key(self.sub.config.seed, rng.STREAM_INIT, i)
-            return (np.int64(self.cpu.SEG_UNIFORM), np.float32(spec.init[1]), k0, k1, none)
-        if tag == "c":
-            return (np.int64(self.cpu.SEG_CONST), np.float32(spec.init[1]), np.uint32(0), np.uint32(0), none)
-        base = self.sub.base_tensors()
-        if spec.name not in base:
-            raise ValueError(f"tensor {spec.name!r} comes from a base checkpoint; pass --base")
-        given = base[spec.name].detach().to("cpu", torch.float32).contiguous().reshape(-1).numpy()
-        if given.shape[0] != spec.numel:
-            raise ValueError(f"base tensor {spec.name!r} has {given.shape[0]} values, the manifest expects {spec.numel}; pass the matching base")
-        return (np.int64(self.cpu.SEG_GIVEN), np.float32(0), np.uint32(0), np.uint32(0), given)
+            self.xbits = self.cpu.xbits(self.plan.projection, self.theta_d)
 
     def fill(self, i: int, out: torch.Tensor, a: int = 0) -> torch.Tensor:
         """Values ``a .. a + len(out) - 1`` of manifest entry ``i`` (flat) into ``out``.
@@ -185,26 +143,22 @@ class Regenerator:
         Returns:
             ``out``.
         """
+        seg = self.plan.segments[i]
         if not self.fast:
             if self._theta is None:
                 with torch.no_grad():
                     self._theta = self.sub.theta(self.theta_d)
-            lo = int(self.starts[i]) + a
+            lo = seg.start + a
             out.copy_(self._theta[lo : lo + out.shape[0]])
             return out
         arr = out.numpy()
-        t0 = self._t0(i)
-        if i not in self.offset:
-            self.cpu.theta0_tensor(t0, a, arr)
+        given = self.plan.base_tensor(seg, self.sub.base_tensors()).contiguous().numpy() if seg.kind == "b" else None
+        t0 = self.cpu.Tensor0(seg, given)
+        if seg.proj_offset is None:
+            self.cpu.theta0(t0, a, arr)
             return out
-        q, k = self.offset[i]
-        has_s = self.scales is not None
-        s = np.float32(self.scales[k]) if has_s else np.float32(1)
-        proj = self.sub.projection
-        if proj.kind == "sorf":
-            self.cpu.sorf_tensor(self.xbits, proj.n, self.keys, self.scale, q + a, a, t0, s, has_s, arr)
-        else:
-            self.cpu.rows_tensor(proj.kind, self.xbits, proj.d, getattr(proj, "k", 1), self.k0, self.k1, self.scale, q + a, a, t0, s, has_s, arr)
+        s = None if self.scales is None else self.scales[seg.scale_index]
+        self.cpu.project(self.plan.projection, self.xbits, seg.proj_offset + a, a, t0, s, arr)
         return out
 
     def chunks(self, hasher: "Hasher | None" = None, size: int = CHUNK) -> Iterator[tuple[int, int, torch.Tensor]]:
@@ -226,14 +180,9 @@ class Regenerator:
                 turn ^= 1
 
 
-def _tensor_kernels(sub, theta_d: torch.Tensor):
-    """The kernel module (C or numba) that regenerates ``sub`` tensor by tensor, or None."""
-    return kernels.tensor_module(theta_d) if sub.projection.kind in _FAST_KINDS else None
-
-
 def fast(sub, theta_d: torch.Tensor) -> bool:
-    """Whether the CPU kernels (C or numba) regenerate ``sub`` tensor by tensor."""
-    return _tensor_kernels(sub, theta_d) is not None
+    """Whether the C kernels regenerate ``sub`` tensor by tensor."""
+    return sub.projection.kind in FAST_KINDS and kernels.cpu(theta_d) is not None
 
 
 class Hasher:
@@ -321,19 +270,18 @@ class FusedTheta(torch.autograd.Function):
         if proj.kind != "sorf":  # no scales here (see fused_applies)
             g = torch.cat([torch.zeros(manifest[i].numel) if grads[i] is None else grads[i].reshape(-1) for i in selected])
             return proj.transpose(g.to(torch.float32).contiguous()), None, None
-        keys = np.array([_key(proj.seed, rng.STREAM_PROJECTION, r) for r in range(3)], dtype=np.uint32)
         x = theta_d.detach().to(torch.float32).contiguous().numpy()
-        scale = np.float32(2.0**proj.scale_exp)
         gx = np.zeros(proj.d, np.float64)
         gs = np.zeros(len(selected), np.float64)
-        cpu = kernels.cpu_module()
+        pp = sub.plan.projection
+        cpu = kernels.cpu(theta_d)
         q = 0
         for k, i in enumerate(selected):
             m, g = manifest[i].numel, grads[i]
             if g is not None and m:
                 g = g.detach().to(torch.float32).contiguous().reshape(-1).numpy()
                 sc = np.array([1.0 if scales is None else float(scales[k])], np.float32)
-                part, gk = cpu.sorf_transpose_segments(g, x, proj.n, q // proj.n, (q + m + proj.n - 1) // proj.n, keys, scale, np.array([q, q + m], np.uint64), np.zeros(1, np.uint64), sc)
+                part, gk = cpu.sorf_transpose(pp, g, x, np.array([q, q + m], np.uint64), np.zeros(1, np.uint64), sc)
                 gx += part
                 gs[k] = gk[0]
             q += m
@@ -347,7 +295,7 @@ def _fused_eager(theta_d: torch.Tensor, scales: torch.Tensor | None, sub) -> tup
 
 
 def fused_theta(theta_d: torch.Tensor, scales: torch.Tensor | None, sub) -> tuple[torch.Tensor, ...]:
-    """``FusedTheta.apply(theta_d, scales, sub)``, the flat tensors in manifest order; ``torch.compile`` runs it eagerly (the numba
+    """``FusedTheta.apply(theta_d, scales, sub)``, the flat tensors in manifest order; ``torch.compile`` runs it eagerly (the C
     kernels are opaque to it). Without torch._dynamo imported nothing can be compiling, and
     importing it (seconds, and 150 MB) is left to whoever compiles."""
     if "torch._dynamo" in sys.modules:
@@ -356,9 +304,8 @@ def fused_theta(theta_d: torch.Tensor, scales: torch.Tensor | None, sub) -> tupl
 
 
 def fused_applies(sub, theta_d: torch.Tensor) -> bool:
-    """Whether :class:`FusedTheta` computes ``sub.theta`` (its backward needs the numba
-    kernels; for dense and sparse, no scales)."""
-    return fast(sub, theta_d) and kernels.use_numba(theta_d) and (sub.projection.kind == "sorf" or sub.scales is None)
+    """Whether :class:`FusedTheta` computes ``sub.theta`` (the C kernels; for dense and sparse, no scales)."""
+    return fast(sub, theta_d) and (sub.projection.kind == "sorf" or sub.scales is None)
 
 
 __all__ = ["CHUNK", "FusedTheta", "Hasher", "Regenerator", "digest", "fast", "fused_applies", "fused_theta", "materialize", "parameters_on_meta", "release_parameters", "skip_init", "to_device"]

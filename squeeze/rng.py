@@ -21,9 +21,10 @@ from __future__ import annotations
 import torch
 
 MASK32 = 0xFFFFFFFF
-_ROTATIONS = (13, 15, 26, 6, 17, 29, 16, 24)
-_PARITY = 0x1BD11BDA
+ROTATIONS = (13, 15, 26, 6, 17, 29, 16, 24)
+PARITY = 0x1BD11BDA
 ROUNDS = 20
+KAT_ZERO = (0x6B200159, 0x99BA4EFE)  # Threefry-2x32-20 of key = counter = 0 (Random123 kat_vectors)
 
 # Streams: the high 32 bits name what a stream is for, the low 32 bits which one.
 STREAM_INIT = 0  # theta_0 of tensor t: stream (STREAM_INIT << 32) | t
@@ -50,12 +51,12 @@ def threefry2x32(key: tuple[int, int], c0: torch.Tensor, c1: torch.Tensor) -> tu
         The two 32-bit output words as int64 tensors of the counters' shape.
     """
     k0, k1 = key[0] & MASK32, key[1] & MASK32
-    ks = (k0, k1, k0 ^ k1 ^ _PARITY)
+    ks = (k0, k1, k0 ^ k1 ^ PARITY)
     x0 = (c0 + ks[0]) & MASK32
     x1 = (c1 + ks[1]) & MASK32
     for r in range(ROUNDS):
         x0 = (x0 + x1) & MASK32
-        x1 = _rotl(x1, _ROTATIONS[r % 8]) ^ x0
+        x1 = _rotl(x1, ROTATIONS[r % 8]) ^ x0
         if r % 4 == 3:
             s = r // 4 + 1
             x0 = (x0 + ks[s % 3]) & MASK32
@@ -64,9 +65,19 @@ def threefry2x32(key: tuple[int, int], c0: torch.Tensor, c1: torch.Tensor) -> tu
 
 
 def threefry2x32_int(key: tuple[int, int], counter: tuple[int, int]) -> tuple[int, int]:
-    """Threefry-2x32-20 on Python ints (one block); used for key derivation."""
-    x0, x1 = threefry2x32(key, torch.tensor([counter[0] & MASK32]), torch.tensor([counter[1] & MASK32]))
-    return int(x0[0]), int(x1[0])
+    """Threefry-2x32-20 of one block on Python ints (key derivation): the operations of
+    :func:`threefry2x32`, without a tensor per step."""
+    k0, k1 = key[0] & MASK32, key[1] & MASK32
+    ks = (k0, k1, k0 ^ k1 ^ PARITY)
+    x0, x1 = (counter[0] + ks[0]) & MASK32, (counter[1] + ks[1]) & MASK32
+    for r in range(ROUNDS):
+        x0 = (x0 + x1) & MASK32
+        x1 = (((x1 << ROTATIONS[r % 8]) | (x1 >> (32 - ROTATIONS[r % 8]))) & MASK32) ^ x0
+        if r % 4 == 3:
+            s = r // 4 + 1
+            x0 = (x0 + ks[s % 3]) & MASK32
+            x1 = (x1 + ((ks[(s + 1) % 3] + s) & MASK32)) & MASK32
+    return x0, x1
 
 
 def stream_key(seed: int, stream: int) -> tuple[int, int]:

@@ -8,7 +8,7 @@
 Only theta_d (and, for the layerwise variant, one scale per tensor) is trainable. The model's
 own parameters are read once, to build the manifest, then replaced by meta tensors (no
 storage): training holds theta and its gradient, not a frozen copy of the weights beside them.
-theta_0 is not stored either on the numba path: it is drawn inside the regeneration kernel
+theta_0 is not stored either with the C kernels: it is drawn inside the regeneration kernel
 (:mod:`squeeze.materialize`); other paths compute it once when first needed. Buffers learned
 from data (BatchNorm running statistics) stay in the wrapped model and are saved as they are.
 """
@@ -26,7 +26,8 @@ from torch.func import functional_call
 from squeeze import materialize as mat
 from squeeze.base import base_digest
 from squeeze.errors import mismatch
-from squeeze.init import TensorSpec, build_manifest, regenerate_theta0
+from squeeze import plan as regen_plan
+from squeeze.init import TensorSpec, build_manifest, plan_theta0
 from squeeze.projection import Projection, kinds, make_projection, projection_from_spec
 
 
@@ -125,6 +126,7 @@ class Subspace(nn.Module):
         device = next((p.device for p in model.parameters() if not p.is_meta), torch.device("cpu"))
         mat.release_parameters(model)
         self._theta0: dict[torch.device, torch.Tensor] = {}
+        self._plan: regen_plan.RegenPlan | None = None
 
         if config.include:
             self.selected = [i for i, s in enumerate(manifest) if any(fnmatch.fnmatchcase(s.name, p) for p in config.include)]
@@ -155,12 +157,19 @@ class Subspace(nn.Module):
         return self.scales is None and len(self.selected) == len(self.manifest)
 
     @property
+    def plan(self) -> regen_plan.RegenPlan:
+        """What every backend regenerates from (built once, validated once)."""
+        if self._plan is None:
+            self._plan = regen_plan.build(self.manifest, self.config.seed, self.projection, self.selected, self.scales is not None)
+        return self._plan
+
+    @property
     def theta_0(self) -> torch.Tensor:
         """The flat float32 theta_0 (D,) on theta_d's device, computed when first asked for
-        (training on the numba path never asks: the kernels draw it as they go)."""
+        (training with the C kernels never asks: they draw it as they go)."""
         device = self.theta_d.device
         if device not in self._theta0:
-            self._theta0[device] = regenerate_theta0(self.manifest, self.config.seed, self._base or None, device)
+            self._theta0[device] = plan_theta0(self.plan, self._base or None, device)
         return self._theta0[device]
 
     def base_tensors(self) -> dict[str, torch.Tensor]:

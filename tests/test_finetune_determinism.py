@@ -5,7 +5,7 @@ The model is a small stand-in for the MiniLM fine-tune that issue 19 caught diff
 runs (0.9294 and 0.9348): token ids through an ``nn.Embedding`` with a padding row, LayerNorm,
 dropout (active while training, as BERT's is) and a new linear head, trained in a SORF subspace
 against a base checkpoint on two threads. The embedding is large enough that both threads share
-its backward (torch parallelises it over rows, the numba transpose over blocks).
+its backward (torch parallelises it over rows, the C transpose over blocks).
 """
 
 from __future__ import annotations

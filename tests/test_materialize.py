@@ -1,4 +1,4 @@
-"""Regeneration tensor by tensor: the golden digests through every new path (per-tensor C and numba
+"""Regeneration tensor by tensor: the golden digests through every new path (per-tensor C
 kernels, chunks, loading into fresh storage, streaming to safetensors, the fused training
 forward), modules built without PyTorch's init, the training gradients, and what a Subspace
 keeps in memory."""
@@ -20,7 +20,7 @@ from squeeze import format as fmt, kernels, materialize as mat, stream
 from squeeze.errors import DigestMismatch
 from squeeze.subspace import Subspace, SubspaceConfig, digest_of
 
-pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.skipif(not kernels.available(), reason="numba kernels do not work here")]
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.skipif(not kernels.native_available(), reason="the C kernels do not build here")]
 
 _spec = importlib.util.spec_from_file_location("golden_subspace", Path(__file__).parent / "test_subspace.py")
 golden = importlib.util.module_from_spec(_spec)
@@ -28,11 +28,9 @@ _spec.loader.exec_module(golden)
 CASES = list(golden.GOLDEN_THETA)
 
 
-@pytest.fixture(params=["native", "numba"])
+@pytest.fixture(params=["native"])
 def backend(request, monkeypatch):
-    """Each golden test runs on both CPU kernel paths: the C kernels and the numba kernels."""
-    if request.param == "native" and not kernels.native_available():
-        pytest.skip("no C compiler here")  # tests/test_native.py fails instead where ``cc`` exists
+    """The CPU kernel path the golden tests run on (the C kernels)."""
     monkeypatch.setenv(kernels.ENV_VAR, request.param)
     return request.param
 
@@ -56,7 +54,7 @@ def reference_theta(sub: Subspace, monkeypatch) -> torch.Tensor:
 def test_per_tensor_regeneration_gives_the_golden_digest(kind, backend):
     sub = golden.golden_subspace(kind)
     regen = mat.Regenerator(sub)
-    assert regen.fast and regen.cpu.__name__ == f"squeeze.kernels.{'cpu' if backend == 'numba' else backend}"
+    assert regen.fast and regen.cpu.__name__ == f"squeeze.kernels.{backend}"
     pieces = [regen.fill(i, torch.empty(s.numel)) for i, s in enumerate(sub.manifest)]
     assert digest_of(torch.cat(pieces)) == golden.GOLDEN_THETA[kind]
 
@@ -298,7 +296,7 @@ with parameters_on_meta():
 sub = Subspace(wide, SubspaceConfig(dim=500, seed=1))
 fmt.save(sub, {sqz!r}, dtype="float32")
 f = fmt.read({sqz!r})
-kernels.available()
+kernels.native_available()
 sub = fmt.load_subspace(f, Wide(), verify=False)
 before = hwm()
 stream.write_safetensors(sub, {out!r}, f.weights_sha256)
@@ -310,7 +308,7 @@ import torch
 from squeeze import Subspace, SubspaceConfig, kernels
 from squeeze.zoo import MLP
 torch.manual_seed(0)
-kernels.available()
+kernels.native_available()
 x, y = torch.randn(16, 1, 28, 28), torch.arange(16) % 10
 def rss(key):
     return int(open("/proc/self/status").read().split(key + ":")[1].split()[0]) * 1024

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,13 +18,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 KINDS = ["sorf", "dense", "sparse"]
 
 # Golden forward outputs: (kind, seed, d, D) -> (spec, SHA-256 of the float32 little-endian
-# output for theta_d = arange(d) / d - 0.5). Changing any of these is a format change:
+# output for theta_d = arange(d) / d - 0.5), from the conformance table (tests/conformance.json,
+# run on every backend by tests/test_conformance.py). Changing any of these is a format change:
 # bump format_version (DESIGN.md, determinism contract, rule 6).
-GOLDEN = {
-    ("sorf", 1234, 100, 10000): ({"e": -14}, "7a4a9069407ed31833df1b1298c9260db53ef552c47e4f734d50a8e5145f341b"),
-    ("dense", 7, 70, 3001): ({"e": -6}, "dcc5131424313c069478d3ce2e5d4affdbe2615c4a7397e976e49a59ec052a00"),
-    ("sparse", 2**40 + 5, 300, 5000): ({"e": -3, "k": 5}, "81e20f3c6816e0550e0b8e6b42d7b110fbfa8b0e80c5d771929e143172e8848d"),
-}
+GOLDEN = {(r["kind"], r["seed"], r["d"], r["D"]): (r["spec"], r["sha256"]) for r in json.loads((Path(__file__).with_name("conformance.json")).read_text())["projection"]}
 
 
 def golden_theta_d(d: int) -> torch.Tensor:

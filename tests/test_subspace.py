@@ -50,15 +50,12 @@ LAYERWISE = SubspaceConfig(dim=DIM, seed=SEED, layerwise=True, include=("0.weigh
 LAYERWISE_SCALES = torch.tensor([0.5, -2.0, 3.25, 1.0])  # 0.weight, 4.weight, 4.bias, 7.weight
 
 # Golden digests (SHA-256 of the float32 little-endian weights in manifest order) of
-# zoo_model() with seed 2024, dim 64, theta_d = arange(d) / d - 0.5. D = 4762.
+# zoo_model() with seed 2024, dim 64, theta_d = arange(d) / d - 0.5. D = 4762. From the
+# conformance table (tests/conformance.json, run on every backend by tests/test_conformance.py).
 # Changing any of these is a format change: bump format_version (DESIGN.md, rule 6).
-GOLDEN_THETA0 = "50631a3f362a3f2e8f31497660b48f5d7c3f9c9d302724e293754039e0c6ca74"
-GOLDEN_THETA = {
-    "sorf": "b2715043dc401cfb3fceda5b5879759a85a10368a1a6a0afe72acdce72380cf4",
-    "dense": "44cc563ac760113c6d6f7ecf7fba5034dad2cd6a41b8ed456f1435aece73a663",
-    "sparse": "be3c8e76cae424bf0de0ade753bf27e695a21b98eb7efd6fa347db2e9a5687a0",
-    "sorf/layerwise": "8292d48fa7d7a3db856817dc0aa6651fdafb33d5e1291fea0a44e0ffbea875f5",
-}
+_GOLDEN = {r["case"]: r["sha256"] for r in json.loads((Path(__file__).with_name("conformance.json")).read_text())["subspace"]}
+GOLDEN_THETA0 = _GOLDEN.pop("theta_0")
+GOLDEN_THETA = _GOLDEN
 
 
 def golden_subspace(kind: str) -> Subspace:

@@ -75,7 +75,7 @@ def run_cases(device: str, suite: str) -> dict[str, dict[str, object]]:
 
     from squeeze import kernels, rng
     from squeeze.init import regenerate_theta0
-    from squeeze.kernels import triton_rng
+    from squeeze.kernels import gpu as triton_rng
     from squeeze.projection import make_projection
 
     torch.set_num_threads(1)
@@ -128,7 +128,7 @@ def run_cases(device: str, suite: str) -> dict[str, dict[str, object]]:
         for bound in (1.0, 0.0234375, 0.1, 1 / 3, 1e-30):
             bits("draws", f"uniform16 n={n} bound={bound}", lambda n=n, b=bound: triton_rng.uniform16_times(key, n, b, device), lambda n=n, b=bound: rng.uniform16(key, n) * b)
 
-    # Forwards and transposes of every kind on the numba tests' cases.
+    # Forwards and transposes of every kind on the C tests' cases (tests/test_kernels.py).
     for kind in tk.KINDS:
         for seed, D, d in tk.CASES:
             proj = make_projection(kind, D, d, seed)
@@ -157,14 +157,6 @@ def run_cases(device: str, suite: str) -> dict[str, dict[str, object]]:
     base_dev = {k: v.to(device) for k, v in base.items()}
     for seed in [0, 3, 2**64 - 2]:
         bits("theta0", f"seed={seed}", lambda s=seed: regenerate_theta0(manifest, s, base_dev, device), lambda s=seed: regenerate_theta0(manifest, s, base))
-    D = sum(s.numel for s in manifest)
-    for kind in tk.KINDS:
-        for d in [1, 7, 100] if kind != "dense" or suite == "all" else [1, 7]:
-            proj = make_projection(kind, D, d, 21)
-            for i, x in enumerate(tk.inputs(d, d)[: 4 if suite == "all" else 2]):
-                bits("regenerate", f"{kind} d={d} input={i}", lambda p=proj, x=x: kernels.regenerate(p, x.to(device), manifest, 21, base_dev),
-                     lambda p=proj, x=x: regenerate_theta0(manifest, 21, base) + p.forward(x))
-
     return golden_cases(out, bits, device)
 
 
@@ -192,9 +184,8 @@ def golden_cases(out: dict, bits, device: str) -> dict:
         with kernel_path("reference"):
             ref = golden_like(ts, name, "cpu")
         bits("golden subspace", name, sub.theta, ref.theta)
-        bits("golden subspace", name + " (fused regenerate)", lambda s=sub: kernels.regenerate(s.projection, s.theta_d, s.manifest, ts.SEED, selected=s.selected, scales=s.scales), ref.theta)
         if name in ts.GOLDEN_THETA:
-            out["golden subspace"][name]["golden"] = out["golden subspace"][name + " (fused regenerate)"]["golden"] = ts.GOLDEN_THETA[name]
+            out["golden subspace"][name]["golden"] = ts.GOLDEN_THETA[name]
     return out
 
 
@@ -212,9 +203,9 @@ def count_triton_calls() -> list[int]:
 
         return wrapper
 
-    for name in ("triton_rng", "triton_init", "triton_sorf", "triton_dense", "triton_sparse"):
+    for name in ("gpu",):
         module = importlib.import_module(f"squeeze.kernels.{name}")
-        for fn in ("threefry2x32", "signs", "uniform16_times", "theta0", "forward", "transpose", "regenerate"):
+        for fn in ("threefry2x32", "signs", "uniform16_times", "theta0", "forward", "transpose"):
             if hasattr(module, fn):
                 setattr(module, fn, counted(getattr(module, fn)))
     return counter
@@ -286,7 +277,7 @@ def interpreted() -> dict:
     return child("cpu", "default")
 
 
-@pytest.mark.parametrize("category", ["threefry", "draws", "theta0", "regenerate", "scale exponents", "golden projection", "golden subspace"])
+@pytest.mark.parametrize("category", ["threefry", "draws", "theta0", "scale exponents", "golden projection", "golden subspace"])
 def test_interpreted_bits(interpreted, category):
     assert mismatches(interpreted, category) == []
 
@@ -300,7 +291,7 @@ def test_interpreted_forward_and_transpose(interpreted, kind):
 
 def test_golden_digests_are_checked(interpreted):
     golden = [r for cat in ("golden projection", "golden subspace") for r in interpreted[cat].values() if "golden" in r]
-    assert len(golden) == 3 + 1 + 2 * 4
+    assert len(golden) == 3 + 1 + 4
 
 
 @pytest.mark.slow
@@ -322,10 +313,10 @@ def test_dispatch(monkeypatch):
     assert not kernels.use_triton(cpu)  # auto: CPU tensors never take Triton
     monkeypatch.setenv(kernels.ENV_VAR, "reference")
     assert not kernels.use_triton(torch.device("cuda"))
-    monkeypatch.setenv(kernels.ENV_VAR, "numba")
+    monkeypatch.setenv(kernels.ENV_VAR, "native")
     assert not kernels.use_triton(torch.device("cuda"))
     monkeypatch.setenv(kernels.ENV_VAR, "triton")
-    assert not kernels.use_numba(cpu)
+    assert kernels.cpu(cpu) is None
     if os.environ.get("TRITON_INTERPRET") != "1":
         with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
             kernels.use_triton(cpu)

@@ -56,7 +56,7 @@ def command(
     sub = fmt.load_subspace(file, arch, base=base_arg(base, trust_pickle), device=dev)
     f = fmt.read(file)
     rows = []
-    paths = ["reference"] + (["numba"] if dev == "cpu" and kernels.available() else []) + (["native"] if dev == "cpu" and kernels.native_available() else [])
+    paths = ["reference"] + (["native"] if dev == "cpu" and kernels.native_available() else [])
     t = Table(title=f"{file}: D = {f.D:,} from d = {f.d:,} ({f.spec['kind']}), {dev}, {torch.get_num_threads()} threads, best of {repeats}")
     for col in ("path", "ms", "Mparams/s", "vs reading dense", "digest"):
         t.add_column(col, justify="right")

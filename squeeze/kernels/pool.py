@@ -1,8 +1,8 @@
-"""The worker threads of the CPU kernels (numba and native): one range split into chunks.
+"""The worker threads of the CPU kernels (C, through ctypes): one range split into chunks.
 
 The chunks depend only on the sizes and the thread count, never on which thread finishes
 first, so results that are summed per chunk (the transposes) repeat bit for bit at a fixed
-thread count. The kernels release the GIL (numba's ``nogil``, ctypes' foreign calls).
+thread count. The kernels release the GIL (ctypes releases it during foreign calls).
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ _pool_lock = threading.Lock()
 
 
 def threads() -> int:
-    """Worker threads: ``NUMBA_NUM_THREADS`` (default: the CPUs of this machine), at most
+    """Worker threads: ``SQUEEZE_NUM_THREADS`` (or, as before, ``NUMBA_NUM_THREADS``; default:
+    the CPUs of this machine), at most
     torch's intra-op thread count, so ``torch.set_num_threads`` (``--threads``) bounds both."""
     import torch
 
-    cap = int(os.environ.get("NUMBA_NUM_THREADS") or os.cpu_count() or 1)
+    cap = int(os.environ.get("SQUEEZE_NUM_THREADS") or os.environ.get("NUMBA_NUM_THREADS") or os.cpu_count() or 1)
     return max(1, min(cap, torch.get_num_threads()))
 
 

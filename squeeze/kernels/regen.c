@@ -18,6 +18,7 @@ typedef uint64_t u64;
 #define SEG_UNIFORM 0
 #define SEG_CONST 1
 #define SEG_GIVEN 2
+#define SEG_NONE (-1) /* no theta_0: the projection alone (P x) */
 #define SIGN 0x80000000u
 
 /* ------------------------------------------------------------------ Threefry-2x32-20 */
@@ -101,6 +102,7 @@ void sq_theta0(int kind, float val, u32 k0, u32 k1, const float *given, u64 lo, 
 /* dst[j] = theta_0 + dst[j] (times s first with has_s) for the tensor values lo .. hi-1 in dst. */
 static void theta0_plus(int kind, float val, u32 k0, u32 k1, const float *given, u64 lo, u64 hi, float s, int has_s, float *dst) {
     float t0[256];
+    if (kind == SEG_NONE) return;
     for (u64 c = lo; c < hi; c += 256) {
         u64 e = c + 256 < hi ? c + 256 : hi;
         sq_theta0(kind, val, k0, k1, given, c, e, t0);
@@ -115,16 +117,19 @@ static void theta0_plus(int kind, float val, u32 k0, u32 k1, const float *given,
 
 /* ------------------------------------------------------------------ SORF */
 
+/* The sign and butterfly helpers are forced inline: called from both the forward and the
+ * transpose, GCC would otherwise keep them out of line, and the forward ran 2x slower. */
+
 static inline float sg(u32 w, int t) { return (float)(1 - 2 * (int32_t)((w >> t) & 1u)); }
 
 /* The 32-bit words holding the sign bits of stream values g0 .. g0+n-1, from words[0]. */
-static void sign_words(u32 k0, u32 k1, u64 g0, u64 n, u32 *words) {
+static inline __attribute__((always_inline)) void sign_words(u32 k0, u32 k1, u64 g0, u64 n, u32 *words) {
     u64 t0 = g0 / 64, t1 = (g0 + n - 1) / 64;
     for (u64 t = 0; t <= t1 - t0; t++) tf_index(k0, k1, t0 + t, words + 2 * t, words + 2 * t + 1);
 }
 
 /* bits[j] ^= the sign bit of stream value g0 + j, for j < n. */
-static void apply_signs(u32 *bits, u64 n, u64 g0, const u32 *words) {
+static inline __attribute__((always_inline)) void apply_signs(u32 *bits, u64 n, u64 g0, const u32 *words) {
     if (n >= 64) {  /* g0 is a multiple of n, so of 64 */
         for (u64 wi = 0; wi < n / 32; wi++) {
             u32 w = words[wi];
@@ -141,7 +146,7 @@ static void apply_signs(u32 *bits, u64 n, u64 g0, const u32 *words) {
 
 #define BF(a, b) { float p_ = (a), q_ = (b); (a) = p_ + q_; (b) = p_ - q_; }
 
-static void fwht_radix2(float *v, u64 n, u64 h) {
+static inline __attribute__((always_inline)) void fwht_radix2(float *v, u64 n, u64 h) {
     for (; h < n; h *= 2)
         for (u64 i = 0; i < n; i += 2 * h)
 #pragma GCC ivdep
@@ -150,7 +155,7 @@ static void fwht_radix2(float *v, u64 n, u64 h) {
 
 /* Signs (a product by +-1.0, as the reference's v * s), then stages h = 1, 2, 4, 8 on each group
  * of 16 consecutive values (n a multiple of 16, g0 a multiple of 16). */
-static void fwht16(float *v, u64 n, const u32 *words, u64 g0) {
+static inline __attribute__((always_inline)) void fwht16(float *v, u64 n, const u32 *words, u64 g0) {
     for (u64 o = 0; o < n; o += 16) {
         u64 p = g0 % 64 + o;
         u32 w = words[p / 32] >> (p % 32);
@@ -169,7 +174,7 @@ static void fwht16(float *v, u64 n, const u32 *words, u64 g0) {
 }
 
 /* Stages h, 2h, 4h together on groups of 8 values while 8h <= n, then two by two, then the rest. */
-static void fwht_radix8(float *v, u64 n, u64 h) {
+static inline __attribute__((always_inline)) void fwht_radix8(float *v, u64 n, u64 h) {
     for (; h * 8 <= n; h *= 8)
         for (u64 i = 0; i < n; i += 8 * h) {
             float *y0 = v + i, *y1 = y0 + h, *y2 = y1 + h, *y3 = y2 + h, *y4 = y3 + h, *y5 = y4 + h, *y6 = y5 + h, *y7 = y6 + h;
@@ -198,7 +203,7 @@ static void fwht_radix8(float *v, u64 n, u64 h) {
 
 /* H S v in place (bits aliases v): S the signs of stream values g0 .. g0+n-1, H the unnormalised
  * Walsh-Hadamard transform (stages h = 1, 2, 4, ...; (a, b) -> (a + b, a - b)). */
-static void signed_fwht(float *v, u32 *bits, u64 n, u64 g0, const u32 *words) {
+static inline __attribute__((always_inline)) void signed_fwht(float *v, u32 *bits, u64 n, u64 g0, const u32 *words) {
     if (n >= 16) {
         fwht16(v, n, words, g0);
         fwht_radix8(v, n, 16);
@@ -231,12 +236,68 @@ int sq_sorf_tensor(const u32 *xbits, u64 n, u64 b0, u64 b1, const u32 *keys, flo
             signed_fwht(v, bits, n, o, words);
         }
         float *dst = out + (lo - q);
-        sq_theta0(kind, val, k0, k1, given, a + lo - q, a + hi - q, dst);
         const float *p = v + (lo - o);
+        if (kind == SEG_NONE) {
+            for (u64 j = 0; j < hi - lo; j++) dst[j] = p[j] * scale;
+            continue;
+        }
+        sq_theta0(kind, val, k0, k1, given, a + lo - q, a + hi - q, dst);
         if (has_s) {
             for (u64 j = 0; j < hi - lo; j++) dst[j] = dst[j] + s * (p[j] * scale);
         } else {
             for (u64 j = 0; j < hi - lo; j++) dst[j] = dst[j] + p[j] * scale;
+        }
+    }
+    free(bits);
+    free(words);
+    return 0;
+}
+
+/* One block of the SORF transpose in place: plain H first, then H S3, H S2, and S1. */
+static void sorf_adjoint_block(float *v, u32 *bits, u64 n, u64 o, u32 *words, const u32 *keys) {
+    memset(words, 0, (n / 32 + 4) * sizeof(u32));
+    signed_fwht(v, bits, n, o, words);
+    for (int r = 2; r >= 1; r--) {
+        sign_words(keys[2 * r], keys[2 * r + 1], o, n, words);
+        signed_fwht(v, bits, n, o, words);
+    }
+    sign_words(keys[0], keys[1], o, n, words);
+    apply_signs(bits, n, o, words);
+}
+
+/* The SORF transpose over blocks b0 .. b1-1 for K tensors: tensor k is the projection's outputs
+ * pstart[k] .. pstart[k+1]-1, its gradient at g[dst[k] ..], its scale sc[k]. For each tensor
+ * overlapping a block, u = P_b^T (2**e times its share of g); acc[j] += sc[k] * u[j] and
+ * gs[k] += <u, x> (float64, in this order: the sums of a training step, repeated bit for bit
+ * at a fixed thread count). Returns 0, or -1 when out of memory. */
+int sq_sorf_transpose(const float *g, const float *x, u64 d, u64 n, u64 b0, u64 b1, const u32 *keys, float scale,
+                      const u64 *pstart, u64 K, const u64 *dst, const float *sc, double *acc, double *gs) {
+    u32 *bits = malloc(n * sizeof(u32));
+    u32 *words = malloc((n / 32 + 4) * sizeof(u32));
+    if (!bits || !words) {
+        free(bits);
+        free(words);
+        return -1;
+    }
+    float *v = (float *)bits;
+    u64 k = 0;
+    while (k < K && pstart[k] <= b0 * n) k++;  /* searchsorted(pstart, b0 * n, side="right") */
+    if (k > 0) k--;
+    for (u64 b = b0; b < b1; b++) {
+        u64 o = b * n;
+        while (k < K && pstart[k + 1] <= o) k++;
+        for (u64 kk = k; kk < K && pstart[kk] < o + n; kk++) {
+            u64 lo = o > pstart[kk] ? o : pstart[kk];
+            u64 hi = o + n < pstart[kk + 1] ? o + n : pstart[kk + 1];
+            if (hi <= lo) continue;
+            for (u64 j = 0; j < n; j++) v[j] = 0.0f;
+            for (u64 j = lo; j < hi; j++) v[j - o] = g[dst[kk] + (j - pstart[kk])] * scale;
+            sorf_adjoint_block(v, bits, n, o, words, keys);
+            double dot = 0.0;
+            for (u64 j = 0; j < d; j++) dot += (double)v[j] * (double)x[j];
+            gs[kk] += dot;
+            double sk = (double)sc[kk];
+            for (u64 j = 0; j < n; j++) acc[j] += sk * (double)v[j];
         }
     }
     free(bits);
@@ -303,4 +364,48 @@ int sq_rows_tensor(int sparse, const u32 *xbits, u64 d, u64 k, u32 pk0, u32 pk1,
     }
     theta0_plus(kind, val, k0, k1, given, a + lo, a + hi, s, has_s, out + lo);
     return 0;
+}
+
+/* The dense transpose over rows i0 .. i1-1: acc64[j] += the float32 sum, 256 rows at a time, of
+ * +-y_i (the sign of row i, column j). Returns 0, or -1 when out of memory. */
+int sq_dense_transpose(const float *y, u64 d, u64 i0, u64 i1, u32 k0, u32 k1, double *acc64) {
+    u64 W = (d + 63) / 64, size = 64 * W;
+    float *acc = calloc(size, sizeof(float));
+    u32 *words = malloc(2 * W * sizeof(u32));
+    if (!acc || !words) {
+        free(acc);
+        free(words);
+        return -1;
+    }
+    for (u64 r0 = i0; r0 < i1; r0 += 256) {
+        u64 r1 = r0 + 256 < i1 ? r0 + 256 : i1;
+        for (u64 i = r0; i < r1; i++) {
+            for (u64 w = 0; w < W; w++) tf_index(k0, k1, i * W + w, words + 2 * w, words + 2 * w + 1);
+            float yp = y[i], yn = -yp;
+            for (u64 wi = 0; wi < 2 * W; wi++) {
+                u32 w = words[wi];
+                for (int t = 0; t < 32; t++) acc[wi * 32 + t] += ((w << (31 - t)) & SIGN) ? yn : yp;
+            }
+        }
+        for (u64 j = 0; j < size; j++) {
+            acc64[j] += (double)acc[j];
+            acc[j] = 0.0f;
+        }
+    }
+    free(acc);
+    free(words);
+    return 0;
+}
+
+/* The sparse transpose over rows i0 .. i1-1: acc64[col] += +-y_i for each entry (float64). */
+void sq_sparse_transpose(const float *y, u64 d, u64 k, u64 i0, u64 i1, u32 k0, u32 k1, double *acc64) {
+    for (u64 i = i0; i < i1; i++) {
+        double yi = (double)y[i];
+        for (u64 r = 0; r < k; r++) {
+            u32 w0, w1;
+            tf_index(k0, k1, i * k + r, &w0, &w1);
+            u64 col = ((u64)w0 * d) >> 32;
+            acc64[col] += (w1 & 1u) ? -yi : yi;
+        }
+    }
 }

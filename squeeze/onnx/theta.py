@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from squeeze import rng
 from squeeze.onnx import projections, threefry as tf
 from squeeze.onnx.graph import Builder
 from squeeze.subspace import Subspace
@@ -38,8 +37,9 @@ class Stored:
 
 def base_order(sub: Subspace) -> list[int]:
     """Manifest indices of the base tensors in the order the stored base vector holds them
-    (sorted by name, the order of the base digest)."""
-    return sorted((i for i, s in enumerate(sub.manifest) if s.init[0] == "b"), key=lambda i: sub.manifest[i].name)
+    (the plan's base vector: by name, the order of the base digest)."""
+    by_name = {s.name: s.index for s in sub.plan.segments if s.kind == "b"}
+    return [by_name[n] for n in sub.plan.base_names]
 
 
 def _i32(values) -> np.ndarray:
@@ -57,9 +57,9 @@ def theta(g: Builder, sub: Subspace, stored: Stored) -> str:
     Returns:
         The name of the (D,) float32 value.
     """
-    manifest, seed = sub.manifest, sub.config.seed
-    uniform = [i for i, s in enumerate(manifest) if s.init[0] == "u"]
-    reqs = [(rng.stream_key(seed, rng.stream_id(rng.STREAM_INIT, i)), -(-manifest[i].numel // 4)) for i in uniform]
+    plan = sub.plan
+    uniform = [s for s in plan.segments if s.kind == "u"]
+    reqs = [(s.key, -(-s.numel // 4)) for s in uniform]
     reqs_p = projections.requests(sub.projection)
     x, starts = tf.blocks(g, reqs + reqs_p)
     n_u = sum(c for _, c in reqs)
@@ -70,40 +70,29 @@ def theta(g: Builder, sub: Subspace, stored: Stored) -> str:
         parts.append(stored.base)
     source = g.op("Concat", *parts, axis=0) if len(parts) > 1 else parts[0]
 
-    # Per manifest entry (non-empty ones): first position, source offset, step and multiplier.
-    base_at, at = {}, one_at + 1
-    for i in base_order(sub):
-        base_at[i], at = at, at + manifest[i].numel
-    u_at = dict(zip(uniform, (4 * s for s in starts[: len(uniform)])))
-    segs = [i for i, s in enumerate(manifest) if s.numel > 0]
-    first, pos0 = [], 0
-    for i in range(len(manifest)):
-        if manifest[i].numel > 0:
-            first.append(pos0)
-        pos0 += manifest[i].numel
+    # Per non-empty segment: first position, source offset, step and multiplier.
+    base_at = one_at + 1
+    u_at = {s.index: 4 * at for s, at in zip(uniform, starts[: len(uniform)])}
+    segs = [s for s in plan.segments if s.numel > 0]
+    first = [s.start for s in segs]
     offset, step, mult = [], [], []
-    for i, f in zip(segs, first):
-        kind = manifest[i].init[0]
-        src = u_at[i] if kind == "u" else base_at[i] if kind == "b" else one_at
-        offset.append(src - f if kind != "c" else src)
-        step.append(0 if kind == "c" else 1)
-        mult.append(1.0 if kind == "b" else manifest[i].init[1])
-    seg = tf.segment_ids(g, first, sub.D)
-    pos = tf.positions(g, sub.D)
+    for s in segs:
+        src = u_at[s.index] if s.kind == "u" else base_at + s.base_offset if s.kind == "b" else one_at
+        offset.append(src - s.start if s.kind != "c" else src)
+        step.append(0 if s.kind == "c" else 1)
+        mult.append(1.0 if s.kind == "b" else s.value)
+    seg = tf.segment_ids(g, first, plan.D)
+    pos = tf.positions(g, plan.D)
     index = g.op("Add", g.op("Gather", g.const(_i32(offset)), seg), g.op("Mul", pos, g.op("Gather", g.const(_i32(step)), seg)))
     theta0 = g.op("Mul", g.op("Gather", source, index), g.op("Gather", g.const(np.array(mult, np.float32)), seg))
 
     p = projections.forward(g, sub.projection, x, starts[len(uniform)], stored.theta_d)
-    if sub.plain:
+    if plan.plain:
         return g.op("Add", theta0, p)
     # Include patterns or layerwise scales: entries outside the subspace keep theta_0 itself.
-    selected = {i: k for k, i in enumerate(sub.selected)}
-    p_first, k_of, inside, at = [], [], [], 0
-    for i, f in zip(segs, first):
-        inside.append(i in selected)
-        p_first.append(at - f if i in selected else 0)
-        k_of.append(selected.get(i, 0))
-        at += manifest[i].numel if i in selected else 0
+    inside = [s.proj_offset is not None for s in segs]
+    p_first = [s.proj_offset - s.start if s.proj_offset is not None else 0 for s in segs]
+    k_of = [s.scale_index or 0 for s in segs]
     p_index = g.op("Add", g.op("Gather", g.const(_i32(p_first)), seg), g.op("Mul", pos, g.op("Gather", g.const(_i32(inside)), seg)))
     piece = g.op("Gather", p, p_index)
     if sub.scales is not None:

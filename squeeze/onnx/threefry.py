@@ -37,15 +37,15 @@ def _group(g: Builder, ins: list[str]) -> list[str]:
 GROUP = Function("G", ("a", "b", "r", "q", "k", "l"), ("y", "z"), _group)
 
 
-def threefry(g: Builder, c0: str, k0: str, k1: str) -> tuple[str, str]:
-    """Threefry-2x32-20 of counters ``(c0, 0)`` under per-element keys ``(k0, k1)`` (uint32
-    tensors of one shape); returns the two output words."""
+def threefry(g: Builder, c0: str, k0: str, k1: str, c1: str | None = None) -> tuple[str, str]:
+    """Threefry-2x32-20 of counters ``(c0, c1)`` (``c1`` None: 0, as every draw of the graph)
+    under per-element keys ``(k0, k1)`` (uint32 tensors of one shape); returns the two output words."""
     assert rng.ROUNDS % 4 == 0
-    ks = [k0, k1, g.op("BitwiseXor", g.op("BitwiseXor", k0, k1), g.const(U32(rng._PARITY)))]
+    ks = [k0, k1, g.op("BitwiseXor", g.op("BitwiseXor", k0, k1), g.const(U32(rng.PARITY)))]
     x0 = g.op("Add", c0, ks[0])
-    x1 = ks[1]  # counter word 1 is 0
+    x1 = ks[1] if c1 is None else g.op("Add", c1, ks[1])
     for group in range(rng.ROUNDS // 4):
-        rot = [rng._ROTATIONS[r % 8] for r in range(4 * group, 4 * group + 4)]
+        rot = [rng.ROTATIONS[r % 8] for r in range(4 * group, 4 * group + 4)]
         s = group + 1
         kb = g.op("Add", ks[(s + 1) % 3], g.const(U32(s)))
         x0, x1 = g.call(GROUP, x0, x1, g.const(np.array(rot, U32)), g.const(np.array([32 - r for r in rot], U32)), ks[s % 3], kb)

@@ -7,14 +7,21 @@ returned by ``spec()`` and written into the file, so that ``from_spec`` rebuilds
 without measuring anything (determinism contract, rule 5).
 
 ``forward`` is the regeneration path and must give the same bits everywhere; ``transpose``
-only feeds gradients and may use any library reduction.
+only feeds gradients and may use any library reduction. Subclasses write the reference
+(``reference_forward``, ``reference_transpose``: torch, the definition of the bits);
+``forward`` and ``transpose`` hand the work to the backend ``squeeze.kernels.fast`` picks.
 """
 
 from __future__ import annotations
 
 import math
 
+import functools
+
 import torch
+
+from squeeze import kernels
+from squeeze.plan import ProjectionPlan, projection_plan
 
 _REGISTRY: dict[str, type["Projection"]] = {}
 
@@ -74,12 +81,25 @@ class Projection:
     def from_spec(cls, D: int, d: int, seed: int, spec: dict) -> "Projection":
         raise NotImplementedError
 
+    @functools.cached_property
+    def plan(self) -> ProjectionPlan:
+        """The numbers the backends walk (kind, sizes, scale, stream keys)."""
+        return projection_plan(self)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(d,) float32 -> (D,) float32, bit-exact on every backend."""
-        raise NotImplementedError
+        backend = kernels.fast(x, self)
+        return self.reference_forward(x) if backend is None else backend.forward(self.plan, x)
 
     def transpose(self, y: torch.Tensor) -> torch.Tensor:
         """(D,) float32 -> (d,) float32: the adjoint, P^T y."""
+        backend = kernels.fast(y, self)
+        return self.reference_transpose(y) if backend is None else backend.transpose(self.plan, y)
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def reference_transpose(self, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

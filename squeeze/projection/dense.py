@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from squeeze import kernels, rng
+from squeeze import rng
 from squeeze.projection.base import Projection, fold_sum, pow2_exponent, register
 
 CHUNK_ENTRIES = 1 << 22  # entries of P regenerated at once
@@ -45,11 +45,7 @@ class Dense(Projection):
     def from_spec(cls, D, d, seed, spec):
         return cls(D, d, seed, scale_exp=int(spec["e"]))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if kernels.use_triton(x) and kernels.triton_supports(self):
-            return kernels.triton_forward(self, x)
-        if kernels.use_numba(x):
-            return kernels.dense_forward(self, x)
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(torch.float32)
         out = torch.empty(self.D, dtype=torch.float32, device=x.device)
         for start in range(0, self.D, self.chunk):
@@ -57,11 +53,7 @@ class Dense(Projection):
             out[start : start + count] = fold_sum(sign_rows(self.key, self.d, start, count, x.device) * x)
         return out * (2.0**self.scale_exp)
 
-    def transpose(self, y: torch.Tensor) -> torch.Tensor:
-        if kernels.use_triton(y) and kernels.triton_supports(self):
-            return kernels.triton_transpose(self, y)
-        if kernels.use_numba(y):
-            return kernels.dense_transpose(self, y)
+    def reference_transpose(self, y: torch.Tensor) -> torch.Tensor:
         y = y.to(torch.float32)
         acc = torch.zeros(self.d, dtype=torch.float32, device=y.device)
         for start in range(0, self.D, self.chunk):

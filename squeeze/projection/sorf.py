@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from squeeze import kernels, rng
+from squeeze import rng
 from squeeze.projection.base import Projection, next_pow2, pow2_exponent, register
 
 
@@ -65,22 +65,14 @@ class SORF(Projection):
             self._signs[device] = torch.stack(parts)
         return self._signs[device]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if kernels.use_triton(x) and kernels.triton_supports(self):
-            return kernels.triton_forward(self, x)
-        if kernels.use_numba(x):
-            return kernels.sorf_forward(self, x)
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.signs(x.device)
         v = torch.nn.functional.pad(x.to(torch.float32), (0, self.n - self.d)).expand(self.blocks, self.n)
         for r in range(3):
             v = fwht(v * s[r])
         return (v * (2.0**self.scale_exp)).reshape(-1)[: self.D]
 
-    def transpose(self, y: torch.Tensor) -> torch.Tensor:
-        if kernels.use_triton(y) and kernels.triton_supports(self):
-            return kernels.triton_transpose(self, y)
-        if kernels.use_numba(y):
-            return kernels.sorf_transpose(self, y)
+    def reference_transpose(self, y: torch.Tensor) -> torch.Tensor:
         s = self.signs(y.device)
         v = torch.nn.functional.pad(y.to(torch.float32), (0, self.blocks * self.n - self.D)).reshape(self.blocks, self.n)
         v = v * (2.0**self.scale_exp)

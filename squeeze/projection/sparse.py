@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from squeeze import kernels, rng
+from squeeze import rng
 from squeeze.projection.base import Projection, fold_sum, pow2_exponent, register
 
 
@@ -43,19 +43,11 @@ class Sparse(Projection):
             self._cache[device] = (cols, sgn)
         return self._cache[device]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if kernels.use_triton(x) and kernels.triton_supports(self):
-            return kernels.triton_forward(self, x)
-        if kernels.use_numba(x):
-            return kernels.sparse_forward(self, x)
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         cols, sgn = self.entries(x.device)
         return fold_sum(x.to(torch.float32)[cols] * sgn) * (2.0**self.scale_exp)
 
-    def transpose(self, y: torch.Tensor) -> torch.Tensor:
-        if kernels.use_triton(y) and kernels.triton_supports(self):
-            return kernels.triton_transpose(self, y)
-        if kernels.use_numba(y):
-            return kernels.sparse_transpose(self, y)
+    def reference_transpose(self, y: torch.Tensor) -> torch.Tensor:
         cols, sgn = self.entries(y.device)
         vals = (y.to(torch.float32)[:, None] * sgn).reshape(-1)
         out = torch.zeros(self.d, dtype=torch.float32, device=y.device)

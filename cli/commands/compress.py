@@ -91,7 +91,7 @@ def command(
     arch: Optional[str] = typer.Option(None, "--arch", "-a", help="The checkpoint's architecture: 'squeeze.zoo:MLP' or 'path/to/file.py:ClassName' (a pickled module's own class when omitted)."),
     data: Optional[str] = typer.Option(None, "--data", help="The data to distil on: digits, mnist5k, mnist1d[:N], or a .npz/.pt/.csv file (x, y[, x_test, y_test])."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write the .sqz file [default: MODEL with the suffix .sqz]."),
-    target: float = typer.Option(TARGET, "--target", help="Keep the smallest file that keeps this share of the teacher's accuracy: proposed on a validation share of the training split, confirmed on a confirmation share that no training or ranking read."),
+    target: Optional[float] = typer.Option(None, "--target", help=f"Keep the smallest file that keeps this share of the teacher's accuracy: proposed on a validation share of the training split, confirmed on a confirmation share that no training or ranking read [default: {TARGET}; not with --size]."),
     size: Optional[str] = typer.Option(None, "--size", help="Instead of --target: keep the best file within this many bytes (1500, 2KB, 2KiB), ranked by the validation objective (cross-entropy and KL to the teacher)."),
     dim: str = typer.Option("auto", "--dim", "-d", help="Pin d, the number of stored values, or 'auto' to search it."),
     levels: Optional[str] = typer.Option(None, "--levels", "-L", help=f"Pin the stored encoding to L levels (k-means + quantization-aware fine-tuning, range coded), or 'auto': float16 and {', '.join(map(str, LEVELS))} levels are searched."),
@@ -135,6 +135,8 @@ def command(
     if plot is not None:
         check_output(plot, suffixes=(".png",), inputs=(model, output), force=True)
     arch = arch or _pickled_arch(model, trust_pickle)
+    if size is not None and target is not None:
+        raise UsageError("--size and --target are two goals and only one can decide: --size keeps the best file within a byte budget, --target the smallest file keeping that share of the teacher's accuracy; give one")
     if not arch:
         raise UsageError(f"compress needs the checkpoint's architecture: add --arch, e.g. {EXAMPLE}")
     if not data:
@@ -147,13 +149,13 @@ def command(
     student, arch_rec, ds = model_for_data(arch, arch_kwargs, data)
     teacher = load_teacher(model, student, trust_pickle=trust_pickle)
     base_sd = load_base(base_arg(base, trust_pickle), model=student) if base else None
-    goal = f"the best file within {config.size:,} bytes" if config.size else f"the smallest file keeping {target:g} of the teacher's accuracy"
+    goal = f"the best file within {config.size:,} bytes" if config.size else f"the smallest file keeping {config.target:g} of the teacher's accuracy"
     axes = ", ".join(x for x in (f"d = {config.dim:,}" if config.dim else "", f"{config.levels} levels" if config.levels else "") if x) or "d and encoding searched"
     err_console.print(f"compressing {model.name} ({arch} on {ds.name}) by distillation: {goal} ({axes})", highlight=False, markup=False)
 
     def measure(sub, encoded, enc):
         with tempfile.TemporaryDirectory() as tmp:
-            f = fmt.save(sub, Path(tmp) / "c.sqz", arch=arch_rec, metrics=file_metrics(config.size, target, lean=lean), data=None if lean else ds.describe(), dtype=_dtype(enc), encoded=encoded)
+            f = fmt.save(sub, Path(tmp) / "c.sqz", arch=arch_rec, metrics=file_metrics(config.size, config.target, lean=lean), data=None if lean else ds.describe(), dtype=_dtype(enc), encoded=encoded)
         return f.size_bytes, coding_registry.stored_bytes(encoded) if encoded else f.theta_d.numel() * (2 if enc == "f16" else 4)
 
     def show(c: Candidate) -> None:
@@ -161,6 +163,11 @@ def command(
         err_console.print(f"  d = {c.d:>7,} {c.encoding:>4}: {c.bytes:>7,} bytes, val accuracy {c.val_accuracy:.4f}, agreement {c.val_agreement:.4f} ({what}, {c.seconds:.1f} s)", highlight=False, markup=False)
 
     result = compress(teacher, lambda: arch_mod.build(arch_rec["ref"], arch_rec["kwargs"]), ds, config, measure=measure, on_trial=show, progress=sys.stderr.isatty(), base=base_sd)
+    if result.kept is None and not result.interrupted:
+        smallest = f"; the smallest file this model makes is about {result.smallest_bytes:,} bytes (d = 1)" if result.smallest_bytes else ""
+        what = f"no file fits in {config.size:,} bytes{smallest}" if config.size else "no candidate could be trained"
+        err_console.print(f"[bold red]goal not reached:[/] {escape(what)}; nothing saved{' (' + escape(str(output)) + ' is unchanged)' if existed else ''}. Try a larger --size", highlight=False)
+        raise typer.Exit(EXIT_TARGET_MISSED)
     if result.kept is None:
         err_console.print(f"interrupted before any trial finished: nothing saved{' (' + str(output) + ' is unchanged)' if existed else ''}", highlight=False, markup=False)
         raise typer.Exit(130)
@@ -185,7 +192,7 @@ def command(
             msg = f"no candidate fits {config.size:,} bytes; saved the smallest ({f.size_bytes:,} bytes) to {output}. Try a larger --size or pin fewer --levels"
         elif result.confirm_interval is not None:
             lo, hi = result.confirm_interval
-            msg = (f"no file was confirmed to keep {target:g} of the teacher's accuracy on the {result.confirm_examples:,} held-out confirmation examples;"
+            msg = (f"no file was confirmed to keep {config.target:g} of the teacher's accuracy on the {result.confirm_examples:,} held-out confirmation examples;"
                    f" saved the best one (lowest validation objective: d = {k.d:,}, {k.encoding}, {f.size_bytes:,} bytes) to {output}: it keeps {k.confirm_share:.3f} there ({result.confidence:.0%} interval {lo:.3f}-{hi:.3f}).")
             if result.teacher_confirm_accuracy >= 0.995:
                 msg += (f" The teacher is right on {result.teacher_confirm_accuracy:.1%} of those examples: if it was trained on them, its accuracy there is optimistic and so is this bar;"
@@ -193,7 +200,7 @@ def command(
             else:
                 msg += " Try a higher --max-dim or a lower --target"
         else:
-            msg = f"validation accuracy {k.val_accuracy:.4f} does not clear the target {result.threshold:.4f} ({target:g} x teacher {result.teacher_val_accuracy:.4f}) by {config.margin:g} of its standard errors ({k.val_se:.4f}) even for the best candidate (d = {k.d:,}, {k.encoding}); saved it to {output}. Try a higher --max-dim or a lower --target"
+            msg = f"validation accuracy {k.val_accuracy:.4f} does not clear the target {result.threshold:.4f} ({config.target:g} x teacher {result.teacher_val_accuracy:.4f}) by {config.margin:g} of its standard errors ({k.val_se:.4f}) even for the best candidate (d = {k.d:,}, {k.encoding}); saved it to {output}. Try a higher --max-dim or a lower --target"
         if config.dim is not None:  # d was the user's choice: a note, not a failure
             err_console.print(f"[yellow]note:[/] {escape(msg)}", highlight=False)
             return

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import re
+
 from squeeze.errors import ArchError, DataError, SqueezeError
 
 if TYPE_CHECKING:
@@ -39,6 +41,81 @@ def base_arg(base, trust_pickle: bool):
     if base is None or not Path(base).is_file():
         return base
     return load_state_dict(Path(base), trust_pickle=trust_pickle)
+
+
+# Library errors name the parameters of the library's functions; on the command line they are flags.
+PARAMETERS = ("arch_kwargs", "arch", "data", "input_shape", "trust_pickle", "base", "size", "target", "dim", "levels", "include", "max_dim", "opset", "device")
+_PARAMETER = re.compile(rf"(?<![\w.\-'\"])({'|'.join(PARAMETERS)})=(True\b)?")
+
+
+def as_flags(text: str) -> str:
+    """``arch= is required`` -> ``--arch is required``; ``trust_pickle=True`` -> ``--trust-pickle``;
+    ``target=0.9`` -> ``--target 0.9``."""
+
+    def flag(m: re.Match) -> str:
+        name = "--" + m.group(1).replace("_", "-")
+        after = m.string[m.end() : m.end() + 1]
+        return name if m.group(2) is not None or after in ("", " ", ")", ",", ";", ".") else name + " "
+
+    return _PARAMETER.sub(flag, text)
+
+
+class UsageError(SqueezeError):
+    """A command line that misses what the command needs (exit 2)."""
+
+
+UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2}
+
+
+def parse_dim(text: str) -> "int | None":
+    """``auto`` -> None, a positive integer -> itself."""
+    if text.strip().lower() == "auto":
+        return None
+    if not text.strip().isdigit() or int(text) < 1:
+        raise UsageError(f"--dim must be a positive integer or 'auto', got {text!r}")
+    return int(text)
+
+
+def parse_levels(text: "str | None") -> "int | None":
+    """``auto``/None -> None (searched), an integer >= 2 -> itself."""
+    if text is None or text.strip().lower() == "auto":
+        return None
+    if not text.strip().isdigit() or int(text) < 2:
+        raise UsageError(f"--levels must be an integer of at least 2 or 'auto', got {text!r}")
+    return int(text)
+
+
+def parse_size(text: "str | None") -> "int | None":
+    """'2KB' -> 2000, '2KiB' -> 2048, '1500' -> 1500."""
+    import re
+
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in UNITS or float(m.group(1)) * UNITS[m.group(2).lower()] < 1:
+        raise UsageError(f"--size must be a number of bytes such as 1500, 2KB or 1.5KiB, got {text!r}")
+    return int(float(m.group(1)) * UNITS[m.group(2).lower()])
+
+
+def parse_shape(text: "str | None") -> "tuple[int, ...] | None":
+    """--input-shape '1,8,8' -> (1, 8, 8)."""
+    if text is None:
+        return None
+    from squeeze.export import parse_shape as parse
+
+    return parse(text)
+
+
+def warn(text: str) -> None:
+    """Print a library's note on stderr (``warning: ...`` in yellow)."""
+    from squeeze_cli.console import err_console
+
+    from rich.markup import escape
+
+    if text.startswith("warning: "):
+        err_console.print(f"[yellow]warning:[/] {escape(text[9:])}", highlight=False)
+    else:
+        err_console.print(escape(text), highlight=False)
 
 
 def model_for_data(ref: str, kwargs_json: str | None, data_source: str) -> "tuple[torch.nn.Module, dict, Dataset]":

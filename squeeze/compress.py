@@ -301,6 +301,7 @@ class _Search:
         self.floats: dict[int, tuple[Subspace, dict, int, float]] = {}  # d -> (sub, float state, epochs, seconds)
         self.interrupted = False
         self.probes: dict[str, Candidate] = {}
+        self.last = time.time()  # the end of the previous candidate: each candidate's wall time runs from it
         self.smallest: int | None = None  # the smallest file (d = 1) of an encoding none of whose files fits the budget
         # the search trains on fit and reads validation; confirmation is kept for the verdict
         # (a byte budget gives no verdict to confirm: all but the validation share is fitted)
@@ -382,6 +383,7 @@ class _Search:
             val_share=holdout.share_interval(right, self.teacher_right, self.config.confidence),
             val_loss=float(distill_objective(logits, self.val.y_train, self.val_teacher_logits, self.config.distill_weight)),
         )
+        c.wall_seconds, self.last = time.time() - self.last, time.time()
         self.candidates.append(c)
         if self.on_trial is not None:
             self.on_trial(c)

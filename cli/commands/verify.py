@@ -44,7 +44,9 @@ def command(
 def _sentence(text: str) -> str:
     from rich.markup import escape
 
-    text = text.strip()
+    from squeeze_cli.common import as_flags
+
+    text = as_flags(text.strip())
     return escape(text if text.endswith((".", "!", "?")) else text + ".")
 
 

@@ -119,36 +119,14 @@ def warn(text: str) -> None:
 
 
 def model_for_data(ref: str, kwargs_json: str | None, data_source: str) -> "tuple[torch.nn.Module, dict, Dataset]":
-    """Load the data, build the architecture for it, and check one batch fits.
+    """:func:`squeeze.api.model_for_data` with the data's warnings printed.
 
     Returns:
         (model, arch record {"ref", "kwargs"} for the file, data set)
     """
-    if not ref:
-        raise SqueezeError("--arch is required: the architecture of the model, e.g. --arch squeeze.zoo:MLP or --arch path/to/model.py:Net")
-    from squeeze import arch as arch_mod
-    from squeeze.data import check_fits, load_data
-    from squeeze_cli.console import err_console
+    from squeeze.api import model_for_data as build
 
-    if not data_source:
-        raise SqueezeError("--data is required: the data to fit and measure on, e.g. --data mnist5k, or a .npz/.pt/.csv file with x, y[, x_test, y_test]")
-    data = load_data(data_source)
-    for warning in data.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    given = arch_mod.parse_kwargs(kwargs_json)
-    kwargs = arch_mod.complete_kwargs(ref, given, data.input_shape, data.num_classes)
-    try:
-        model = arch_mod.build(ref, kwargs)
-    except ArchError as e:
-        from_data = sorted(set(kwargs) - set(given))
-        if not from_data:
-            raise
-        raise DataError(
-            f"{ref} cannot be built for the data {data.name} (input shape {list(data.input_shape)}, {data.num_classes} classes, passed to it as {', '.join(from_data)}): {e}"
-            " Check that --data is the data this model is for, or choose an --arch that takes it"
-        ) from None
-    check_fits(model, data)
-    return model, {"ref": ref, "kwargs": kwargs}, data
+    return build(ref, data_source, arch_kwargs=kwargs_json, log=warn)
 
 
 SUFFIXES = {".sqz": "a .sqz file", ".onnx": "an ONNX model", ".safetensors": "a safetensors file", ".pt": "a PyTorch file"}

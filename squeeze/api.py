@@ -103,6 +103,7 @@ class Compressed:
         lean = self.lean if lean is None else lean
         self.file = _write(self.result.sub, path, self.arch, self.data, self.result.kept.encoding, self.result.encoded, self.result.metrics(lean), lean)
         self.path = str(path)
+        self.result.kept.bytes = self.file.size_bytes  # the file as written (the search measured it with placeholder metrics, never smaller)
         return self.file
 
     def why_not(self) -> str:

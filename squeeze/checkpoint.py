@@ -154,6 +154,8 @@ def pickled_arch(path: Path, trust_pickle: bool) -> str | None:
         source = None
     from squeeze import arch as arch_mod
 
+    if source and source.endswith(".py") and Path(source).resolve().parent in (path.resolve().parent, Path.cwd().resolve()):
+        return f"{source}:{cls.__qualname__}"  # a user's file, found beside the checkpoint or in the working folder
     ref = f"{cls.__module__}:{cls.__qualname__}"
     try:
         arch_mod.resolve(ref)

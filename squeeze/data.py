@@ -211,7 +211,7 @@ def reshape_inputs(data: Dataset, shape: tuple[int, ...]) -> Dataset:
     shape = tuple(int(n) for n in shape)
     have = int(np.prod(data.input_shape))
     if not shape or any(n < 1 for n in shape) or int(np.prod(shape)) != have:
-        raise DataError(f"input_shape {list(shape)} holds {int(np.prod(shape)) if shape else 0:,} values, but each example of {data.name} has {have:,} (shape {list(data.input_shape)})")
+        raise DataError(f"input_shape= {list(shape)} holds {int(np.prod(shape)) if shape else 0:,} values, but each example of {data.name} has {have:,} (shape {list(data.input_shape)})")
     n, nt = len(data.y_train), len(data.y_test)
     return Dataset(data.name, data.x_train.reshape(n, *shape), data.y_train, data.x_test.reshape(nt, *shape), data.y_test, data.num_classes, data.preprocessing, list(data.warnings))
 

@@ -59,7 +59,7 @@ def command(
     sub = fmt.load_subspace(f, module_for(f, arch, base), base=base, device=dev)  # the manifest is enough
     rows = []
     paths = ["reference"] + (["numba"] if dev == "cpu" and kernels.available() else []) + (["native"] if dev == "cpu" and kernels.native_available() else [])
-    t = Table(title=f"{file}: D = {f.D:,} from d = {f.d:,} ({f.spec['kind']}), {dev}, {torch.get_num_threads()} threads, best of {repeats}")
+    t = Table(title=f"{file}: D = {f.D:,} from d = {f.d:,} ({f.spec['kind']}), {dev}, {torch.get_num_threads()} thread{'' if torch.get_num_threads() == 1 else 's'}, best of {repeats}")
     for col in ("path", "ms", "Mparams/s", "vs reading dense", "digest"):
         t.add_column(col, justify="right")
     with tempfile.TemporaryDirectory() as tmp:

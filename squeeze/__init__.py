@@ -3,7 +3,7 @@
 Public API, the library verbs (each takes a config and returns a result that saves and reports):
 ``compress`` (a trained dense model -> the smallest file keeping its accuracy, or the best
 within a byte budget; :class:`CompressConfig`), ``train`` (train in a random subspace;
-:class:`TrainConfig`), ``verify`` (a :class:`VerifyReport`, never an exception for a bad
+:class:`TrainConfig`), ``quantize`` (a file's theta_d to L levels; :class:`QuantizeConfig`), ``verify`` (a :class:`VerifyReport`, never an exception for a bad
 file), ``load`` / ``save`` / ``read`` for ``.sqz`` files, ``export_onnx``; ``Subspace`` and
 ``SubspaceConfig`` to train with your own loop; and the error types every user-facing failure
 raises.
@@ -31,6 +31,9 @@ _LAZY = {
     "train": "squeeze.api",
     "Trained": "squeeze.api",
     "TrainConfig": "squeeze.api",
+    "quantize": "squeeze.api",
+    "Quantized": "squeeze.api",
+    "QuantizeConfig": "squeeze.quantize",
     "verify": "squeeze.verify",
     "VerifyReport": "squeeze.verify",
 }
@@ -68,6 +71,9 @@ __all__ = [
     "train",
     "Trained",
     "TrainConfig",
+    "quantize",
+    "Quantized",
+    "QuantizeConfig",
     "verify",
     "VerifyReport",
     "Subspace",

@@ -438,4 +438,98 @@ def train(
     return done
 
 
-__all__ = ["Compressed", "compress", "model_for_data", "TrainConfig", "Trained", "train", "describe_base"]
+# ---------------------------------------------------------------- quantize
+
+# What a quantized file keeps of the float file's metrics: facts about the teacher, the data
+# and the search that chose d. Everything measured on the float model is measured again or dropped.
+KEPT_METRICS = ("data", "metric", "method", "dense_test_accuracy", "dense_val_accuracy", "search", "baseline", "epochs")
+
+
+@dataclass
+class Quantized:
+    """What :func:`quantize` returns: the quantized subspace model, its coded theta_d, and the
+    accuracies measured before and after (None without data)."""
+
+    sub: object
+    source: object  # the SqzFile quantized
+    arch: dict | None
+    result: object  # squeeze.quantize.QuantizeResult
+    encoded: dict
+    metrics: dict
+    data_name: str | None = None
+    before: float | None = None
+    after: float | None = None
+    file: object | None = None
+    path: str | None = None
+
+    def save(self, path: str | os.PathLike, *, lean: bool = False):
+        """Write the quantized file; returns it as it reads back (``SqzFile``)."""
+        from squeeze import format as fmt
+
+        self.file = fmt.save(self.sub, path, arch=self.arch, metrics=None if lean else self.metrics, data=None if lean else self.source.data, encoded=self.encoded)
+        self.path = str(path)
+        return self.file
+
+    def report(self) -> dict:
+        out = self.file
+        return {
+            "output": self.path,
+            "bytes_before": self.source.size_bytes,
+            "bytes_after": out.size_bytes if out else None,
+            "ratio": round(out.dense_bytes() / out.size_bytes, 1) if out else None,
+            "levels": self.metrics["levels"],
+            "method": self.result.method,
+            "data": self.data_name,
+            "test_accuracy_before": None if self.before is None else round(self.before, 6),
+            "test_accuracy_after": None if self.after is None else round(self.after, 6),
+            "val_accuracy": {k: round(v, 6) for k, v in self.result.val_accuracy.items()},
+            "weights_sha256": out.weights_sha256 if out else None,
+        }
+
+
+def quantize(source, config, *, data=None, arch: str | None = None, base=None, on_step: Callable[[int], None] | None = None) -> Quantized:
+    """Quantize a file's theta_d to ``config.levels`` values (k-means, then quantization-aware
+    fine-tuning on ``data``) for range coding; accuracies are measured again on ``data``.
+
+    Args:
+        source: a .sqz path or a ``SqzFile``.
+        config: a :class:`squeeze.quantize.QuantizeConfig` (``steps`` are skipped without data).
+        data: a data source or ``Dataset`` (None: k-means only, accuracy not measured).
+        arch: the architecture (default: the file's own).
+        base: the base of a fine-tune.
+        on_step: called after each fine-tuning step.
+
+    Returns:
+        A :class:`Quantized`; ``.save(path)`` writes the file.
+    """
+    import dataclasses
+
+    from squeeze import coding_registry, format as fmt
+    from squeeze.data import Dataset, check_fits, load_data
+    from squeeze.fit import accuracy
+    from squeeze.quantize import quantize_subspace
+
+    f = source if isinstance(source, fmt.SqzFile) else fmt.read(source)
+    sub = fmt.load_subspace(f, arch, base=base, device=config.device)
+    ds = None
+    if data is not None:
+        ds = data if isinstance(data, Dataset) else load_data(str(data))
+        check_fits(sub, ds)
+    else:
+        config = dataclasses.replace(config, steps=0)
+    before = accuracy(sub, ds.x_test, ds.y_test, config.device) if ds is not None else None
+    result = quantize_subspace(sub, config, ds, on_step=on_step)
+    encoded = coding_registry.encode_quantized(result.codebook, result.codes)
+    metrics = {k: v for k, v in f.metrics.items() if k in KEPT_METRICS}
+    metrics.update(levels=config.levels, theta=encoded["enc"])
+    after = None
+    if ds is not None:
+        after = accuracy(sub, ds.x_test, ds.y_test, config.device)
+        metrics.update(data=ds.name, metric="accuracy", test_accuracy=round(after, 6), float_test_accuracy=round(before, 6), val_accuracy=round(result.val_accuracy[result.method], 6))
+        if metrics.get("dense_test_accuracy"):
+            metrics["ratio_to_dense"] = round(after / max(metrics["dense_test_accuracy"], 1e-12), 4)
+    arch_rec = f.arch if arch is None else {"ref": arch, "kwargs": f.arch.get("kwargs", {}) if f.arch and f.arch.get("ref") == arch else {}}
+    return Quantized(sub=sub, source=f, arch=arch_rec, result=result, encoded=encoded, metrics=metrics, data_name=None if ds is None else ds.name, before=before, after=after)
+
+
+__all__ = ["Compressed", "compress", "model_for_data", "TrainConfig", "Trained", "train", "describe_base", "Quantized", "quantize", "KEPT_METRICS"]

@@ -70,3 +70,30 @@ def test_the_verbs_are_the_package_attributes_even_after_their_modules_are_impor
 
     assert squeeze.compress is compress and squeeze.train is train and squeeze.verify is verify
     assert squeeze.CompressConfig(size=1500).size == 1500
+
+
+def test_every_command_file_is_thin():
+    """Each command parses, calls one library verb and prints (issue 27): about 120 lines at most."""
+    commands = ROOT / "cli" / "commands"
+    long = {p.name: n for p in commands.glob("*.py") if (n := len(p.read_text().splitlines())) > 125}
+    assert not long, long
+
+
+def test_quantize_returns_a_result_that_saves_and_reports(tmp_path):
+    import torch
+
+    import squeeze
+    from squeeze.quantize import QuantizeConfig
+    from squeeze.zoo import MLP
+
+    sub = squeeze.Subspace(MLP(input_shape=(1, 8, 8), num_classes=10, hidden=(16,)), squeeze.SubspaceConfig(dim=40, seed=2))
+    with torch.no_grad():
+        sub.theta_d.copy_(torch.linspace(-1, 1, 40))
+    squeeze.save(sub, tmp_path / "f.sqz", arch={"ref": "squeeze.zoo:MLP", "kwargs": {"input_shape": [1, 8, 8], "num_classes": 10, "hidden": [16]}})
+    done = squeeze.quantize(tmp_path / "f.sqz", QuantizeConfig(levels=4, steps=5), data="digits")
+    f = done.save(tmp_path / "q.sqz")
+    report = done.report()
+    assert report["levels"] == 4 and report["bytes_after"] == f.size_bytes and report["bytes_before"] == squeeze.read(tmp_path / "f.sqz").size_bytes
+    assert 0 <= report["test_accuracy_after"] <= 1 and f.metrics["levels"] == 4
+    assert squeeze.verify(tmp_path / "q.sqz").ok
+    assert len(set(squeeze.read(tmp_path / "q.sqz").theta_d.tolist())) <= 4

@@ -13,8 +13,9 @@ import typer
 from typer.exceptions import TyperException
 
 from squeeze import __version__
-from squeeze.errors import SqueezeError
+from squeeze.errors import SqueezeError, kernel_error
 from squeeze_cli.commands import bench, compress, decompress, demo, export, info, intrinsic_dim, mdl, quantize, train, verify
+from squeeze_cli.common import as_flags
 from squeeze_cli.console import err_console
 
 app = typer.Typer(
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if debug:
             traceback.print_exc()
+        e = kernel_error(e) or e  # a kernel this machine cannot build: its problem, not the file's (exit 2)
         for kind, code in EXIT_CODES:
             if isinstance(e, kind):
                 err_console.print(f"[bold red]error:[/] {_sentence(e)}", highlight=False)
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 def _sentence(e: BaseException) -> str:
     if isinstance(e, FileNotFoundError) and e.filename:
         return f"{e.filename} does not exist"
-    text = str(e).strip() or type(e).__name__
+    text = as_flags(str(e).strip()) or type(e).__name__
     return text if text.endswith((".", "!", "?")) else text + "."
 
 

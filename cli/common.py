@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import re
+
 from squeeze.errors import ArchError, DataError, SqueezeError
 
 if TYPE_CHECKING:
@@ -41,37 +43,90 @@ def base_arg(base, trust_pickle: bool):
     return load_state_dict(Path(base), trust_pickle=trust_pickle)
 
 
+# Library errors name the parameters of the library's functions; on the command line they are flags.
+PARAMETERS = ("arch_kwargs", "arch", "data", "input_shape", "trust_pickle", "base", "size", "target", "dim", "levels", "include", "max_dim", "opset", "device", "projection")
+_PARAMETER = re.compile(rf"(?<![\w.\-'\"])({'|'.join(PARAMETERS)})=(True\b)?")
+
+
+def as_flags(text: str) -> str:
+    """``arch= is required`` -> ``--arch is required``; ``trust_pickle=True`` -> ``--trust-pickle``;
+    ``target=0.9`` -> ``--target 0.9``."""
+
+    def flag(m: re.Match) -> str:
+        name = "--" + m.group(1).replace("_", "-")
+        after = m.string[m.end() : m.end() + 1]
+        return name if m.group(2) is not None or after in ("", " ", ")", ",", ";", ".") else name + " "
+
+    return _PARAMETER.sub(flag, text)
+
+
+class UsageError(SqueezeError):
+    """A command line that misses what the command needs (exit 2)."""
+
+
+UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2}
+
+
+def parse_dim(text: str) -> "int | None":
+    """``auto`` -> None, a positive integer -> itself."""
+    if text.strip().lower() == "auto":
+        return None
+    if not text.strip().isdigit() or int(text) < 1:
+        raise UsageError(f"--dim must be a positive integer or 'auto', got {text!r}")
+    return int(text)
+
+
+def parse_levels(text: "str | None") -> "int | None":
+    """``auto``/None -> None (searched), an integer >= 2 -> itself."""
+    if text is None or text.strip().lower() == "auto":
+        return None
+    if not text.strip().isdigit() or int(text) < 2:
+        raise UsageError(f"--levels must be an integer of at least 2 or 'auto', got {text!r}")
+    return int(text)
+
+
+def parse_size(text: "str | None") -> "int | None":
+    """'2KB' -> 2000, '2KiB' -> 2048, '1500' -> 1500."""
+    import re
+
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in UNITS or float(m.group(1)) * UNITS[m.group(2).lower()] < 1:
+        raise UsageError(f"--size must be a number of bytes such as 1500, 2KB or 1.5KiB, got {text!r}")
+    return int(float(m.group(1)) * UNITS[m.group(2).lower()])
+
+
+def parse_shape(text: "str | None") -> "tuple[int, ...] | None":
+    """--input-shape '1,8,8' -> (1, 8, 8)."""
+    if text is None:
+        return None
+    from squeeze.export import parse_shape as parse
+
+    return parse(text)
+
+
+def warn(text: str) -> None:
+    """Print a library's note on stderr (``warning: ...`` in yellow)."""
+    from squeeze_cli.console import err_console
+
+    from rich.markup import escape
+
+    if text.startswith("warning: "):
+        err_console.print(f"[yellow]warning:[/] {escape(text[9:])}", highlight=False)
+    else:
+        err_console.print(escape(text), highlight=False)
+
+
 def model_for_data(ref: str, kwargs_json: str | None, data_source: str) -> "tuple[torch.nn.Module, dict, Dataset]":
-    """Load the data, build the architecture for it, and check one batch fits.
+    """:func:`squeeze.api.model_for_data` with the data's warnings printed.
 
     Returns:
         (model, arch record {"ref", "kwargs"} for the file, data set)
     """
-    if not ref:
-        raise SqueezeError("--arch is required: the architecture of the model, e.g. --arch squeeze.zoo:MLP or --arch path/to/model.py:Net")
-    from squeeze import arch as arch_mod
-    from squeeze.data import check_fits, load_data
-    from squeeze_cli.console import err_console
+    from squeeze.api import model_for_data as build
 
-    if not data_source:
-        raise SqueezeError("--data is required: the data to fit and measure on, e.g. --data mnist5k, or a .npz/.pt/.csv file with x, y[, x_test, y_test]")
-    data = load_data(data_source)
-    for warning in data.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    given = arch_mod.parse_kwargs(kwargs_json)
-    kwargs = arch_mod.complete_kwargs(ref, given, data.input_shape, data.num_classes)
-    try:
-        model = arch_mod.build(ref, kwargs)
-    except ArchError as e:
-        from_data = sorted(set(kwargs) - set(given))
-        if not from_data:
-            raise
-        raise DataError(
-            f"{ref} cannot be built for the data {data.name} (input shape {list(data.input_shape)}, {data.num_classes} classes, passed to it as {', '.join(from_data)}): {e}"
-            " Check that --data is the data this model is for, or choose an --arch that takes it"
-        ) from None
-    check_fits(model, data)
-    return model, {"ref": ref, "kwargs": kwargs}, data
+    return build(ref, data_source, arch_kwargs=kwargs_json, log=warn)
 
 
 SUFFIXES = {".sqz": "a .sqz file", ".onnx": "an ONNX model", ".safetensors": "a safetensors file", ".pt": "a PyTorch file"}
@@ -124,7 +179,7 @@ def check_output(
 
 
 def set_threads(threads: int | None) -> None:
-    """Apply --threads: torch's intra-op threads and the numba kernels' pool.
+    """Apply --threads: torch's intra-op threads and the C kernels' pool.
 
     Args:
         threads: the number of threads; None keeps the default (see ``options.Threads``).
@@ -135,4 +190,4 @@ def set_threads(threads: int | None) -> None:
         return
     if threads < 1:
         raise SqueezeError(f"--threads must be at least 1, got {threads}")
-    torch.set_num_threads(threads)  # the numba kernels use at most this many too
+    torch.set_num_threads(threads)  # the C kernels use at most this many too

@@ -20,8 +20,20 @@ Force = typer.Option(False, "--force", "-f", help="Replace the output file if it
 Threads = typer.Option(1, "--threads", "-j", min=1, help="CPU threads for training and regeneration. 1 is fastest for small models on a busy machine; results repeat exactly for a fixed thread count, and may differ in the last digits between counts.")
 
 
+# inputs of the commands that build a model for data (compress, train): optional to the parser, so
+# that every missing one is reported at once by the library (arch= and data= are required)
+ArchInput = typer.Option(None, "--arch", "-a", help="The architecture: 'squeeze.zoo:MLP' or 'path/to/file.py:ClassName'.")
+DataInput = typer.Option(None, "--data", help="digits, mnist5k, mnist1d[:N], or a .npz/.pt/.csv file (x, y[, x_test, y_test]).")
+InputShape = typer.Option(None, "--input-shape", help="One example's shape without the batch, e.g. 1,8,8: reshapes flat data (a CSV's rows) for the architecture.")
+Projection = typer.Option("sorf", "--projection", help="Projection kind: sorf, dense or sparse.")
+Seed = typer.Option(0, "--seed", help="Seed of theta_0 and P (any integer in [0, 2**64)).")
+Lr = typer.Option(0.1, "--lr", help="Adam learning rate of theta_d.")
+BatchSize = typer.Option(128, "--batch-size", help="Examples per step.")
+Dtype = typer.Option("float16", "--dtype", help="Storage of theta_d: float16 (half the bytes) or float32.")
+
+
 def out_option(help: str):
     return typer.Option(..., "--output", "-o", help=help)
 
 
-__all__ = ["Arch", "ArchKwargs", "Data", "Device", "Base", "TrustPickle", "Lean", "Json", "SqzFile", "Force", "Threads", "out_option"]
+__all__ = ["ArchInput", "DataInput", "InputShape", "Projection", "Seed", "Lr", "BatchSize", "Dtype", "Arch", "ArchKwargs", "Data", "Device", "Base", "TrustPickle", "Lean", "Json", "SqzFile", "Force", "Threads", "out_option"]

@@ -1,10 +1,18 @@
 """squeeze: neural networks as a seed, a projection spec and a short vector theta_d.
 
-Public API: ``Subspace`` and ``SubspaceConfig`` to train in a random subspace, ``save`` /
-``load`` / ``read`` for ``.sqz`` files, and the error types every user-facing failure raises.
+Public API, the library verbs (each takes a config and returns a result that saves and reports):
+``compress`` (a trained dense model -> the smallest file keeping its accuracy, or the best
+within a byte budget; :class:`CompressConfig`), ``train`` (train in a random subspace;
+:class:`TrainConfig`), ``quantize`` (a file's theta_d to L levels; :class:`QuantizeConfig`), ``verify`` (a :class:`VerifyReport`, never an exception for a bad
+file), ``load`` / ``save`` / ``read`` for ``.sqz`` files, ``export_onnx``; ``Subspace`` and
+``SubspaceConfig`` to train with your own loop; and the error types every user-facing failure
+raises.
 """
 
 __version__ = "0.1.0"
+
+import sys as _sys  # noqa: E402
+import types as _types  # noqa: E402
 
 from squeeze.errors import ArchError, DataError, DigestMismatch, FormatError, SqueezeError  # noqa: E402
 
@@ -17,7 +25,33 @@ _LAZY = {
     "read": "squeeze.format",
     "export_onnx": "squeeze.export",
     "ExportReport": "squeeze.export",
+    "compress": "squeeze.api",
+    "Compressed": "squeeze.api",
+    "CompressConfig": "squeeze.compress",
+    "train": "squeeze.api",
+    "Trained": "squeeze.api",
+    "TrainConfig": "squeeze.api",
+    "quantize": "squeeze.api",
+    "Quantized": "squeeze.api",
+    "QuantizeConfig": "squeeze.quantize",
+    "verify": "squeeze.verify",
+    "VerifyReport": "squeeze.verify",
 }
+
+# Verbs that share their name with a module (squeeze/compress.py, squeeze/verify.py): importing
+# that module must not replace the verb on the package (``from squeeze.compress import X`` still
+# works: it reads the module from sys.modules).
+_VERBS = {"compress", "verify", "train", "quantize"}
+
+
+class _Package(_types.ModuleType):
+    def __setattr__(self, name, value):
+        if name in _VERBS and isinstance(value, _types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):
@@ -31,6 +65,17 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "compress",
+    "Compressed",
+    "CompressConfig",
+    "train",
+    "Trained",
+    "TrainConfig",
+    "quantize",
+    "Quantized",
+    "QuantizeConfig",
+    "verify",
+    "VerifyReport",
     "Subspace",
     "SubspaceConfig",
     "save",

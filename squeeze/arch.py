@@ -33,9 +33,9 @@ def parse_kwargs(text: str | None) -> dict:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ArchError(f"--arch-kwargs is not valid JSON ({e.msg}); write it like '{{\"hidden\": 128}}'") from None
+        raise ArchError(f"arch_kwargs= is not valid JSON ({e.msg}); write it like '{{\"hidden\": 128}}'") from None
     if not isinstance(obj, dict):
-        raise ArchError("--arch-kwargs must be a JSON object, like '{\"hidden\": 128}'")
+        raise ArchError("arch_kwargs= must be a JSON object, like '{\"hidden\": 128}'")
     return obj
 
 
@@ -47,7 +47,7 @@ def resolve(ref: str):
     if where.endswith(".py"):
         path = Path(where)
         if not path.is_file():
-            raise ArchError(f"architecture file {where} does not exist; check the path in --arch")
+            raise ArchError(f"architecture file {where} does not exist; check the path in arch=")
         mod_name = f"{USER_MODULE_PREFIX}{abs(hash(str(path.resolve())))}"
         module = sys.modules.get(mod_name)
         if module is None:
@@ -63,10 +63,10 @@ def resolve(ref: str):
         try:
             module = importlib.import_module(where)
         except Exception as e:  # ImportError, or a TypeError for a relative name like '.x'
-            raise ArchError(f"cannot import module {where!r} for the architecture ({type(e).__name__}: {e}); check --arch") from None
+            raise ArchError(f"cannot import module {where!r} for the architecture ({type(e).__name__}: {e}); check arch=") from None
     factory = getattr(module, name, None)
     if factory is None or not callable(factory):
-        raise ArchError(f"{where} has no class or function {name!r}; check --arch")
+        raise ArchError(f"{where} has no class or function {name!r}; check arch=")
     return factory
 
 
@@ -94,7 +94,7 @@ def build(ref: str, kwargs: dict | None = None) -> nn.Module:
     except ArchError:  # the factory's own sentence (e.g. a missing optional package)
         raise
     except Exception as e:  # a TypeError for unknown arguments, or whatever the factory raises on bad values
-        raise ArchError(f"building {ref} with arguments {kwargs or {}} failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); check --arch-kwargs") from None
+        raise ArchError(f"building {ref} with arguments {kwargs or {}} failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); check arch_kwargs=") from None
     if not isinstance(model, nn.Module):
         raise ArchError(f"{ref} returned a {type(model).__name__}, not a torch.nn.Module")
     return model

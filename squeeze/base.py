@@ -58,7 +58,7 @@ def load_base(source, trust_pickle: bool = False, model: torch.nn.Module | None 
     text = str(source)
     if text == ARCH:
         if model is None:
-            raise SqueezeError("--base arch takes the base from the architecture, but none was given; pass --arch too")
+            raise SqueezeError("base='arch' takes the base from the architecture, but none was given; pass arch= too")
         return module_base(model)
     if ":" in text and not Path(text).exists() and not text.endswith((".safetensors", ".pt", ".pth", ".bin")):
         from squeeze.arch import resolve

@@ -46,7 +46,7 @@ def load_state_dict(path: Path, trust_pickle: bool = False) -> dict[str, torch.T
             what = f"a pickled {found.group(1)} object" if found else "pickled objects"
             raise SqueezeError(
                 f"{path.name} is not a plain state_dict: it holds {what}, and loading it needs pickle, which can run code, so squeeze refuses it. "
-                "Save model.state_dict() instead, or pass --trust-pickle if you trust the file"
+                "Save model.state_dict() instead, or pass trust_pickle=True if you trust the file"
             ) from None
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_arch_aware_pickle)
@@ -82,6 +82,90 @@ _arch_aware_pickle.Unpickler = _ArchAwareUnpickler
 _arch_aware_pickle.load = lambda f, **kw: _ArchAwareUnpickler(f, **kw).load()
 
 
+def _import_path(folders: list[Path]):
+    """A context with ``folders`` put first on ``sys.path`` (each once), then removed again."""
+    import contextlib
+    import sys
+
+    @contextlib.contextmanager
+    def context():
+        added = [str(f) for f in dict.fromkeys(Path(f).resolve() for f in folders) if str(f) not in sys.path]
+        sys.path[:0] = added
+        try:
+            yield
+        finally:
+            for f in added:
+                if f in sys.path:
+                    sys.path.remove(f)
+
+    return context()
+
+
+def load_pickled_module(path: Path) -> torch.nn.Module | None:
+    """A whole pickled module from ``path`` (only call with the user's trust), with the
+    checkpoint's folder and the working folder on the import path, where a user's own module
+    class usually lives; None when the file holds something else.
+
+    Raises:
+        SqueezeError: the module's class cannot be imported (naming the module it needs).
+    """
+    with _import_path([Path(path).parent, Path.cwd()]):
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_arch_aware_pickle)
+        except (ImportError, AttributeError) as e:
+            name = getattr(e, "name", None) or str(e)
+            raise SqueezeError(
+                f"{Path(path).name} holds a pickled module whose class cannot be imported ({type(e).__name__}: {str(e)[:160]}); "
+                f"put the Python file that defines it ({name}) beside the checkpoint or in the working folder, or name the architecture (arch='path/to/file.py:Class')"
+            ) from None
+        except Exception:
+            return None
+    return obj if isinstance(obj, torch.nn.Module) else None
+
+
+def pickled_arch(path: Path, trust_pickle: bool) -> str | None:
+    """The architecture of a checkpoint that holds a whole pickled module: an import reference
+    to its class (``package.module:Class``, or ``path/to/file.py:Class`` for a class defined in a
+    .py file beside the checkpoint or in the working folder). None for a state_dict.
+
+    Raises:
+        SqueezeError: a pickled module without ``trust_pickle`` (naming it), or a class that cannot be found.
+    """
+    import inspect
+
+    path = Path(path)
+    if path.suffix == ".safetensors" or not path.is_file():
+        return None
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+        return None  # a plain state_dict: its architecture must be named
+    except Exception as e:
+        if "Unsupported global" not in str(e):
+            return None  # load_state_dict reports an unreadable file
+        if not trust_pickle:
+            load_state_dict(path)  # raises the refusal that names what the file holds and trust_pickle
+    module = load_pickled_module(path)
+    if module is None:
+        return None
+    cls = type(module)
+    try:
+        source = inspect.getsourcefile(cls)
+    except TypeError:
+        source = None
+    from squeeze import arch as arch_mod
+
+    if source and source.endswith(".py") and Path(source).resolve().parent in (path.resolve().parent, Path.cwd().resolve()):
+        return f"{source}:{cls.__qualname__}"  # a user's file, found beside the checkpoint or in the working folder
+    ref = f"{cls.__module__}:{cls.__qualname__}"
+    try:
+        arch_mod.resolve(ref)
+        return ref
+    except Exception:
+        if source and source.endswith(".py"):
+            return f"{source}:{cls.__qualname__}"
+        raise SqueezeError(f"{path.name} holds a pickled {cls.__module__}.{cls.__qualname__} whose class cannot be imported here; name the architecture (arch='path/to/file.py:{cls.__qualname__}')") from None
+
+
 def _detail(e: Exception) -> str:
     """The informative part of a loader's error: its first sentence, or what torch's
     weights-only unpickler objected to."""
@@ -97,5 +181,5 @@ def match_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], wha
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     problems = mismatch(own, {k: tuple(v.shape) for k, v in state.items()}, "missing", "unexpected", f"shape mismatch (architecture vs {what})")
     if problems:
-        raise SqueezeError(f"{what} does not match the architecture ({problems}); check --arch")
+        raise SqueezeError(f"{what} does not match the architecture ({problems}); check arch=")
     model.load_state_dict(state, strict=True)

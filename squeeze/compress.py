@@ -81,7 +81,8 @@ class CompressConfig:
         dim: d; None searches it.
         levels: L levels of the stored theta_d; None searches the float ``dtype`` and ``level_grid``.
         target: the share of the teacher's validation accuracy to reach (the smallest such file is kept).
-        size: a byte budget: the most accurate file within it is kept (``target`` is then only reported).
+        size: a byte budget: the most accurate file within it is kept. ``target`` and ``size`` are
+            two goals: give one (``target`` None means the default, 0.98, without ``size``).
         projection: projection kind.
         seed: seed of theta_0 and P (and of the data order).
         epochs: the cap on passes over the training data per fit.
@@ -114,7 +115,7 @@ class CompressConfig:
 
     dim: int | None = None
     levels: int | None = None
-    target: float = TARGET
+    target: float | None = None
     size: int | None = None
     projection: str = "sorf"
     seed: int = 0
@@ -137,6 +138,13 @@ class CompressConfig:
     confidence: float = 0.8
 
     def __post_init__(self):
+        if self.target is not None and self.size is not None:
+            raise ValueError(
+                f"target={self.target:g} and size={self.size:,} are two goals and only one can decide: size= keeps the best file within a byte budget,"
+                " target= the smallest file keeping that share of the teacher's accuracy; give one"
+            )
+        if self.target is None:
+            object.__setattr__(self, "target", TARGET)  # without size, the goal; with size, only the reference of the validation intervals
         if self.dim is not None and (not isinstance(self.dim, int) or self.dim < 1):
             raise ValueError(f"dim must be a positive integer or None (searched), got {self.dim!r}")
         if self.levels is not None and not 2 <= self.levels <= 1 << 15:
@@ -203,6 +211,7 @@ class CompressResult:
     confidence: float = 0.8
     teacher_confirm_accuracy: float | None = None  # the teacher's accuracy on the confirmation share
     refitted: bool = False  # the kept file was trained again on the whole training split (CompressConfig.refit)
+    smallest_bytes: int | None = None  # with a size no candidate could meet: the smallest file this model makes (d = 1), estimated
 
     @property
     def confirm_share(self) -> float | None:
@@ -292,6 +301,8 @@ class _Search:
         self.floats: dict[int, tuple[Subspace, dict, int, float]] = {}  # d -> (sub, float state, epochs, seconds)
         self.interrupted = False
         self.probes: dict[str, Candidate] = {}
+        self.last = time.time()  # the end of the previous candidate: each candidate's wall time runs from it
+        self.smallest: int | None = None  # the smallest file (d = 1) of an encoding none of whose files fits the budget
         # the search trains on fit and reads validation; confirmation is kept for the verdict
         # (a byte budget gives no verdict to confirm: all but the validation share is fitted)
         self.search_data, fraction, self.confirm = holdout.carve(data, "validation" if config.size is not None else config.selection)
@@ -372,6 +383,7 @@ class _Search:
             val_share=holdout.share_interval(right, self.teacher_right, self.config.confidence),
             val_loss=float(distill_objective(logits, self.val.y_train, self.val_teacher_logits, self.config.distill_weight)),
         )
+        c.wall_seconds, self.last = time.time() - self.last, time.time()
         self.candidates.append(c)
         if self.on_trial is not None:
             self.on_trial(c)
@@ -472,6 +484,9 @@ def _search_size(s: _Search, budget: int) -> None:
         encs = [e for e in encs if levels_of(e) is not None]
     for enc in encs:
         d = s.largest_fitting(enc, budget, aim=0.95)
+        if d < 1:
+            smallest = s.estimate(enc, 1)
+            s.smallest = smallest if s.smallest is None else min(s.smallest, smallest)
         for _ in range(2):
             if d < 1 or any(c.d == d and c.encoding == enc for c in s.candidates) or len(s.floats) >= cfg.max_fits:
                 break
@@ -677,6 +692,7 @@ def compress(
         teacher_confirm_accuracy=None if s.confirm is None else float(s.confirm_teacher_right.mean()),
         refitted=refitted is not None,
         confidence=config.confidence,
+        smallest_bytes=None if s.candidates else s.smallest,
     )
 
 

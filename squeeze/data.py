@@ -192,12 +192,28 @@ def load_data(source: str) -> Dataset:
             a = _read_csv(path)
             if a.shape[1] < 2:
                 raise DataError(f"{path.name} needs at least one feature column and a label column")
-            return _from_arrays(path.name, {"x": a[:, :-1].astype(np.float32), "y": a[:, -1]})
+            ds = _from_arrays(path.name, {"x": a[:, :-1].astype(np.float32), "y": a[:, -1]})
+            ds.warnings = [w.replace("add x_test and y_test for a test on data of your choosing", "a CSV holds one table: for a test split of your choosing, use an .npz or .pt file with x, y, x_test and y_test") for w in ds.warnings]
+            return ds
     except DataError:
         raise
     except Exception as e:
         raise DataError(f"could not read {path.name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     raise DataError(f"unsupported data file type {suffix!r} for {path.name}; use .npz, .pt or .csv")
+
+
+def reshape_inputs(data: Dataset, shape: tuple[int, ...]) -> Dataset:
+    """``data`` with each example reshaped to ``shape`` (flat CSV rows into images, say).
+
+    Raises:
+        DataError: ``shape`` does not hold the same number of values as one example.
+    """
+    shape = tuple(int(n) for n in shape)
+    have = int(np.prod(data.input_shape))
+    if not shape or any(n < 1 for n in shape) or int(np.prod(shape)) != have:
+        raise DataError(f"input_shape= {list(shape)} holds {int(np.prod(shape)) if shape else 0:,} values, but each example of {data.name} has {have:,} (shape {list(data.input_shape)})")
+    n, nt = len(data.y_train), len(data.y_test)
+    return Dataset(data.name, data.x_train.reshape(n, *shape), data.y_train, data.x_test.reshape(nt, *shape), data.y_test, data.num_classes, data.preprocessing, list(data.warnings))
 
 
 def check_fits(model: torch.nn.Module, data: Dataset) -> None:
@@ -206,9 +222,12 @@ def check_fits(model: torch.nn.Module, data: Dataset) -> None:
         with torch.no_grad():
             out = model.eval()(data.x_train[:2])
     except Exception as e:
-        raise DataError(f"the model cannot take inputs of shape {list(data.input_shape)} from {data.name}: {str(e).splitlines()[0]}") from None
+        hint = ""
+        if len(data.input_shape) == 1:
+            hint = f"; its examples are flat ({data.input_shape[0]:,} values each): give the shape of one example as input_shape= (e.g. 1,8,8 for 64 values)"
+        raise DataError(f"the model cannot take inputs of shape {list(data.input_shape)} from {data.name}: {str(e).splitlines()[0]}{hint}") from None
     if out.dim() != 2 or out.shape[1] < data.num_classes:
         raise DataError(f"the model outputs shape {list(out.shape[1:])} but {data.name} has {data.num_classes} classes")
 
 
-__all__ = ["Dataset", "load_data", "check_fits"]
+__all__ = ["Dataset", "load_data", "check_fits", "reshape_inputs"]

@@ -225,7 +225,7 @@ def init(device: str = "cpu", timeout_s: float = 600.0) -> Replicas:
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.startswith("cuda"):
         if device != "cuda":
-            raise SqueezeError(f"--device {device} names one GPU but {world} processes were launched; use --device cuda (each process takes the GPU of its LOCAL_RANK)")
+            raise SqueezeError(f"device={device} names one GPU but {world} processes were launched; use device=cuda (each process takes the GPU of its LOCAL_RANK)")
         if local_rank >= torch.cuda.device_count():
             raise SqueezeError(f"process {rank} has LOCAL_RANK {local_rank} but this machine has {torch.cuda.device_count()} GPUs; launch at most that many processes per node")
         device = f"cuda:{local_rank}"

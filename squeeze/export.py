@@ -357,7 +357,7 @@ def _model_of(source, input_shape, arch, base, device, tiny: bool = False):
     if f.data:
         meta["squeeze.data"] = json.dumps(f.data, sort_keys=True)
     if tiny and f.base is not None and base is None:
-        raise ExportError(f"this file is a fine-tune of a base model (digest {f.base[:16]}...); pass --base with that checkpoint (or --base arch), whose weights go in the shared base data file")
+        raise ExportError(f"this file is a fine-tune of a base model (digest {f.base[:16]}...); pass base= with that checkpoint (or base='arch'), whose weights go in the shared base data file")
     sub = fmt.load_subspace(f, arch, base=base, device=device)
     if tiny:
         sub = sub.to("cpu")
@@ -372,7 +372,7 @@ def _model_of(source, input_shape, arch, base, device, tiny: bool = False):
 def _input_shape(given, recorded) -> tuple[int, ...]:
     shape = given if given is not None else recorded
     if shape is None:
-        raise ExportError("the input shape is unknown: the file does not record one; pass --input-shape (one example's shape without the batch, e.g. 1,28,28)")
+        raise ExportError("the input shape is unknown: the file does not record one; pass input_shape= (one example's shape without the batch, e.g. 1,28,28)")
     try:
         shape = tuple(int(s) for s in shape)
     except (TypeError, ValueError):
@@ -388,7 +388,7 @@ def parse_shape(text: str) -> tuple[int, ...]:
     try:
         return _input_shape([int(p) for p in parts], None)
     except ValueError:
-        raise ExportError(f"--input-shape {text!r} must be positive integers separated by commas, e.g. 1,28,28") from None
+        raise ExportError(f"input_shape= {text!r} must be positive integers separated by commas, e.g. 1,28,28") from None
 
 
 def _check_settings(opset: int, atol: float, rtol: float, batch_sizes) -> None:
@@ -396,7 +396,7 @@ def _check_settings(opset: int, atol: float, rtol: float, batch_sizes) -> None:
 
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
-        raise ExportError(f"opset {opset} is not supported: the exporter writes opset {MIN_OPSET} to {newest}; pass --opset in that range")
+        raise ExportError(f"opset {opset} is not supported: the exporter writes opset {MIN_OPSET} to {newest}; pass opset= in that range")
     if not (atol >= 0 and rtol >= 0 and math.isfinite(atol) and math.isfinite(rtol)):
         raise ExportError(f"tolerances must be finite and non-negative, got atol={atol}, rtol={rtol}")
     if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
@@ -408,7 +408,7 @@ def _run_torch(model: nn.Module, x: torch.Tensor, what: str, shape) -> object:
         with torch.no_grad():
             return model(x)
     except Exception as e:
-        raise ExportError(f"{what} does not accept inputs of shape (batch, {', '.join(map(str, shape))}) ({_first_line(e)}); pass the right --input-shape") from e
+        raise ExportError(f"{what} does not accept inputs of shape (batch, {', '.join(map(str, shape))}) ({_first_line(e)}); pass the right input_shape=") from e
 
 
 def _flatten(out) -> list[torch.Tensor]:
@@ -520,7 +520,7 @@ def _session(onnx_path: Path):
     try:
         return ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     except Exception as e:
-        raise ExportError(f"onnxruntime cannot load the exported model: {_first_line(e)} (a lower --opset may help)") from e
+        raise ExportError(f"onnxruntime cannot load the exported model: {_first_line(e)} (a lower opset= may help)") from e
 
 
 def _write_with_external_data(onnx_model, path: Path, data_path: Path, check) -> None:

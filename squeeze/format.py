@@ -586,7 +586,7 @@ def build_model(f: SqzFile, arch: str | nn.Module | None = None, arch_kwargs: di
         return arch
     if arch is None:
         if not f.arch:
-            raise ArchError("the file does not record its architecture; pass --arch (e.g. squeeze.zoo:MLP)")
+            raise ArchError("the file does not record its architecture; pass arch= (e.g. 'squeeze.zoo:MLP')")
         ref, kwargs = f.arch["ref"], f.arch.get("kwargs", {})
         _check_recorded_ref(ref)
     else:
@@ -629,9 +629,9 @@ def _check_recorded_ref(ref: str) -> None:
     if where.endswith(".py"):
         raise ArchError(
             f"the file was made with the architecture {name} from the Python file {Path(where).name}, and squeeze does not run code a file names; "
-            f"give it yourself if you trust it: --arch PATH/TO/{Path(where).name}:{name} on the command line, arch='PATH/TO/{Path(where).name}:{name}' or an nn.Module in Python"
+            f"give it yourself if you trust it: arch='PATH/TO/{Path(where).name}:{name}' (or an nn.Module in Python)"
         )
-    hint = f"squeeze does not run code a file names; give it yourself if you trust it: --arch {ref} on the command line, arch={ref!r} in Python"
+    hint = f"squeeze does not run code a file names; give it yourself if you trust it: arch={ref!r}"
     factory = arch_mod.resolve(ref)  # an ArchError when it cannot be imported
     if not (isinstance(factory, type) and issubclass(factory, nn.Module)):
         raise ArchError(f"the file's architecture {ref!r} is not a torch.nn.Module class; {hint}")
@@ -682,7 +682,7 @@ def load_subspace(
     base_sd = None
     if f.base is not None:
         if base is None:
-            raise SqueezeError(f"this file is a fine-tune of a base model (digest {f.base[:16]}...); pass --base with that checkpoint, or --base arch if the architecture loads its pretrained weights itself")
+            raise SqueezeError(f"this file is a fine-tune of a base model (digest {f.base[:16]}...); pass base= with that checkpoint, or base='arch' if the architecture loads its pretrained weights itself")
         base_sd = load_base(base, model=model)
         names = [s.name for s in f.manifest if s.init[0] == "b"]
         absent = [n for n in names if n not in base_sd]

@@ -106,7 +106,7 @@ class RegenPlan:
             ValueError: the base lacks the tensor, or it has the wrong size.
         """
         if base is None or seg.name not in base:
-            raise ValueError(f"tensor {seg.name!r} comes from a base checkpoint; pass --base")
+            raise ValueError(f"tensor {seg.name!r} comes from a base checkpoint; pass base= with the base checkpoint")
         t = base[seg.name].detach().to(device=device, dtype=torch.float32).reshape(-1)
         if t.numel() != seg.numel:
             raise ValueError(f"base tensor {seg.name!r} has {t.numel()} values, the manifest expects {seg.numel}; pass the matching base")

@@ -67,6 +67,7 @@ class Candidate:
     confirm_high: float | None = None
     state: Any = field(default=None, repr=False)
     encoded: Any = field(default=None, repr=False)
+    wall_seconds: float = 0.0  # wall time from the previous candidate (or the search's start) to this one: they add up
 
     @property
     def levels(self) -> int | None:
@@ -93,6 +94,7 @@ class Candidate:
             "epochs": self.epochs,
             "method": self.method,
             "seconds": round(self.seconds, 2),
+            "wall_seconds": round(self.wall_seconds, 2),
         }
         if self.confirm_share is not None:
             out["confirm_share"] = [round(x, 4) for x in (self.confirm_share, self.confirm_low, self.confirm_high)]

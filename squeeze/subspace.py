@@ -119,7 +119,7 @@ class Subspace(nn.Module):
         base_names = [s.name for s in manifest if s.init[0] == "b"]
         absent = [n for n in base_names if base is None or n not in base]
         if absent:
-            raise ValueError(f"tensor {absent[0]!r} comes from a base checkpoint; pass --base")
+            raise ValueError(f"tensor {absent[0]!r} comes from a base checkpoint; pass base=")
         self.base_digest = base_digest(base, base_names) if base_names else None
         self._base = {n: base[n].detach() for n in base_names}
         self.D = sum(s.numel for s in manifest)

@@ -157,7 +157,7 @@ def test_no_base_is_refused_with_a_clear_message(finetuned, tmp_path, capsys):
     assert main(["decompress", str(out), "-o", str(tmp_path / "x.safetensors")]) == 2
     err = _flat(capsys.readouterr().err)
     assert "fine-tune of a base model" in err and "--base" in err and "Traceback" not in err
-    with pytest.raises(SqueezeError, match="pass --base"):
+    with pytest.raises(SqueezeError, match="pass base="):
         fmt.load(out)
 
 
@@ -235,7 +235,7 @@ def test_base_arch_takes_the_architectures_own_pretrained_weights(pretrained, tm
     assert f.weights_sha256 in capsys.readouterr().out
     assert fmt.load_subspace(out, arch, base=path).digest() == f.weights_sha256  # the file works as a base too
     assert fmt.load_subspace(out, arch, base=f"{arch_file}:make_base").digest() == f.weights_sha256  # and a factory
-    with pytest.raises(SqueezeError, match="--base arch"):
+    with pytest.raises(SqueezeError, match="base='arch' takes the base"):
         load_base("arch")
 
 

@@ -190,7 +190,10 @@ def test_a_file_made_from_a_py_architecture_gives_advice_that_works_from_any_fol
     with pytest.raises(ArchError) as info:
         fmt.load(path)
     msg = str(info.value)
-    assert "--arch PATH/TO/mynet.py:Net" in msg and "arch='PATH/TO/mynet.py:Net'" in msg
+    assert "arch='PATH/TO/mynet.py:Net'" in msg and "--" not in msg  # the library names its parameter; the CLI its flag:
+    from squeeze_cli.common import as_flags
+
+    assert "--arch 'PATH/TO/mynet.py:Net'" in as_flags(msg)
     model = fmt.load(path, arch=f"{tmp_path / 'mynet.py'}:Net")
     assert sum(p.numel() for p in model.parameters()) == sub.D
 

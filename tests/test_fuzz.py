@@ -337,7 +337,7 @@ def test_arguments_from_the_file_that_break_the_architecture_are_arch_errors(sqz
     [
         ("os:system", {"command": "touch {flag}"}, "is not a torch.nn.Module class; squeeze does not run code a file names"),
         ("subprocess:getoutput", {"cmd": "touch {flag}"}, "is not a torch.nn.Module class"),
-        ("{py}:Net", {}, "from the Python file evil.py, and squeeze does not run code a file names; give it yourself if you trust it: --arch PATH/TO/evil.py:Net"),
+        ("{py}:Net", {}, "from the Python file evil.py, and squeeze does not run code a file names; give it yourself if you trust it: arch='PATH/TO/evil.py:Net'"),
         (".x:Y", {}, "cannot import module"),
         (":Y", {}, "cannot import module"),
     ],
@@ -495,7 +495,7 @@ def test_a_pickled_module_checkpoint_needs_trust_pickle(tmp_path):
     torch.save(model, path)  # the whole module: pickle
     with pytest.raises(SqueezeError) as e:
         load_state_dict(path)
-    assert "holds a pickled squeeze.zoo.MLP object" in str(e.value) and "--trust-pickle" in str(e.value)
+    assert "holds a pickled squeeze.zoo.MLP object" in str(e.value) and "trust_pickle=True" in str(e.value)
     state = load_state_dict(path, trust_pickle=True)
     assert state.keys() == model.state_dict().keys()
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())

@@ -196,7 +196,7 @@ def test_unknown_kind_is_a_clear_error():
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_d_larger_than_D_is_a_clear_error(kind):
-    with pytest.raises(ValueError, match=r"d=101 is larger than the number of parameters D=100; choose --dim at most 100"):
+    with pytest.raises(ValueError, match=r"d=101 is larger than the number of parameters D=100; choose dim= at most 100"):
         make_projection(kind, 100, 101, 0)
 
 

@@ -310,7 +310,7 @@ def test_rebuilding_with_the_wrong_architecture_lists_the_tensors():
 
 
 def test_dim_larger_than_D_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"d=5000 is larger than the number of parameters D=4762; choose --dim at most 4762"):
+    with pytest.raises(ValueError, match=r"d=5000 is larger than the number of parameters D=4762; choose dim= at most 4762"):
         Subspace(zoo_model(), SubspaceConfig(dim=5000))
 
 

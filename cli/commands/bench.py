@@ -36,7 +36,7 @@ def command(
     file: Path = options.SqzFile,
     repeats: int = typer.Option(5, "--repeats", min=1, help="Timed runs of each path (at least 1); the best is shown."),
     dev: str = options.Device,
-    arch: Optional[str] = options.Arch,
+    arch: Optional[str] = typer.Option(None, "--arch", "-a", help="Not needed (the file's manifest is enough): an architecture to rebuild with instead."),
     base: Optional[Path] = options.Base,
     trust_pickle: bool = options.TrustPickle,
     threads: int = options.Threads,
@@ -49,15 +49,17 @@ def command(
     import torch
 
     from squeeze import format as fmt, kernels
+    from squeeze.skeleton import module_for
     from squeeze.subspace import digest_of
 
     dev = check_device(dev)
     set_threads(threads)
-    sub = fmt.load_subspace(file, arch, base=base_arg(base, trust_pickle), device=dev)
     f = fmt.read(file)
+    base = base_arg(base, trust_pickle)
+    sub = fmt.load_subspace(f, module_for(f, arch, base), base=base, device=dev)  # the manifest is enough
     rows = []
     paths = ["reference"] + (["native"] if dev == "cpu" and kernels.native_available() else [])
-    t = Table(title=f"{file}: D = {f.D:,} from d = {f.d:,} ({f.spec['kind']}), {dev}, {torch.get_num_threads()} threads, best of {repeats}")
+    t = Table(title=f"{file}: D = {f.D:,} from d = {f.d:,} ({f.spec['kind']}), {dev}, {torch.get_num_threads()} thread{'' if torch.get_num_threads() == 1 else 's'}, best of {repeats}")
     for col in ("path", "ms", "Mparams/s", "vs reading dense", "digest"):
         t.add_column(col, justify="right")
     with tempfile.TemporaryDirectory() as tmp:

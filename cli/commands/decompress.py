@@ -23,7 +23,7 @@ def command(
     file: Path = options.SqzFile,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write the weights: .safetensors or .pt (a state_dict). [default: FILE with .safetensors]", show_default=False),
     dev: str = options.Device,
-    arch: Optional[str] = options.Arch,
+    arch: Optional[str] = typer.Option(None, "--arch", "-a", help="Not needed (the file's manifest is enough): an architecture to rebuild with instead."),
     base: Optional[Path] = options.Base,
     trust_pickle: bool = options.TrustPickle,
     force: bool = options.Force,
@@ -38,11 +38,14 @@ def command(
 
     from squeeze import format as fmt, materialize as mat, stream
     from squeeze.atomic import atomic_path
+    from squeeze.skeleton import module_for
 
     output = check_output(output, suffixes=(".safetensors", ".pt"), inputs=(file,), force=force, default_from=file)
     set_threads(threads)
     f = fmt.read(file)
-    sub = fmt.load_subspace(f, arch, base=base_arg(base, trust_pickle), device=check_device(dev), verify=False)
+    base = base_arg(base, trust_pickle)
+    # the weights need only the file's manifest: the architecture is built only when given
+    sub = fmt.load_subspace(f, module_for(f, arch, base), base=base, device=check_device(dev), verify=False)
     if output.suffix.lower() == ".safetensors" and stream.streamable(sub):
         fmt.check_digests(f, f.weights_sha256)  # the stored buffers; the weights are checked as they stream
         written = stream.write_safetensors(sub, output, f.weights_sha256)

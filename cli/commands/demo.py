@@ -1,21 +1,11 @@
 """``squeeze demo``: a .sqz file's tiny ONNX graph in a web page (onnxruntime-web, offline).
-
-The page lives in ``samples/web`` of the repository (HTML, JavaScript, the vendored
-onnxruntime-web files and real test images). The command copies it to a folder, exports the
-model next to it as ``model.onnx`` with a ``model.json`` describing its input, and serves the
-folder on 127.0.0.1 (or only writes it, with ``--no-serve``). ``samples/web/build_model.py``
-uses the same functions to make the page's default model.
-"""
+Parses, calls :mod:`squeeze_cli.serve` (the page, the model, the server), prints."""
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
 import shutil
 import tempfile
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Optional
 
@@ -24,136 +14,7 @@ import typer
 from squeeze.errors import SqueezeError
 from squeeze_cli import options
 from squeeze_cli.console import console
-
-# Installed from a wheel the page is the package folder squeeze_cli/web; in a checkout (and an
-# editable install) it is samples/web of the repository.
-_INSTALLED_WEB, _CHECKOUT_WEB = Path(__file__).resolve().parents[1] / "web", Path(__file__).resolve().parents[2] / "samples" / "web"
-WEB_DIR = _INSTALLED_WEB if (_INSTALLED_WEB / "index.html").exists() else _CHECKOUT_WEB
-# What the page needs at run time (the rest of samples/web builds or documents it).
-PAGE_FILES = ("index.html", "app.js", "pad.js", "onnxinfo.js", "style.css", "examples", "vendor/onnxruntime-web")
-MIME = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm", ".json": "application/json", ".onnx": "application/octet-stream", ".css": "text/css"}
-# ONNX metadata saying what the graph takes: "x/255", "x*0.5", "x" or "ids" (tiny graphs), and a
-# phrase beginning "raw inputs" when the graph applies the recorded preprocessing (full graphs).
-PRE_KEY = "squeeze.pre"
-INPUT_KEY = "squeeze.input"
-
-
-def check_page() -> None:
-    """Raise SqueezeError when the page's files are missing (a broken installation)."""
-    missing = [p for p in PAGE_FILES if not (WEB_DIR / p).exists()]
-    if missing:
-        raise SqueezeError(f"the demo page's files are missing from {WEB_DIR} ({', '.join(missing)}); reinstall squeeze")
-
-
-def copy_page(dest: Path) -> None:
-    """Copy the page's run-time files from ``samples/web`` into ``dest`` (created if needed).
-
-    Raises:
-        SqueezeError: the page's files are missing.
-    """
-    check_page()
-    dest.mkdir(parents=True, exist_ok=True)
-    for rel in PAGE_FILES:
-        src, dst = WEB_DIR / rel, dest / rel
-        if src.is_dir():
-            shutil.copytree(src, dst, dirs_exist_ok=True)
-        else:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
-
-
-def write_model(sqz: Path, dest: Path, *, arch: Optional[str] = None, data: Optional[str] = None) -> dict:
-    """Export ``sqz`` as the tiny ONNX graph ``dest/model.onnx`` and describe it in ``dest/model.json``.
-
-    Args:
-        sqz: the .sqz file (its recorded input description says what the page draws).
-        dest: an existing folder.
-        arch: architecture reference instead of the file's own.
-        data: a data source whose description stands in for the input description a file made
-            with ``--lean`` leaves out (its shape and preprocessing; the weights are the file's).
-
-    Returns:
-        The contents of ``model.json``.
-
-    Raises:
-        SqueezeError: a fine-tune of a base (its base weights would be a separate data file),
-            a file without an input description, or any export failure.
-    """
-    from squeeze import format as fmt
-
-    from squeeze.export import export_onnx
-
-    f = fmt.read(sqz)
-    if f.base is not None:
-        raise SqueezeError(f"{sqz} is a fine-tune of a base model, whose weights the tiny graph keeps in a separate data file the page does not load; export it with squeeze export --tiny instead")
-    if not f.data or not f.data.get("input_shape"):
-        if data is None:
-            raise SqueezeError(f"{sqz} records no input description (made with --lean); pass --data with the data it was made for (e.g. --data mnist5k) so the page knows its input")
-        from squeeze.data import load_data
-
-        f = dataclasses.replace(f, data=load_data(data).describe())
-    onnx_path = dest / "model.onnx"
-    report = export_onnx(f, onnx_path, arch=arch, tiny=True)
-    info = {
-        "model": onnx_path.name,
-        "bytes": onnx_path.stat().st_size,
-        "tiny": True,
-        "input": f.data,
-        "graph_input": "raw" if graph_takes_raw(onnx_path) else "preprocessed",
-        "weights_sha256": f.weights_sha256,
-        "sqz": {
-            "file": Path(sqz).name,
-            "bytes": f.size_bytes,
-            "D": f.D,
-            "d": f.d,
-            "projection": f.spec["kind"],
-            "arch": (f.arch or {}).get("ref", arch or "?"),
-            "test_accuracy": (f.metrics or {}).get("test_accuracy"),
-        },
-        "export_seconds": round(report.seconds, 1),
-    }
-    (dest / "model.json").write_text(json.dumps(info, indent=1) + "\n")
-    return info
-
-
-def graph_takes_raw(onnx_path: Path) -> bool:
-    """Whether the exported graph applies the recorded preprocessing itself (takes raw inputs):
-    its metadata says ``squeeze.pre = x/255`` (or ``x*SCALE``; tiny graphs), or ``squeeze.input``
-    begins with "raw inputs" (full graphs)."""
-    import onnx
-
-    meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
-    return meta.get(PRE_KEY, "").startswith(("x/", "x*")) or meta.get(INPUT_KEY, "").startswith("raw inputs")
-
-
-class _Handler(SimpleHTTPRequestHandler):
-    """Static files with the right types for ES modules and WebAssembly, revalidated on every load (a
-    new model replaces the old one; the runtime stays in the browser's cache), no log lines."""
-
-    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, **MIME}
-
-    def end_headers(self) -> None:
-        self.send_header("Cache-Control", "no-cache")
-        super().end_headers()
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
-        pass
-
-
-def make_server(folder: Path, port: int = 0) -> ThreadingHTTPServer:
-    """An HTTP server for ``folder`` on 127.0.0.1 (``port`` 0: a free port; see ``server_address``)."""
-    try:
-        return ThreadingHTTPServer(("127.0.0.1", port), functools.partial(_Handler, directory=str(folder)))
-    except OSError as e:
-        raise SqueezeError(f"cannot listen on 127.0.0.1:{port} ({e.strerror}); pass another --port, or 0 for a free one") from None
-
-
-def serve_in_thread(folder: Path, port: int = 0) -> tuple[ThreadingHTTPServer, threading.Thread]:
-    """Start :func:`make_server` in a daemon thread (for tests and scripts); stop it with ``shutdown()``."""
-    server = make_server(folder, port)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    return server, thread
+from squeeze_cli.serve import PAGE_FILES, WEB_DIR, check_page, copy_page, graph_takes_raw, make_server, serve_in_thread, sigterm_as_interrupt, write_model  # noqa: F401 (the page's API, used by tests and samples/web)
 
 
 def command(
@@ -163,13 +24,15 @@ def command(
     port: int = typer.Option(0, "--port", min=0, max=65535, help="Port on 127.0.0.1; 0 picks a free one."),
     arch: Optional[str] = options.Arch,
     data: Optional[str] = typer.Option(None, "--data", help="For a file made with --lean (no input description): the data it was made for (digits, mnist5k, mnist1d[:N] or a file), whose input shape and preprocessing the page uses."),
+    as_json: bool = options.Json,
 ) -> None:
     """Show FILE's model in a web page: its tiny ONNX graph run by onnxruntime-web, offline.
 
     Exports the tiny graph (the weights are regenerated by the graph when the page starts its
-    session), writes it with the page, and serves the page on 127.0.0.1 until Ctrl-C. The page
-    shows the model's size, its session start time and its predictions; image models of 28x28
-    or 8x8 pixels get a drawing pad and real test images.
+    session), writes it with the page, and serves the page on 127.0.0.1 until Ctrl-C (or SIGTERM;
+    a temporary folder is removed either way). The page shows the model's size, its session
+    start time and its predictions; image models of 28x28 or 8x8 pixels get a drawing pad and
+    real test images. With --json, one JSON line says what was written (and the URL served).
 
     Example: squeeze demo mlp.sqz        or   squeeze demo mlp.sqz --no-serve -o site/
     """
@@ -178,7 +41,7 @@ def command(
     if output is not None and output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise SqueezeError(f"{output} exists and is not an empty folder; pass a new or empty folder to -o")
     check_page()
-    with tempfile.TemporaryDirectory(prefix="squeeze-demo-") as tmp:
+    with sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="squeeze-demo-") as tmp:
         folder = output if output is not None else Path(tmp)
         created = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
@@ -189,20 +52,29 @@ def command(
             if created and folder != Path(tmp):
                 shutil.rmtree(folder, ignore_errors=True)
             raise
-        console.print(f"wrote {folder}: model.onnx ({info['bytes']:,} bytes, from {info['sqz']['bytes']:,} bytes of .sqz) and the page", highlight=False)
+        report = {"file": str(file), "folder": str(folder), "model_bytes": info["bytes"], "sqz_bytes": info["sqz"]["bytes"], "graph_input": info["graph_input"], "url": None}
+        if not as_json:
+            console.print(f"wrote {folder}: model.onnx ({info['bytes']:,} bytes, from {info['sqz']['bytes']:,} bytes of .sqz) and the page", highlight=False)
         if no_serve:
-            console.print(f"serve it with any static web server, e.g. python -m http.server -d {folder}", highlight=False)
+            if as_json:
+                print(json.dumps(report), flush=True)
+            else:
+                console.print(f"serve it with any static web server, e.g. python -m http.server -d {folder}", highlight=False)
             return
         server = make_server(folder, port)
         host, bound = server.server_address[:2]
-        console.print(f"serving http://{host}:{bound}/ (Ctrl-C to stop)", highlight=False)
+        if as_json:
+            print(json.dumps({**report, "url": f"http://{host}:{bound}/"}), flush=True)
+        else:
+            console.print(f"serving http://{host}:{bound}/ (Ctrl-C to stop)", highlight=False)
         try:
             server.serve_forever()
         except KeyboardInterrupt:
             pass
         finally:
             server.server_close()
-        console.print("stopped", highlight=False)
+        if not as_json:
+            console.print("stopped", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -75,7 +75,13 @@ def command(file: Path = options.SqzFile, as_json: bool = options.Json) -> None:
         if k == "confirm" and isinstance(v, list) and len(v) == 3:  # written by compress
             t.add_row("metric confirm", f"keeps {v[0]:.4f} of the teacher's accuracy on held-out examples no choice read (interval {v[1]:.4f}-{v[2]:.4f})")
             continue
-        t.add_row(f"metric {k}", f"{v:.4f}" if isinstance(v, float) else str(v))
+        if k == "metric":  # what the accuracies measure
+            t.add_row("metric", str(v))
+        elif k == "search" and isinstance(v, dict) and isinstance(v.get("candidates"), int):
+            n = v["candidates"]
+            t.add_row("search", f"{n:,} candidate{'' if n == 1 else 's'} tried")
+        else:
+            t.add_row(f"metric {k}", f"{v:.4f}" if isinstance(v, float) else str(v))
     if s["base"]:
         t.add_row("base digest", s["base"])
     t.add_row("weights sha256", s["weights_sha256"])

@@ -16,11 +16,6 @@ from squeeze_cli.commands.mdl import recorded_data
 from squeeze_cli.common import base_arg, check_output, device as check_device, set_threads
 from squeeze_cli.console import console, err_console
 
-# What a quantized file keeps of the float file's metrics: facts about the teacher, the data
-# and the search that chose d. Everything measured on the float model is measured again or dropped.
-KEPT_METRICS = ("data", "metric", "method", "dense_test_accuracy", "dense_val_accuracy", "search", "baseline", "epochs")
-
-
 def command(
     file: Path = options.SqzFile,
     levels: int = typer.Option(..., "--levels", "-L", help="L: the number of distinct values theta_d keeps (e.g. 4 or 8)."),
@@ -43,64 +38,34 @@ def command(
 
     Example: squeeze quantize mlp.sqz --levels 4 -o mlp-q4.sqz
     """
-    from squeeze import coding_registry, format as fmt
-    from squeeze.data import check_fits, load_data
-    from squeeze.fit import accuracy
-    from squeeze.quantize import QuantizeConfig, quantize_subspace
+    from squeeze import format as fmt
+    from squeeze.api import quantize
+    from squeeze.quantize import QuantizeConfig
 
     start = time.time()
     set_threads(threads)
     dev = check_device(dev)
     output = check_output(output if output is not None else file.with_name(f"{file.stem}-q{levels}.sqz"), inputs=(file, base), force=force)
     f = fmt.read(file)
-    sub = fmt.load_subspace(f, arch, base=base_arg(base, trust_pickle), device=dev)
-    ds = None
     try:
         source = recorded_data(f, data, "quantize")
     except SqueezeError:
         source = None
         err_console.print("no --data (and the file records no built-in data set): k-means only, no fine-tuning, accuracy not measured", highlight=False)
-    if source is not None:
-        ds = load_data(source)
-        check_fits(sub, ds)
-    config = QuantizeConfig(levels=levels, steps=steps if ds is not None else 0, lr=lr, batch_size=batch_size, distill_weight=distill, device=dev)
-    before = accuracy(sub, ds.x_test, ds.y_test, dev) if ds is not None else None
+    config = QuantizeConfig(levels=levels, steps=steps if source is not None else 0, lr=lr, batch_size=batch_size, distill_weight=distill, device=dev)
     every = max(1, config.steps // 10)
 
     def progress(step: int) -> None:
         if step % every == 0 or step == config.steps:
             err_console.print(f"  quantization-aware fine-tuning: step {step:,}/{config.steps:,} ({time.time() - start:.1f} s)", highlight=False, markup=False)
 
-    if ds is not None and config.steps:
-        err_console.print(f"quantizing {file.name} to {levels} levels: k-means, then {config.steps:,} fine-tuning steps on {ds.name}", highlight=False, markup=False)
-    result = quantize_subspace(sub, config, ds, on_step=progress)
-    encoded = coding_registry.encode_quantized(result.codebook, result.codes)
-    metrics = {k: v for k, v in f.metrics.items() if k in KEPT_METRICS}
-    metrics.update(levels=levels, theta=encoded["enc"])
-    after = None
-    if ds is not None:
-        after = accuracy(sub, ds.x_test, ds.y_test, dev)
-        metrics.update(data=ds.name, metric="accuracy", test_accuracy=round(after, 6), float_test_accuracy=round(before, 6), val_accuracy=round(result.val_accuracy[result.method], 6))
-        if metrics.get("dense_test_accuracy"):
-            metrics["ratio_to_dense"] = round(after / max(metrics["dense_test_accuracy"], 1e-12), 4)
-    arch_rec = f.arch if arch is None else {"ref": arch, "kwargs": f.arch.get("kwargs", {}) if f.arch and f.arch.get("ref") == arch else {}}
-    out = fmt.save(sub, output, arch=arch_rec, metrics=None if lean else metrics, data=None if lean else f.data, encoded=encoded)
+    if source is not None and config.steps:
+        err_console.print(f"quantizing {file.name} to {levels} levels: k-means, then {config.steps:,} fine-tuning steps on {source}", highlight=False, markup=False)
+    done = quantize(f, config, data=source, arch=arch, base=base_arg(base, trust_pickle), on_step=progress)
+    out, result, before, after = done.save(output, lean=lean), done.result, done.before, done.after
     how = {"kmeans": "k-means", "qat": f"k-means + {steps} steps of quantization-aware fine-tuning"}[result.method]
-    report = {
-        "input": str(file),
-        "output": str(output),
-        "bytes_before": f.size_bytes,
-        "bytes_after": out.size_bytes,
-        "ratio": round(out.dense_bytes() / out.size_bytes, 1),
-        "levels": levels,
-        "method": result.method,
-        "data": ds.name if ds is not None else None,
-        "test_accuracy_before": None if before is None else round(before, 6),
-        "test_accuracy_after": None if after is None else round(after, 6),
-        "val_accuracy": {k: round(v, 6) for k, v in result.val_accuracy.items()},
-        "weights_sha256": out.weights_sha256,
-        "seconds": round(time.time() - start, 1),
-    }
+    report = {"input": str(file), **done.report(), "seconds": round(time.time() - start, 1)}
+    ds_name = done.data_name
     if as_json:
         console.print_json(json.dumps(report))
         return
@@ -109,9 +74,9 @@ def command(
     t.add_column("before", justify="right")
     t.add_column("after", justify="right")
     t.add_row("bytes", f"{f.size_bytes:,}", f"{out.size_bytes:,}")
-    t.add_row("theta_d", f"{f.theta_d.numel()} x {f.encoding.get('enc')}", f"{result.codes.numel()} codes, {levels} levels ({encoded['enc']})")
-    if ds is not None:
-        t.add_row(f"test accuracy ({ds.name})", f"{before:.4f}", f"{after:.4f}")
+    t.add_row("theta_d", f"{f.theta_d.numel()} x {f.encoding.get('enc')}", f"{result.codes.numel()} codes, {levels} levels ({done.encoded['enc']})")
+    if ds_name is not None:
+        t.add_row(f"test accuracy ({ds_name})", f"{before:.4f}", f"{after:.4f}")
     console.print(t)
     needs = "; needs its base beside it" if out.base else ""
     err_console.print(f"{how}; weights sha256 {out.weights_sha256[:16]}... ({report['ratio']:,.1f}x smaller than float32{needs})", highlight=False, markup=False)

@@ -170,7 +170,7 @@ def check_size(p: Projection) -> None:
     if entries > MAX_ENTRIES:
         raise TooLarge(
             f"this {p.kind} projection has {entries:,} entries (D={p.D:,} x {'d' if p.kind == 'dense' else 'k'}={entries // p.D:,}), "
-            f"over the {MAX_ENTRIES:,} a tiny ONNX graph materialises; use the full export, or compress with --projection sorf for a tiny one"
+            f"over the {MAX_ENTRIES:,} a tiny ONNX graph materialises; use the full export, or compress with the sorf projection (projection=sorf) for a tiny one"
         )
 
 

@@ -91,12 +91,27 @@ def splice(model: onnx.ModelProto, g: Builder, theta: str, shapes: dict[str, tup
     nodes = list(g.nodes) + list(graph.node)
     inits = list(g.initializers) + list(graph.initializer)
     out = helper.make_graph(nodes, "squeeze", keep, list(graph.output), inits)
+    _name_batch(out)
     rename = _compact(out, g)
     opsets = [o for o in model.opset_import if o.domain in ("", DOMAIN)] + ([helper.make_opsetid(DOMAIN, 1)] if g.functions else [])
     result = helper.make_model(out, opset_imports=opsets, functions=list(g.functions.values()), ir_version=model.ir_version)
     for k, v in metadata.items():
         result.metadata_props.add(key=k, value=v)
     return result, rename
+
+
+def _name_batch(graph: onnx.GraphProto, name: str = "batch") -> None:
+    """Call the input's dynamic first dimension ``name`` wherever it appears (the exporter calls
+    it by its symbol, such as ``s77``), as the full export does."""
+    if not graph.input or not graph.input[0].type.tensor_type.shape.dim:
+        return
+    symbol = graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    if not symbol or symbol == name:
+        return
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param == symbol:
+                dim.dim_param = name
 
 
 def _rename_uses(graph: onnx.GraphProto, old: str, new: str) -> None:

@@ -68,7 +68,7 @@ class Projection:
         if not (isinstance(d, int) and isinstance(D, int)) or d < 1 or D < 1:
             raise ValueError(f"the subspace needs d >= 1 and D >= 1, got d={d}, D={D}")
         if d > D:
-            raise ValueError(f"d={d} is larger than the number of parameters D={D}; choose --dim at most {D}")
+            raise ValueError(f"d={d} is larger than the number of parameters D={D}; choose dim= at most {D}")
         if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64:
             raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
         self.D, self.d, self.seed = D, d, seed

@@ -13,6 +13,7 @@ Base = typer.Option(None, "--base", help="Base of a fine-tune: a checkpoint (.sa
 TrustPickle = typer.Option(False, "--trust-pickle", help="Allow a checkpoint that needs pickle (a whole saved module). Pickle runs code from the file: only for files you trust.")
 Lean = typer.Option(False, "--lean", help="Leave out the informational records (metrics, input description) to save about 300 bytes; the file still regenerates, verifies and exports (give --input-shape to export).")
 Json = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
+Unchecked = typer.Option(False, "--unchecked", help="Read a file whose records check fails (verify names the damaged part), for inspection: what it shows or exports may be the damage.")
 SqzFile = typer.Argument(..., help="A .sqz file.", show_default=False, metavar="FILE")
 
 

@@ -251,3 +251,22 @@ def test_ten_thousand_metadata_value_mutations_accept_no_different_model(tmp_pat
     counts = fuzz_records.run(10_000, seed=1, workdir=tmp_path, report_every=1e9)
     assert counts["inputs"] == 10_000 and counts["failures"] == 0
     assert counts["rejected"] > 5_000 and counts["accepted"] > 100  # both outcomes are exercised
+
+
+def test_info_and_export_refuse_a_damaged_file_unless_unchecked(files, tmp_path, capsys):
+    """The issue's case: a changed input scale. info and export refuse it (exit 2, the part named);
+    --unchecked reads it for inspection, and info says its records are unchecked."""
+    bad = tmp_path / "bad.sqz"
+    bad.write_bytes(_edit(files["resnet"].read_bytes(), "data", lambda d: {**d, "pre": {"scale": 0.0626}}))
+    capsys.readouterr()
+    assert main(["info", str(bad)]) == 2
+    assert "input description damaged" in capsys.readouterr().err
+    assert main(["export", str(bad), "--tiny", "-o", str(tmp_path / "bad.onnx")]) == 2
+    assert "input description damaged" in capsys.readouterr().err and not (tmp_path / "bad.onnx").exists()
+    assert main(["info", str(bad), "--unchecked", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["records_checked"] is False and shown["input"]["pre"] == {"scale": 0.0626}
+    assert main(["info", str(files["resnet"]), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["records_checked"] is True
+    assert main(["export", str(bad), "--tiny", "--unchecked", "-o", str(tmp_path / "bad.onnx")]) == 0
+    assert (tmp_path / "bad.onnx").exists()

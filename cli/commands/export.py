@@ -35,6 +35,7 @@ def command(
     input_dtype: Optional[str] = typer.Option(None, "--input-dtype", help="float32, or int64 for token ids. Defaults to int64 when the file's data names a tokenizer."),
     force: bool = options.Force,
     threads: int = options.Threads,
+    unchecked: bool = options.Unchecked,
     as_json: bool = options.Json,
 ) -> None:
     """Regenerate FILE's weights and export them to ONNX with a dynamic batch dimension.
@@ -50,6 +51,7 @@ def command(
 
     Example: squeeze export mlp.sqz --tiny -o mlp.onnx
     """
+    from squeeze import format as fmt
     from squeeze.export import ExportMismatch, export_onnx, parse_shape
 
     output = check_output(output, suffixes=(".onnx",), inputs=(file,), force=force, default_from=file)
@@ -57,7 +59,7 @@ def command(
     shape = parse_shape(input_shape) if input_shape is not None else None
     try:
         report = export_onnx(
-            file, output, input_shape=shape, opset=opset, atol=atol, rtol=rtol, arch=arch, base=base_arg(base, trust_pickle),
+            fmt.read(file, check=False) if unchecked else file, output, input_shape=shape, opset=opset, atol=atol, rtol=rtol, arch=arch, base=base_arg(base, trust_pickle),
             device=check_device(dev), tiny=tiny, preprocess=not no_preprocessing, input_dtype=input_dtype,
         )
     except ExportMismatch as e:

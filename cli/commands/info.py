@@ -12,11 +12,11 @@ from squeeze_cli import options
 from squeeze_cli.console import console
 
 
-def summary(path: Path) -> dict:
+def summary(path: Path, check: bool = True) -> dict:
     """The facts ``info`` shows, as a JSON-ready dict."""
     from squeeze import format as fmt
 
-    f = fmt.read(path)
+    f = fmt.read(path, check=check)
     out = {
         "file": str(path),
         "bytes": f.size_bytes,
@@ -35,6 +35,7 @@ def summary(path: Path) -> dict:
         "base": f.base,
         "created_by": f.created_by,
         "bytes_by_part": fmt.byte_costs(Path(path).read_bytes()),
+        "records_checked": f.records_checked,
     }
     if f.spec.get("lw"):
         out["layerwise"] = True
@@ -43,13 +44,13 @@ def summary(path: Path) -> dict:
     return out
 
 
-def command(file: Path = options.SqzFile, as_json: bool = options.Json) -> None:
+def command(file: Path = options.SqzFile, as_json: bool = options.Json, unchecked: bool = options.Unchecked) -> None:
     """Show a .sqz file's sizes, recipe, input format, metrics and digest.
 
     The ratio is always float32 bytes of the weights (and stored buffers) over the file's bytes;
     a fine-tune's ratio does not count the pretrained base it needs beside it.
     """
-    s = summary(file)
+    s = summary(file, check=not unchecked)
     if as_json:
         console.print_json(json.dumps(s))
         return
@@ -85,6 +86,8 @@ def command(file: Path = options.SqzFile, as_json: bool = options.Json) -> None:
     if s["base"]:
         t.add_row("base digest", s["base"])
     t.add_row("weights sha256", s["weights_sha256"])
+    if not s["records_checked"]:
+        t.add_row("records", "[bold red]unchecked[/]: written before the records check (format 1) or read with --unchecked; run squeeze verify")
     t.add_row("created by", s["created_by"])
     t.add_row("bytes by part", ", ".join(f"{k} {v:,}" for k, v in s["bytes_by_part"].items()))
     console.print(t)

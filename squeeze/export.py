@@ -18,17 +18,12 @@ against this module's full export before anything is written.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import math
 import os
 import re
-import shutil
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,21 +34,14 @@ from torch import nn
 
 from squeeze.atomic import atomic_path
 from squeeze.defaults import DEFAULT_OPSET, MIN_OPSET  # MIN_OPSET: the lowest the torch.export-based exporter targets
-from squeeze.errors import SqueezeError
+from squeeze.onnx.exporter import ExportError, check_onnx, export_program, first_line, open_session, save, write_with_external_data
 from squeeze.onnx.inputs import Deployed, InputSpec, input_spec
 
 if TYPE_CHECKING:
     from squeeze.format import SqzFile
 
 PROTOBUF_LIMIT = 2**31 - 2**26  # weights above this (2 GB less room for the graph) go to .onnx.data
-INPUT_NAME = "input"
 TRACE_BATCH = 2  # batch size of the example input used to trace (a dynamic dim must not be 0 or 1)
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_CALL_SITE = re.compile(r'File "([^"]+)", line (\d+), in (\S+)\n\s*(\S[^\n]*)')
-
-
-class ExportError(SqueezeError):
-    """A model that cannot be exported to ONNX, or an ONNX model that onnx/onnxruntime reject."""
 
 
 class ExportMismatch(ExportError):
@@ -189,7 +177,7 @@ def _export_full(report: ExportReport, model: nn.Module, spec: InputSpec, exampl
     """Export ``model`` (inputs as users hold them) with its weights as initializers, check it
     against PyTorch and write it to ``report.path``."""
     path, atol, rtol, batch_sizes = report.path, report.atol, report.rtol, report.batch_sizes
-    onnx_model = _export(model, example, names, opset, what)
+    onnx_model = export_program(model, example, names, opset, what)
     onnx_model.metadata_props.update(meta)
     onnx_model.metadata_props["squeeze.input_shape"] = json.dumps(list(spec.shape))
     onnx_model.metadata_props["squeeze.input"] = spec.describe()
@@ -198,7 +186,7 @@ def _export_full(report: ExportReport, model: nn.Module, spec: InputSpec, exampl
     external = weight_bytes > PROTOBUF_LIMIT if external_data is None else external_data
 
     def check(onnx_path: Path, data_path: Path | None = None) -> None:
-        _check_onnx(onnx_path)
+        check_onnx(onnx_path)
         report.outputs = compare_onnx(model, onnx_path, spec.shape, batch_sizes=batch_sizes, atol=atol, rtol=rtol, seed=seed, names=names, spec=spec)
         report.size_bytes = onnx_path.stat().st_size + (data_path.stat().st_size if data_path else 0)
         _raise_if_mismatch(report, "PyTorch's")
@@ -207,11 +195,11 @@ def _export_full(report: ExportReport, model: nn.Module, spec: InputSpec, exampl
 
     if not external:
         with atomic_path(path) as tmp:
-            _save(lambda: ir.save(onnx_model, tmp), path)
+            save(lambda: ir.save(onnx_model, tmp), path)
             check(tmp)
     else:
         report.external_data = path.with_name(path.name + ".data")
-        _write_with_external_data(onnx_model, path, report.external_data, check)
+        write_with_external_data(onnx_model, path, report.external_data, check)
 
 
 def _raise_if_mismatch(report: ExportReport, against: str) -> None:
@@ -268,7 +256,7 @@ def compare_onnx(
     Returns:
         One :class:`OutputCheck` per output, worst case over ``batch_sizes``.
     """
-    session = _session(Path(onnx_path))
+    session = open_session(Path(onnx_path))
     input_name = session.get_inputs()[0].name
     out_names = names or [o.name for o in session.get_outputs()]
     stats: dict[int, list] = {}
@@ -299,7 +287,7 @@ def compare_sessions(
     Returns:
         One :class:`OutputCheck` per output, worst case over ``batch_sizes``.
     """
-    session, reference = _session(Path(onnx_path)), _session(Path(reference_path))
+    session, reference = open_session(Path(onnx_path)), open_session(Path(reference_path))
     input_name, ref_input = session.get_inputs()[0].name, reference.get_inputs()[0].name
     out_names = names or [o.name for o in session.get_outputs()]
     stats: dict[int, list] = {}
@@ -315,7 +303,7 @@ def _run_session(session, input_name: str, x: np.ndarray) -> list[np.ndarray]:
     try:
         return session.run(None, {input_name: x})
     except Exception as e:
-        raise ExportError(f"onnxruntime could not run the exported model on a batch of {len(x)}: {_first_line(e)}") from e
+        raise ExportError(f"onnxruntime could not run the exported model on a batch of {len(x)}: {first_line(e)}") from e
 
 
 def _accumulate(stats: dict, got: list[np.ndarray], want: list[np.ndarray], out_names: list[str], atol: float, rtol: float, batch: int) -> None:
@@ -408,7 +396,7 @@ def _run_torch(model: nn.Module, x: torch.Tensor, what: str, shape) -> object:
         with torch.no_grad():
             return model(x)
     except Exception as e:
-        raise ExportError(f"{what} does not accept inputs of shape (batch, {', '.join(map(str, shape))}) ({_first_line(e)}); pass the right input_shape=") from e
+        raise ExportError(f"{what} does not accept inputs of shape (batch, {', '.join(map(str, shape))}) ({first_line(e)}); pass the right input_shape=") from e
 
 
 def _flatten(out) -> list[torch.Tensor]:
@@ -420,131 +408,6 @@ def _flatten(out) -> list[torch.Tensor]:
     if isinstance(out, dict):
         return [t for o in out.values() for t in _flatten(o)]
     raise ExportError(f"the model returns a {type(out).__name__}; ONNX export needs tensors (or tuples, lists or dicts of tensors)")
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silence the exporter's progress prints, warnings and logs (its errors carry the reason)."""
-    loggers = [logging.getLogger(n) for n in ("torch", "onnxscript", "onnx_ir")]
-    loggers += [lg for n, lg in list(logging.root.manager.loggerDict.items()) if isinstance(lg, logging.Logger) and n.startswith(("torch.", "onnxscript.", "onnx_ir."))]
-    levels = [lg.level for lg in loggers]
-    sink = io.StringIO()
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.CRITICAL + 1)
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
-@contextlib.contextmanager
-def _plain_attention():
-    """Export nn.MultiheadAttention/TransformerEncoder through their plain-op path: their fused
-    inference fast path (``torch.backends.mha``) has no ONNX translation."""
-    previous = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(previous)
-
-
-def _export(model: nn.Module, example: torch.Tensor, output_names: list[str], opset: int, what: str):
-    """The exporter's ONNX model (an ``onnx_ir.Model``) with a dynamic batch dimension."""
-    batch = torch.export.Dim("batch")
-    try:
-        with _quiet(), _plain_attention():
-            program = torch.onnx.export(
-                model,
-                (example,),
-                dynamo=True,
-                opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=output_names,
-                dynamic_shapes=({0: batch},),
-                external_data=False,
-                verbose=False,
-                report=False,
-            )
-    except Exception as e:
-        raise ExportError(_exporter_reason(e, what)) from e
-    return program.model
-
-
-def _exporter_reason(e: BaseException, what: str) -> str:
-    """One sentence from an exporter failure: the stage, the root cause and the user's line."""
-    root = e
-    while root.__cause__ is not None:
-        root = root.__cause__
-    stage = {
-        "TorchExportError": "torch.export could not capture its forward",
-        "ConversionError": "an operation in its graph has no ONNX translation",
-    }.get(type(e).__name__, "the ONNX exporter failed")
-    cause = f"{type(root).__name__}: {_first_line(root)}"
-    site = _CALL_SITE.search(_ANSI.sub("", str(root))) or _CALL_SITE.search(_ANSI.sub("", str(e)))
-    where = f" at {site[1]}:{site[2]} in {site[3]} (`{site[4].strip()}`)" if site else ""
-    hint = ""
-    if "data-dependent" in cause or "data dependent" in cause:
-        hint = " The forward takes a Python decision on tensor values; express it with tensor ops (torch.where, torch.cond)."
-    return f"cannot export {what} to ONNX: {stage} ({cause}){where}.{hint} Run with --debug for the exporter's full report"
-
-
-def _first_line(e: BaseException) -> str:
-    text = _ANSI.sub("", str(e)).strip() or type(e).__name__
-    first = text.split("\n\n")[0].replace("\n", " ").strip()
-    return first if len(first) <= 300 else first[:297] + "..."
-
-
-def _save(write, path: Path) -> None:
-    try:
-        write()
-    except Exception as e:
-        raise ExportError(f"could not write the ONNX model for {path}: {_first_line(e)}") from e
-
-
-def _check_onnx(onnx_path: Path) -> None:
-    import onnx
-
-    try:
-        onnx.checker.check_model(str(onnx_path), full_check=True)
-    except Exception as e:
-        raise ExportError(f"the exported model fails onnx.checker: {_first_line(e)}") from e
-
-
-def _session(onnx_path: Path):
-    import onnxruntime as ort
-
-    try:
-        return ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    except Exception as e:
-        raise ExportError(f"onnxruntime cannot load the exported model: {_first_line(e)} (a lower opset= may help)") from e
-
-
-def _write_with_external_data(onnx_model, path: Path, data_path: Path, check) -> None:
-    """Write ``path`` + ``data_path`` through a temporary folder beside them: check there, then
-    rename the data first and the graph last, so a failure leaves neither."""
-    import onnx_ir as ir
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        staged, staged_data = folder / path.name, folder / data_path.name
-        _save(lambda: ir.save(onnx_model, staged, external_data=data_path.name), path)
-        check(staged, staged_data)
-        for p in (staged_data, staged):
-            with open(p, "rb+") as fh:
-                os.fsync(fh.fileno())
-        os.replace(staged_data, data_path)
-        try:
-            os.replace(staged, path)
-        except BaseException:
-            data_path.unlink(missing_ok=True)
-            raise
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 __all__ = ["ExportError", "ExportMismatch", "ExportReport", "OutputCheck", "compare_onnx", "compare_sessions", "export_onnx", "parse_shape"]

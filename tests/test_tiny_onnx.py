@@ -286,7 +286,7 @@ def test_dense_projection_over_the_cap_suggests_sorf(tmp_path, monkeypatch, caps
     sqz = tmp_path / "m.sqz"
     fmt.save(sub, sqz, arch=ARCH_SMALL)
     monkeypatch.setattr(projections, "MAX_ENTRIES", sub.D * 20 - 1)
-    with pytest.raises(TooLarge, match="--projection sorf"):
+    with pytest.raises(TooLarge, match="projection=sorf"):
         export_onnx(sqz, tmp_path / "m.onnx", input_shape=(1, 8, 8), tiny=True)
     rc = main(["export", str(sqz), "--tiny", "-o", str(tmp_path / "m.onnx"), "--input-shape", "1,8,8"])
     assert rc == 2 and "sorf" in capsys.readouterr().err

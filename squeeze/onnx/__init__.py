@@ -10,4 +10,5 @@ session start, bit-identical to the torch path.
   inputs.py       the graph's input: dtype and recorded preprocessing
   splice.py       the exporter's model graph with its weights fed by the regeneration
   tiny.py         build, check against the file's digest, write (and the shared base data)
+  exporter.py     torch.onnx's exporter wrapped, and the writers and onnxruntime checks every export shares
 """

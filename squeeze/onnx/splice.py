@@ -43,19 +43,19 @@ def export_bound(model: nn.Module, spec: InputSpec, example: torch.Tensor, names
     """
     import onnx_ir as ir
 
-    from squeeze.export import ExportError, _exporter_reason, _plain_attention, _quiet
+    from squeeze.onnx.exporter import ExportError, exporter_reason, plain_attention, quiet
 
     state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     args = (example, [state[n].detach() for n in names])
     dynamic = ({0: torch.export.Dim("batch")}, [None] * len(names))
     try:
-        with _quiet(), _plain_attention():
+        with quiet(), plain_attention():
             program = torch.onnx.export(
                 _Bound(model, spec, names), args, dynamo=True, opset_version=opset, input_names=[INPUT, *names],
                 output_names=output_names, dynamic_shapes=dynamic, external_data=False, verbose=False, report=False,
             )
     except Exception as e:
-        raise ExportError(_exporter_reason(e, what)) from e
+        raise ExportError(exporter_reason(e, what)) from e
     return ir.to_proto(program.model)
 
 
@@ -172,7 +172,7 @@ def _compact(graph: onnx.GraphProto, g: Builder) -> dict[str, str]:
         _drop_default_attributes(n, g.opset)
         for a in n.attribute:
             if a.g.node or a.graphs:
-                from squeeze.export import ExportError
+                from squeeze.onnx.exporter import ExportError
 
                 raise ExportError(f"the model's graph holds a {n.op_type} with a subgraph, which a tiny graph does not support; use the full export")
     del graph.value_info[:]

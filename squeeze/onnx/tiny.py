@@ -135,7 +135,7 @@ def check_base_file(path: Path, sub: Subspace, base: np.ndarray, digest: str) ->
     Raises:
         ExportError: it exists with other contents.
     """
-    from squeeze.export import ExportError
+    from squeeze.onnx.exporter import ExportError
 
     if not path.exists():
         return False
@@ -188,7 +188,7 @@ def write_checked(tiny: onnx.ModelProto, names: Names, base: np.ndarray | None, 
     """
     import onnxruntime as ort
 
-    from squeeze.export import ExportError, _check_onnx, _save, _session
+    from squeeze.onnx.exporter import ExportError, check_onnx, open_session, save
 
     path.parent.mkdir(parents=True, exist_ok=True)
     base_path = path.parent / base_file_name(f.base) if base is not None else None
@@ -203,10 +203,10 @@ def write_checked(tiny: onnx.ModelProto, names: Names, base: np.ndarray | None, 
                 _write_new(base_path, base)
                 created_base = True
             _externalize(tiny, names.base, base_path.name, base.nbytes)
-        _save(lambda: onnx.save(tiny, staged), path)
+        save(lambda: onnx.save(tiny, staged), path)
         check = copy.deepcopy(tiny)
         check.graph.output.append(helper.make_tensor_value_info(names.theta, onnx.TensorProto.FLOAT, [sub.D]))
-        _save(lambda: onnx.save(check, checking), path)
+        save(lambda: onnx.save(check, checking), path)
         feed = {check.graph.input[0].name: spec.seeded((1,), 0)[0]}
         digests = []
         for level in (None, ort.GraphOptimizationLevel.ORT_DISABLE_ALL):
@@ -222,8 +222,8 @@ def write_checked(tiny: onnx.ModelProto, names: Names, base: np.ndarray | None, 
         for d, how in zip(digests, ("default session options", "graph optimizations disabled")):
             if d != f.weights_sha256:
                 raise ExportError(f"the tiny graph regenerates weights with SHA-256 {d[:16]}... under {how}, but the file says {f.weights_sha256[:16]}...; nothing was written (please report this bug)")
-        _check_onnx(staged)
-        _session(staged)
+        check_onnx(staged)
+        open_session(staged)
         check_outputs(staged)
         os.replace(staged, path)
     except BaseException:

@@ -13,7 +13,7 @@ import typer
 from typer.exceptions import TyperException
 
 from squeeze import __version__
-from squeeze.errors import SqueezeError, kernel_error
+from squeeze.errors import SqueezeError
 from squeeze_cli.commands import bench, compress, decompress, demo, export, info, intrinsic_dim, mdl, quantize, train, verify
 from squeeze_cli.common import as_flags
 from squeeze_cli.console import err_console
@@ -83,7 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if debug:
             traceback.print_exc()
-        e = kernel_error(e) or e  # a kernel this machine cannot build: its problem, not the file's (exit 2)
         for kind, code in EXIT_CODES:
             if isinstance(e, kind):
                 err_console.print(f"[bold red]error:[/] {_sentence(e)}", highlight=False)

@@ -38,10 +38,10 @@ _LAZY = {
     "VerifyReport": "squeeze.verify",
 }
 
-# Verbs that share their name with a module (squeeze/compress.py, squeeze/verify.py): importing
+# Verbs that share their name with a module (squeeze/compress.py, quantize.py, verify.py): importing
 # that module must not replace the verb on the package (``from squeeze.compress import X`` still
 # works: it reads the module from sys.modules).
-_VERBS = {"compress", "verify", "train", "quantize"}
+_VERBS = {"compress", "quantize", "verify"}
 
 
 class _Package(_types.ModuleType):

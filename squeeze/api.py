@@ -12,7 +12,7 @@ command-line flag: the CLI maps them to its flags.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +22,7 @@ from torch import nn
 from squeeze.errors import ArchError, DataError, SqueezeError
 
 Log = Callable[[str], None]
+NEEDS_BASE = "the base checkpoint beside the file (the ratio counts the file alone)"  # a report's "needs" for a fine-tune
 
 
 def _quiet(_: str) -> None:
@@ -125,7 +126,7 @@ class Compressed:
             "teacher_file_bytes": Path(self.teacher_path).stat().st_size if self.teacher_path else None,
             "dense_bytes": f.dense_bytes() if f else None,
             "sqz_bytes": f.size_bytes if f else None,
-            "ratio": round(f.dense_bytes() / f.size_bytes, 1) if f else None,
+            "ratio": f.ratio if f else None,
             "ratio_definition": "float32 bytes of the weights / file bytes",
             "teacher_val_accuracy": round(result.teacher_val_accuracy, 6),
             "teacher_accuracy": round(result.teacher_accuracy, 6),
@@ -155,7 +156,7 @@ class Compressed:
             "trials": [c.as_dict() for c in result.candidates],
         }
         if f is not None and f.base:
-            report["needs"] = "the base checkpoint beside the file (the ratio counts the file alone)"
+            report["needs"] = NEEDS_BASE
         return report
 
 
@@ -204,10 +205,9 @@ def compress(
     Returns:
         A :class:`Compressed`; ``.save(path)`` writes the file.
     """
-    from squeeze import arch as arch_mod, coding_registry, format as fmt
+    from squeeze import arch as arch_mod, coding_registry
     from squeeze.base import load_base
-    from squeeze.checkpoint import pickled_arch
-    from squeeze.checkpoint import match_state_dict
+    from squeeze.checkpoint import match_state_dict, pickled_arch
     from squeeze.compress import CompressConfig, compress as search, file_metrics, load_teacher
 
     config = config or CompressConfig()
@@ -321,13 +321,13 @@ class Trained:
         """The measured facts, JSON-ready (file facts once saved)."""
         f, r = self.file, self.fit
         out = {
-            "output": self.path, "bytes": f.size_bytes if f else None, "ratio": round(f.dense_bytes() / f.size_bytes, 1) if f else None,
+            "output": self.path, "bytes": f.size_bytes if f else None, "ratio": f.ratio if f else None,
             "d": self.config.dim, "D": self.sub.D, "epochs": r.epochs_run, "best_epoch": r.best_epoch, "val_loss": round(r.val_loss, 6),
             "seconds": round(r.seconds, 1), "interrupted": self.interrupted,
             **{k: v for k, v in self.metrics.items() if k not in ("interrupted", "epochs")},
         }
         if f is not None and f.base:
-            out["needs"] = "the base checkpoint beside the file (the ratio counts the file alone)"
+            out["needs"] = NEEDS_BASE
         return out
 
 
@@ -476,7 +476,7 @@ class Quantized:
             "output": self.path,
             "bytes_before": self.source.size_bytes,
             "bytes_after": out.size_bytes if out else None,
-            "ratio": round(out.dense_bytes() / out.size_bytes, 1) if out else None,
+            "ratio": out.ratio if out else None,
             "levels": self.metrics["levels"],
             "method": self.result.method,
             "data": self.data_name,

@@ -3,8 +3,10 @@ unless the user asks for it (``trust_pickle``)."""
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import re
+import sys
 import types
 from pathlib import Path
 
@@ -49,7 +51,8 @@ def load_state_dict(path: Path, trust_pickle: bool = False) -> dict[str, torch.T
                 "Save model.state_dict() instead, or pass trust_pickle=True if you trust the file"
             ) from None
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_arch_aware_pickle)
+            with _import_path([path.parent, Path.cwd()]):  # where a user's own module class usually lives
+                obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_arch_aware_pickle)
         except Exception as e2:
             raise SqueezeError(f"{path.name} could not be unpickled ({_detail(e2)})") from None
     if isinstance(obj, torch.nn.Module):
@@ -82,23 +85,17 @@ _arch_aware_pickle.Unpickler = _ArchAwareUnpickler
 _arch_aware_pickle.load = lambda f, **kw: _ArchAwareUnpickler(f, **kw).load()
 
 
+@contextlib.contextmanager
 def _import_path(folders: list[Path]):
-    """A context with ``folders`` put first on ``sys.path`` (each once), then removed again."""
-    import contextlib
-    import sys
-
-    @contextlib.contextmanager
-    def context():
-        added = [str(f) for f in dict.fromkeys(Path(f).resolve() for f in folders) if str(f) not in sys.path]
-        sys.path[:0] = added
-        try:
-            yield
-        finally:
-            for f in added:
-                if f in sys.path:
-                    sys.path.remove(f)
-
-    return context()
+    """``folders`` put first on ``sys.path`` (each once) for the block, then removed again."""
+    added = [str(f) for f in dict.fromkeys(Path(f).resolve() for f in folders) if str(f) not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for f in added:
+            if f in sys.path:
+                sys.path.remove(f)
 
 
 def load_pickled_module(path: Path) -> torch.nn.Module | None:

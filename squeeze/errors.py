@@ -46,17 +46,6 @@ def mismatch(want: dict, have: dict, missing: str, unexpected: str, reshaped: st
     return "; ".join(parts) or None
 
 
-class KernelError(SqueezeError):
+class KernelError(SqueezeError, RuntimeError):
     """A regeneration kernel that was asked for (``SQUEEZE_KERNEL``) but cannot run here: a
-    problem of this machine, not of the file."""
-
-
-KERNEL_VARIABLE = "SQUEEZE_KERNEL"
-
-
-def kernel_error(e: BaseException) -> KernelError | None:
-    """The :class:`KernelError` a kernel's RuntimeError stands for (one that names the
-    ``SQUEEZE_KERNEL`` choice it could not honour), else None."""
-    if isinstance(e, RuntimeError) and f"{KERNEL_VARIABLE}=" in str(e):
-        return KernelError(f"{e}; regeneration needs no particular kernel: {KERNEL_VARIABLE}=reference always works")
-    return None
+    problem of this machine, not of the file (``verify`` exits 2, never 1)."""

@@ -117,6 +117,12 @@ class SqzFile:
         """Size of the same weights as a float32 safetensors file (tensor data only)."""
         return 4 * self.D + sum(t.numel() * t.element_size() for t in self.extras.values())
 
+    @property
+    def ratio(self) -> float:
+        """The compression ratio, its one definition: float32 bytes of the weights (and stored
+        buffers) over the file's bytes, rounded to 0.1 (a fine-tune's base is not counted)."""
+        return round(self.dense_bytes() / self.size_bytes, 1)
+
 
 def storage_roundtrip(theta_d: torch.Tensor, dtype: str) -> torch.Tensor:
     """theta_d as it will read back from a file stored in ``dtype`` (float32 result)."""

@@ -27,7 +27,7 @@ def summary(path: Path, check: bool = True) -> dict:
         "generator": f.spec["gen"],
         "theta_encoding": f.encoding.get("enc"),
         "dense_float32_bytes": f.dense_bytes(),
-        "ratio": round(f.dense_bytes() / f.size_bytes, 1),  # the one definition: float32 bytes / file bytes
+        "ratio": f.ratio,
         "weights_sha256": f.weights_sha256,
         "arch": f.arch,
         "input": f.data,

@@ -24,6 +24,7 @@ import warnings
 
 import torch
 
+from squeeze.errors import KernelError
 from squeeze.rng import KAT_ZERO
 
 ENV_VAR = "SQUEEZE_KERNEL"
@@ -61,12 +62,17 @@ def _notice(reason: str) -> None:
     warnings.warn(f"squeeze: no C kernels here ({reason}); regenerating with the slower reference path", RuntimeWarning, stacklevel=4)
 
 
+def _unavailable(what: str) -> KernelError:
+    """The error for a kernel asked for by name that cannot run here (the file is not at fault)."""
+    return KernelError(f"{what}; unset {ENV_VAR} or set it to reference; regeneration needs no particular kernel: {ENV_VAR}=reference always works")
+
+
 def cpu(where):
     """The C backend module for work on ``where`` (a CPU tensor or device), or None for the
     reference path.
 
     Raises:
-        RuntimeError: ``SQUEEZE_KERNEL=native`` but the C kernels cannot be built here.
+        KernelError: ``SQUEEZE_KERNEL=native`` but the C kernels cannot be built here.
     """
     want = choice()
     if want in ("reference", "triton") or _device(where).type != "cpu":
@@ -77,7 +83,7 @@ def cpu(where):
     if lib is not None:
         return native
     if want == "native":
-        raise RuntimeError(f"{ENV_VAR}=native but the C kernels cannot be built here ({reason}); unset {ENV_VAR} or set it to reference")
+        raise _unavailable(f"{ENV_VAR}=native but the C kernels cannot be built here ({reason})")
     _notice(reason.splitlines()[0][:200])
     return None
 
@@ -116,14 +122,14 @@ def use_triton(where: torch.Tensor | torch.device | str) -> bool:
     """Whether work on a tensor (or device) goes to the Triton kernels (see the module docstring).
 
     Raises:
-        RuntimeError: ``SQUEEZE_KERNEL=triton`` but the Triton kernels cannot run on this device.
+        KernelError: ``SQUEEZE_KERNEL=triton`` but the Triton kernels cannot run on this device.
     """
     want = choice()
     device = _device(where)
     if want == "triton":
         reason = _triton_status(device.type)
         if reason is not None:
-            raise RuntimeError(f"{ENV_VAR}=triton but the Triton kernels cannot run on {device.type} tensors here ({reason}); unset {ENV_VAR} or set it to reference")
+            raise _unavailable(f"{ENV_VAR}=triton but the Triton kernels cannot run on {device.type} tensors here ({reason})")
         return True
     if want != "auto" or device.type != "cuda":
         return False

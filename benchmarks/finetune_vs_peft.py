@@ -15,7 +15,12 @@ Adam, batch 64, the best epoch by validation loss), one CPU thread.
   PEFT stores by default and ``seed_bytes`` with the trained tensors only (PEFT documents that
   such seed-only adapters are not guaranteed to reload identically across systems or versions).
   The test accuracy is measured on the model rebuilt from the shipped files.
-- squeeze methods: ``bitfit-d`` puts the head, the biases and LayerNorm gains in the subspace (the
+- ``squeeze-<bytes>``: the one-command fine-tune, ``squeeze train --base arch --size <bytes>
+  --lean`` (``squeeze.train`` with a base and a byte budget, nothing else): it chooses d, the
+  encoding and the schedule itself (squeeze.defaults.FINETUNE) and runs at its default learning
+  rate with no grid. Bytes shipped: its file. CPU seconds: the whole verb (sizing, training,
+  choosing the encoding).
+- squeeze methods with a fixed d: ``bitfit-d`` puts the head, the biases and LayerNorm gains in the subspace (the
   sample's include patterns), ``said-d`` every weight (SAID); both learn one scale per tensor
   (layerwise; the scales count in d). Bytes shipped: the .sqz file that ``squeeze.format.save``
   writes (float16 theta_d, no metrics, what ``squeeze train --lean`` writes); its test accuracy
@@ -48,6 +53,7 @@ from pathlib import Path
 
 import torch
 
+import squeeze
 from squeeze import Subspace, SubspaceConfig
 from squeeze import format as fmt
 from squeeze.data import Dataset
@@ -63,8 +69,9 @@ TARGETS = ["query", "value"]
 PEFT = {"lora-r1": ("lora", 1), "lora-r4": ("lora", 4), "vera": ("vera", 256), "fourierft-100": ("fourierft", 100), "fourierft-1000": ("fourierft", 1000),
         "unilora-256": ("unilora", 256), "unilora-1000": ("unilora", 1000), "unilora-4000": ("unilora", 4000), "tinylora-64": ("tinylora", 64),
         "tinylora-256": ("tinylora", 256), "vblora-32": ("vblora", 32), "vblora-256": ("vblora", 256), "randlora-384": ("randlora", 384)}
-DEFAULT_METHODS = list(PEFT) + [f"{k}-{d}" for k in ("bitfit", "said") for d in (250, 1000, 4000, 16000)]
+DEFAULT_METHODS = list(PEFT) + [f"squeeze-{b}" for b in (2048, 4096, 8192, 16384)]
 TASKS = {"vader": "vader_words", "afinn": "afinn_words"}
+RECIPE_LR = squeeze.TrainConfig().lr  # the squeeze-<bytes> rows run their default rate alone
 # Adapter tensors a seed-only save leaves out (PEFT regenerates them from the seed or the base).
 REGENERABLE = {"vera_A", "vera_B", "unilora_indices_A", "unilora_indices_B", "unilora_scales_A", "unilora_scales_B",
                "tinylora_A", "tinylora_B", "tinylora_P", "randlora_A", "randlora_B"}
@@ -170,9 +177,28 @@ def squeeze_model(method: str, seed: int, classes: int) -> Subspace:
     return Subspace(model, squeeze_config(method, seed), base=model.base_state_dict())
 
 
+def recipe_run(method: str, seed: int, ds: Dataset, folder: Path) -> dict:
+    """``squeeze-<bytes>``: the one-command fine-tune, ``squeeze.train`` with a base and a byte
+    budget and nothing else (``squeeze train --base arch --size <bytes> --lean``): d, the encoding
+    and the schedule are its own choices; its learning rate is its default (no grid)."""
+    from squeeze.api import TrainConfig as Recipe, train as train_verb
+
+    budget = int(method.split("-")[1])
+    cpu, wall = time.process_time(), time.time()
+    done = train_verb(arch(ds)["ref"], without_test(ds), Recipe(size=budget, seed=seed), arch_kwargs=arch(ds)["kwargs"], base="arch", progress=False, lean=True)
+    cpu_s = time.process_time() - cpu
+    folder.mkdir(parents=True, exist_ok=True)
+    size = done.save(folder / "model.sqz").size_bytes
+    return {"method": method, "lr": done.config.lr, "seed": seed, "val_accuracy": done.metrics["val_accuracy"], "val_loss": done.fit.val_loss, "best_epoch": done.fit.best_epoch,
+            "cpu_seconds": cpu_s, "wall_seconds": time.time() - wall, "bytes": size, "seed_bytes": size, "trainable": done.sub.d,
+            "levels": done.metrics.get("levels"), "encodings": {str(k): v for k, v in done.encodings.items()}}
+
+
 # ---------------------------------------------------------------- runs
 def run_one(method: str, lr: float, seed: int, ds: Dataset, args, folder: Path) -> dict:
     """Train one (method, lr, seed); write what it ships to ``folder``; no test words seen."""
+    if method.startswith("squeeze-"):
+        return recipe_run(method, seed, ds, folder)
     torch.manual_seed(seed)  # dropout
     cpu, wall = time.process_time(), time.time()
     model = peft_model(method, seed, ds.num_classes) if method in PEFT else squeeze_model(method, seed, ds.num_classes)
@@ -247,7 +273,8 @@ def method_runs(method: str, ds: Dataset, args, cache: Cache) -> list[dict]:
                   f"{run['cpu_seconds']:.0f} s CPU", flush=True)
         return run
 
-    grid = [get_or_run(lr, args.seeds[0]) for lr in args.lrs]
+    recipe = method.startswith("squeeze-")
+    grid = [get_or_run(lr, args.seeds[0]) for lr in ([RECIPE_LR] if recipe else args.lrs)]
     if None in grid:  # --cached-only and the grid is unfinished: no rate can be chosen yet
         print(f"  {method}: skipped, the learning-rate grid on seed {args.seeds[0]} is not finished")
         return []
@@ -258,7 +285,7 @@ def method_runs(method: str, ds: Dataset, args, cache: Cache) -> list[dict]:
             run["test_accuracy"] = test_accuracy(run, ds, cache.folder(method, run["lr"], run["seed"]))
             cache.put(run)
     out = [{**r, "grid": False} for r in grid if r is not best] + [{**r, "kept": True} for r in kept]
-    if method not in PEFT:
+    if method not in PEFT and not recipe:
         for levels in args.levels:
             for run in kept:
                 key = f"q{levels}"
@@ -315,6 +342,8 @@ def budgets(rows: list[dict], key: str = "bytes") -> str:
 
 def family(method: str) -> str:
     """The plot line a method belongs to."""
+    if method.startswith("squeeze-"):
+        return "squeeze train --base (the one-command default, 2-16 KB)"
     if method.startswith(("bitfit", "said")):
         kind, rest = method.split("-", 1)
         return f"squeeze {'BitFit tensors' if kind == 'bitfit' else 'SAID, all weights'}" + (" (k-means " + rest.split("+q")[1] + " levels)" if "+q" in rest else "")
@@ -339,7 +368,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", choices=sorted(TASKS), default="vader", help="vader: word polarity, 2 classes; afinn: word valence, 4 classes")
-    ap.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma-separated; PEFT: {', '.join(PEFT)}; squeeze: bitfit-<d>, said-<d>")
+    ap.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma-separated; PEFT: {', '.join(PEFT)}; squeeze: squeeze-<bytes> (the one-command fine-tune), bitfit-<d>, said-<d>")
     ap.add_argument("--seeds", default="0,1,2", help="training seeds; the learning rate is chosen on the first")
     ap.add_argument("--lrs", default="0.002,0.01,0.05,0.1,0.2", help="the learning-rate grid every method gets")
     ap.add_argument("--levels", default="16", help="k-means levels for quantized squeeze rows (comma-separated; empty: none)")
@@ -357,9 +386,9 @@ def main(argv=None) -> dict:
     args.levels = [int(x) for x in args.levels.split(",") if x]
     if args.quick:
         args.epochs = 1
-    bad = [m for m in args.methods if m not in PEFT and not (m.split("-")[0] in ("bitfit", "said") and m.split("-")[-1].isdigit())]
+    bad = [m for m in args.methods if m not in PEFT and not (m.split("-")[0] in ("bitfit", "said", "squeeze") and m.split("-")[-1].isdigit())]
     if bad:
-        sys.exit(f"unknown methods {bad}; use {', '.join(PEFT)}, bitfit-<d> or said-<d>")
+        sys.exit(f"unknown methods {bad}; use {', '.join(PEFT)}, squeeze-<bytes>, bitfit-<d> or said-<d>")
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", module="peft|transformers")  # offline look-ups of the hub config; VeRA's regenerated projections
     out = args.out or ROOT / "out" / (f"finetune_vs_peft_{args.task}" + ("_quick" if args.quick else ""))

@@ -49,9 +49,14 @@ CONVERGE = {"epochs": 200, "patience": 20, "decay_after": None, "recover": 2.0}
 # with the best file written and say why.
 TARGET = 0.98
 LEVELS = (4, 8, 16)  # the quantized encodings compress searches besides float16
+# The fine-tune recipe (train with a base and no d): the largest d whose file fits ``size`` bytes
+# at 16 levels, every tensor in the subspace with one scale each (SAID), 3 epochs of one-cycle
+# Adam at batch 64, then the encoding among LEVELS that fits and is best on validation
+# (squeeze.budget). Measured by benchmarks/finetune_vs_peft.py (samples/README.md).
+FINETUNE = {"size": 4096, "epochs": 3, "batch_size": 64, "layerwise": True, "include": ()}
 MIN_OPSET = 18  # the lowest opset the torch.export-based exporter targets
 DEFAULT_OPSET = 18
 QUANTIZE = {"steps": 1000, "lr": 1e-2, "batch_size": 128, "distill_weight": 0.5}  # squeeze.quantize.QuantizeConfig
 PROJECTIONS = ("dense", "sorf", "sparse")  # the registered projection kinds (a test checks the registry)
 
-__all__ = ["TARGET", "CONVERGE", "LEVELS", "MIN_OPSET", "DEFAULT_OPSET", "QUANTIZE", "PROJECTIONS"]
+__all__ = ["TARGET", "CONVERGE", "LEVELS", "FINETUNE", "MIN_OPSET", "DEFAULT_OPSET", "QUANTIZE", "PROJECTIONS"]

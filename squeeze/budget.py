@@ -1,0 +1,108 @@
+"""Training for a byte budget: the largest d whose file fits, and the best encoding that fits.
+
+A file's bytes are a fixed part (header, manifest, layerwise scales, records) plus the coded
+theta_d, which grows about linearly with d at a given number of levels. :func:`subspace_for_size`
+measures both before training: the fixed part from a written probe file, the coded part from
+k-means codes of a seeded Gaussian vector (what a trained theta_d looks like to the range coder;
+a trained vector whose codes are less even takes fewer bytes). After training,
+:func:`encode_within` quantizes the trained theta_d to each candidate number of levels (k-means),
+keeps the encodings whose file fits, and of those the best on the validation split the training
+loop held out (ties: the smaller file). The test split is never read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from squeeze.errors import SqueezeError
+
+# Bytes of a file holding ``sub`` with this encoding (written as the caller will write it).
+FileBytes = Callable[[object, dict], int]
+
+
+def synthetic_codes(n: int, levels: int) -> dict:
+    """The stored encoding of a seeded Gaussian vector of ``n`` values at ``levels`` levels."""
+    from squeeze.coding_registry import encode_quantized
+    from squeeze.quantize import kmeans_quantize
+
+    x = torch.randn(n, generator=torch.Generator().manual_seed(0))
+    return encode_quantized(*kmeans_quantize(x, levels))
+
+
+def subspace_for_size(sub_at: Callable[[int], object], size: int, levels: int, file_bytes: FileBytes, probe_dim: int = 1000):
+    """The subspace with the largest d whose file, at ``levels`` levels, fits in ``size`` bytes.
+
+    Args:
+        sub_at: builds the (untrained) subspace for a given d (layerwise scales included in d).
+        size: the byte budget of the whole file.
+        levels: the number of levels theta_d is sized for.
+        file_bytes: the bytes of the file holding a subspace with an encoding.
+        probe_dim: d of the probe that measures the fixed part.
+
+    Raises:
+        SqueezeError: the fixed part alone leaves no room for theta_d.
+    """
+    from squeeze.coding_registry import stored_bytes
+
+    probe = sub_at(probe_dim)
+    scales = probe.d - probe.theta_d.numel()
+    fixed = file_bytes(probe, synthetic_codes(probe.theta_d.numel(), levels)) - stored_bytes(synthetic_codes(probe.theta_d.numel(), levels))
+    lo, hi = stored_bytes(synthetic_codes(2000, levels)), stored_bytes(synthetic_codes(6000, levels))
+    per_value = (hi - lo) / 4000
+    n = int((size - fixed - (lo - per_value * 2000)) / per_value)
+    while n >= 1:
+        sub = sub_at(n + scales)
+        if file_bytes(sub, synthetic_codes(n, levels)) <= size:
+            return sub
+        n = int(n * 0.98)
+    raise SqueezeError(f"size={size:,} bytes leaves no room for theta_d: the file's fixed part (header, manifest, {scales} layerwise scales) is about {fixed:,} bytes")
+
+
+@dataclass
+class Encoding:
+    """The encoding :func:`encode_within` kept, and what it measured for every candidate."""
+
+    levels: int
+    encoded: dict
+    bytes: int
+    val_accuracy: float
+    float_val_accuracy: float
+    candidates: dict  # levels -> {"bytes", "val_accuracy", "fits"}
+    values: torch.Tensor  # theta_d as the encoding decodes it
+
+
+def encode_within(sub, data, size: int, levels: tuple[int, ...], file_bytes: FileBytes, device: str = "cpu") -> Encoding:
+    """Quantize the trained ``sub.theta_d`` (k-means) to each of ``levels``; keep the best
+    encoding on validation among those whose file fits ``size`` (ties: the smaller file).
+    ``sub.theta_d`` holds the kept encoding's values on return.
+
+    Raises:
+        SqueezeError: no candidate fits (the trained codes took more bytes than the sizing assumed).
+    """
+    from squeeze.coding_registry import encode_quantized
+    from squeeze.quantize import QuantizeConfig, quantize_subspace
+
+    start = sub.theta_d.detach().clone()
+    seen, best = {}, None
+    for L in sorted(levels, reverse=True):
+        with torch.no_grad():
+            sub.theta_d.copy_(start)
+        q = quantize_subspace(sub, QuantizeConfig(levels=L, steps=0, device=device), data)
+        encoded = encode_quantized(q.codebook, q.codes)
+        n = file_bytes(sub, encoded)
+        acc = q.val_accuracy["kmeans"]
+        seen[L] = {"bytes": n, "val_accuracy": round(acc, 6), "fits": n <= size}
+        if n <= size and (best is None or (acc, -n) > (best.val_accuracy, -best.bytes)):
+            best = Encoding(L, encoded, n, acc, q.val_accuracy["float"], seen, q.codebook[q.codes])
+    if best is None:
+        tried = ", ".join(f"{L} levels: {c['bytes']:,}" for L, c in seen.items())
+        raise SqueezeError(f"no encoding of the trained theta_d fits {size:,} bytes ({tried}); pass a larger size=")
+    with torch.no_grad():
+        sub.theta_d.copy_(best.values.to(sub.theta_d.device))
+    return best
+
+
+__all__ = ["Encoding", "encode_within", "subspace_for_size", "synthetic_codes"]

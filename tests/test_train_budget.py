@@ -1,0 +1,110 @@
+"""Training for a byte budget (``squeeze.train`` with ``size=``, and the fine-tune default):
+d and the encoding are chosen so that the file fits, on validation, never on the test split."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import squeeze
+from squeeze import format as fmt
+from squeeze.data import Dataset, load_data
+from squeeze.defaults import FINETUNE
+from squeeze.errors import SqueezeError
+from squeeze.fit import TrainConfig as LoopConfig, train as fit
+from squeeze.zoo import MLP
+from squeeze_cli.app import main
+
+ARCH = "squeeze.zoo:MLP"
+KW = {"hidden": [64, 64]}
+
+
+@pytest.fixture(scope="module")
+def digits() -> Dataset:
+    return load_data("digits")
+
+
+@pytest.mark.parametrize("size,lean", [(1200, True), (1500, False)])
+def test_the_file_fits_its_budget_and_uses_most_of_it(tmp_path, digits, size, lean):
+    done = squeeze.train(ARCH, digits, squeeze.TrainConfig(size=size, epochs=3), arch_kwargs=KW, progress=False, lean=lean)
+    f = done.save(tmp_path / "m.sqz")
+    assert f.size_bytes <= size
+    assert (not f.metrics) == lean
+    report = done.report()
+    sized_for = report["encodings"]["16"]["bytes"]  # d is sized for 16 levels; a smaller encoding may win on validation
+    assert size >= sized_for >= 0.9 * size, f"{sized_for} bytes at 16 levels of a {size}-byte budget: d={done.sub.d} is not the largest that fits"
+    kept = report["encodings"][str(report["levels"])]
+    assert kept["fits"] and kept["bytes"] == f.size_bytes
+    # the kept encoding is the best on validation among those that fit (ties: the smaller file)
+    fitting = [c for c in report["encodings"].values() if c["fits"]]
+    assert kept["val_accuracy"] == max(c["val_accuracy"] for c in fitting)
+    assert squeeze.verify(tmp_path / "m.sqz").ok
+
+
+def test_a_larger_budget_keeps_a_larger_d(digits):
+    small = squeeze.train(ARCH, digits, squeeze.TrainConfig(size=1100, epochs=1), arch_kwargs=KW, progress=False, lean=True)
+    large = squeeze.train(ARCH, digits, squeeze.TrainConfig(size=2200, epochs=1), arch_kwargs=KW, progress=False, lean=True)
+    assert large.sub.d > 2 * small.sub.d
+
+
+def test_the_choice_never_reads_the_test_split(tmp_path, digits):
+    """Two data sets that differ only in their test split give the same file bytes but the metrics."""
+    flipped = Dataset(digits.name, digits.x_train, digits.y_train, -digits.x_test, (digits.y_test + 1) % 10, 10, digits.preprocessing)
+    a = squeeze.train(ARCH, digits, squeeze.TrainConfig(size=1200, epochs=2), arch_kwargs=KW, progress=False, lean=True)
+    b = squeeze.train(ARCH, flipped, squeeze.TrainConfig(size=1200, epochs=2), arch_kwargs=KW, progress=False, lean=True)
+    assert a.sub.d == b.sub.d and a.metrics["levels"] == b.metrics["levels"]
+    assert torch.equal(a.sub.theta_d, b.sub.theta_d)
+    assert a.metrics["test_accuracy"] != b.metrics["test_accuracy"]
+
+
+def test_a_budget_smaller_than_the_fixed_part_is_refused(digits):
+    with pytest.raises(SqueezeError, match="leaves no room for theta_d"):
+        squeeze.train(ARCH, digits, squeeze.TrainConfig(size=300, epochs=1), arch_kwargs=KW, progress=False)
+
+
+def test_training_from_scratch_needs_dim_or_size(digits):
+    with pytest.raises(SqueezeError, match="dim=.*size="):
+        squeeze.train(ARCH, digits, squeeze.TrainConfig(epochs=1), arch_kwargs=KW, progress=False)
+    with pytest.raises(ValueError, match="not both"):
+        squeeze.TrainConfig(dim=100, size=2000)
+
+
+@pytest.fixture(scope="module")
+def base_path(tmp_path_factory, digits):
+    """The body of an MLP trained on digits 0-4 (the new head is drawn from the seed)."""
+    torch.manual_seed(0)
+    m, mt = digits.y_train < 5, digits.y_test < 5
+    low = Dataset(digits.name, digits.x_train[m], digits.y_train[m], digits.x_test[mt], digits.y_test[mt], 10, digits.preprocessing)
+    model = MLP(input_shape=digits.input_shape, num_classes=10, hidden=(64, 64))
+    fit(model, low, LoopConfig(epochs=8, lr=1e-2, batch_size=64), progress=False)
+    path = tmp_path_factory.mktemp("base") / "base.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("head")}, path)
+    return path
+
+
+def test_a_fine_tune_needs_no_d_and_follows_the_recipe(tmp_path, digits, base_path):
+    done = squeeze.train(ARCH, digits, squeeze.TrainConfig(), arch_kwargs=KW, base=str(base_path), progress=False)
+    cfg = done.config
+    assert (cfg.size, cfg.epochs, cfg.batch_size, cfg.layerwise) == (FINETUNE["size"], FINETUNE["epochs"], FINETUNE["batch_size"], True)
+    assert done.fit.epochs_run == FINETUNE["epochs"]
+    f = done.save(tmp_path / "ft.sqz")
+    assert f.size_bytes <= FINETUNE["size"] and f.base
+    assert done.report()["needs"] == squeeze.api.NEEDS_BASE
+    again = fmt.load_subspace(tmp_path / "ft.sqz", base=str(base_path))
+    assert torch.equal(again.theta_d, done.sub.theta_d)
+
+
+def test_the_cli_fine_tune_is_one_command(tmp_path, digits, base_path):
+    data = tmp_path / "d.npz"
+    import numpy as np
+
+    np.savez(data, x=digits.x_train.numpy(), y=digits.y_train.numpy(), x_test=digits.x_test.numpy(), y_test=digits.y_test.numpy())
+    out = tmp_path / "ft.sqz"
+    code = main(["train", "--arch", ARCH, "--arch-kwargs", json.dumps(KW), "--data", str(data), "--base", str(base_path), "--size", "3KB", "-o", str(out), "--json"])
+    assert code == 0
+    assert out.stat().st_size <= 3000
+    code = main(["train", "--arch", ARCH, "--data", str(data), "--dim", "100", "--size", "3000", "-o", str(tmp_path / "x.sqz")])
+    assert code == 2 and not (tmp_path / "x.sqz").exists()

@@ -181,7 +181,7 @@ def recipe_run(method: str, seed: int, ds: Dataset, folder: Path) -> dict:
     """``squeeze-<bytes>``: the one-command fine-tune, ``squeeze.train`` with a base and a byte
     budget and nothing else (``squeeze train --base arch --size <bytes> --lean``): d, the encoding
     and the schedule are its own choices; its learning rate is its default (no grid)."""
-    from squeeze.api import TrainConfig as Recipe, train as train_verb
+    from squeeze.training import TrainConfig as Recipe, train as train_verb
 
     budget = int(method.split("-")[1])
     cpu, wall = time.process_time(), time.time()

@@ -7,11 +7,18 @@ gives the test set; the training loop carves its validation share from the 80%.
 
 Three ways to fine-tune the same pretrained encoder + new linear head on mean-pooled tokens:
 
-  (a) subspace: theta = theta_base + P @ theta_d with d <= 1000 (layerwise scales included),
-      saved as a .sqz file that records the base's digest, never its weights;
+  (a) subspace: theta = theta_base + P @ theta_d, the one-command fine-tune
+      (``squeeze.train`` with ``base="arch"`` and nothing else: the largest d whose file fits
+      4,096 bytes, every tensor with a layerwise scale, 3 epochs, the encoding chosen on
+      validation), saved as a .sqz file that records the base's digest, never its weights;
   (b) full fine-tuning of all 22.6M weights;
   (c) frozen base, only the head trained (on cached pooled embeddings: the same model,
       computed once).
+
+The same fine-tune from the command line, on the token ids this script writes:
+
+    python samples/finetune_minilm.py --export-data vader_words.npz
+    squeeze train --arch squeeze.pretrained:MiniLMClassifier --base arch --data vader_words.npz -o minilm_sentiment.sqz
 
 Run (one CPU thread; about 4 CPU-minutes in all, more wall time on a busy machine; --only a|b|c
 runs some of the parts; seeded, so a rerun gives the same numbers):
@@ -36,16 +43,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from squeeze import Subspace, SubspaceConfig
+import squeeze
 from squeeze import format as fmt
+from squeeze.defaults import FINETUNE
 from squeeze.data import Dataset
-from squeeze.fit import TrainConfig, accuracy, predict, train
+from squeeze.fit import TrainConfig, predict, train
 from squeeze.pretrained import MiniLMClassifier, tokenize
 
 ARCH = {"ref": "squeeze.pretrained:MiniLMClassifier", "kwargs": {"num_classes": 2}}
 WORD = re.compile(r"[a-z][a-z'-]*")
-# Tensors in the subspace: the head, and the biases and LayerNorm gains of the encoder
-# (BitFit's choice of tensors; the projection mixes them all into the same d numbers).
+# BitFit's choice of tensors (the head, and the biases and LayerNorm gains of the encoder), for
+# benchmarks/finetune_vs_peft.py's bitfit-<d> rows; the one-command fine-tune puts every tensor in.
 INCLUDE = ("head.*", "*.bias", "*LayerNorm.weight")
 
 
@@ -100,24 +108,19 @@ def word_task(name: str, words: list[str], labels: list[int], classes: int, rule
 
 
 def subspace_finetune(ds: Dataset, args) -> dict:
-    """(a): train theta_d (and the layerwise scales) against the pretrained base; save, reload, verify."""
-    model = MiniLMClassifier(num_classes=2)
-    config = SubspaceConfig(dim=args.dim, projection="sorf", seed=args.seed, layerwise=True, include=tuple(args.include))
-    sub = Subspace(model, config, base=model.base_state_dict())
-    print(f"(a) subspace: d={args.dim} ({sub.scales.numel()} layerwise scales), {len(sub.selected)} of {len(sub.manifest)} tensors "
-          f"= {sub.D_sub:,} of D={sub.D:,} weights in the subspace, base digest {sub.base_digest[:16]}...")
-    res = train(sub, ds, TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed), description="(a) subspace")
-    fmt.round_for_storage_(sub, "float16")
-    acc = accuracy(sub, ds.x_test, ds.y_test)
-    metrics = {"data": ds.name, "metric": "accuracy", "test_accuracy": round(acc, 6), "val_accuracy": round(res.val_accuracy, 6), "epochs": res.epochs_run}
-    f = fmt.save(sub, args.output, arch=ARCH, metrics=metrics, data=ds.describe(), dtype="float16")
+    """(a): the one-command fine-tune against the pretrained base (``squeeze.train`` with a base
+    and a byte budget); save, reload, compare predictions."""
+    done = squeeze.train(ARCH["ref"], ds, squeeze.TrainConfig(size=args.size, seed=args.seed), arch_kwargs=ARCH["kwargs"], base="arch", log=print)
+    sub, acc = done.sub, done.metrics["test_accuracy"]
+    f = done.save(args.output)
     t = time.time()
     again = fmt.load_subspace(args.output, base="arch")  # rebuilds the arch, checks base and weight digests
     regen = time.time() - t
     same = bool(torch.equal(predict(again, ds.x_test).argmax(1), predict(sub, ds.x_test).argmax(1)))
-    print(f"(a) test accuracy {acc:.4f}; wrote {args.output} ({f.size_bytes:,} bytes); reloaded against --base arch in {regen:.1f} s, same predictions: {same}")
-    return {"test_accuracy": acc, "val_accuracy": res.val_accuracy, "bytes": f.size_bytes, "seconds": res.seconds, "epochs": res.epochs_run,
-            "d": args.dim, "D": sub.D, "D_sub": sub.D_sub, "include": list(args.include), "weights_sha256": f.weights_sha256,
+    print(f"(a) d={sub.d} ({sub.scales.numel()} layerwise scales), {done.metrics['levels']} levels: test accuracy {acc:.4f}; wrote {args.output} "
+          f"({f.size_bytes:,} bytes); reloaded against --base arch in {regen:.1f} s, same predictions: {same}")
+    return {"test_accuracy": acc, "val_accuracy": done.metrics["val_accuracy"], "bytes": f.size_bytes, "seconds": done.fit.seconds, "epochs": done.fit.epochs_run,
+            "d": sub.d, "levels": done.metrics["levels"], "D": sub.D, "D_sub": sub.D_sub, "weights_sha256": f.weights_sha256,
             "base_sha256": f.base, "reload_seconds": regen, "reload_same_predictions": same}
 
 
@@ -146,10 +149,7 @@ def head_only(ds: Dataset, args) -> dict:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-o", "--output", type=Path, default=Path("minilm_sentiment.sqz"))
-    ap.add_argument("--dim", type=int, default=1000, help="d, layerwise scales included")
-    ap.add_argument("--include", action="append", default=None, help=f"tensor name pattern in the subspace (repeatable) [default: {' '.join(INCLUDE)}]")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--size", type=int, default=FINETUNE["size"], help="(a): the byte budget of the file")
     ap.add_argument("--full-epochs", type=int, default=2)
     ap.add_argument("--full-lr", type=float, default=5e-5)
     ap.add_argument("--head-epochs", type=int, default=30)
@@ -161,7 +161,6 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     ap.add_argument("--export-data", type=Path, help="write the token-id data set as .npz (x, y, x_test, y_test) for 'squeeze train --data' and stop")
     args = ap.parse_args(argv)
-    args.include = args.include or list(INCLUDE)
     torch.set_num_threads(args.threads)
     ds, train_words, test_words = vader_words(args.seed)
     if args.export_data:

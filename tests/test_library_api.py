@@ -65,7 +65,8 @@ def test_the_verbs_are_the_package_attributes_even_after_their_modules_are_impor
     import squeeze
     import squeeze.compress  # noqa: F401  (a module of the same name)
     import squeeze.verify  # noqa: F401
-    from squeeze.api import compress, train
+    from squeeze.api import compress
+    from squeeze.training import train
     from squeeze.verify import verify
 
     assert squeeze.compress is compress and squeeze.train is train and squeeze.verify is verify

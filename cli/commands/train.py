@@ -1,5 +1,5 @@
 """``squeeze train``: train directly in a random subspace (Li et al., 2018).
-Parses, calls :func:`squeeze.api.train`, prints."""
+Parses, calls :func:`squeeze.training.train`, prints."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def command(
     --batch-size stays the global batch, and only rank 0 prints and writes the file.
     """
     from squeeze import distributed
-    from squeeze.api import TrainConfig, train
+    from squeeze.training import TrainConfig, train
 
     set_threads(threads)
     dev = check_device(dev)

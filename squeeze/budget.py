@@ -74,9 +74,10 @@ class Encoding:
     values: torch.Tensor  # theta_d as the encoding decodes it
 
 
-def encode_within(sub, data, size: int, levels: tuple[int, ...], file_bytes: FileBytes, device: str = "cpu") -> Encoding:
+def encode_within(sub, data, size: int, levels: tuple[int, ...], file_bytes: FileBytes, device: str = "cpu", val_fraction: float = 0.1) -> Encoding:
     """Quantize the trained ``sub.theta_d`` (k-means) to each of ``levels``; keep the best
-    encoding on validation among those whose file fits ``size`` (ties: the smaller file).
+    encoding on validation (``data.validation_split(val_fraction)``, the training loop's) among
+    those whose file fits ``size`` (ties: the smaller file).
     ``sub.theta_d`` holds the kept encoding's values on return.
 
     Raises:
@@ -90,7 +91,7 @@ def encode_within(sub, data, size: int, levels: tuple[int, ...], file_bytes: Fil
     for L in sorted(levels, reverse=True):
         with torch.no_grad():
             sub.theta_d.copy_(start)
-        q = quantize_subspace(sub, QuantizeConfig(levels=L, steps=0, device=device), data)
+        q = quantize_subspace(sub, QuantizeConfig(levels=L, steps=0, device=device, val_fraction=val_fraction), data)
         encoded = encode_quantized(q.codebook, q.codes)
         n = file_bytes(sub, encoded)
         acc = q.val_accuracy["kmeans"]

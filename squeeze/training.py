@@ -19,6 +19,11 @@ from squeeze.api import NEEDS_BASE, Log, model_for_data
 from squeeze.errors import SqueezeError
 
 
+# target=: the budgets tried, smallest first, and the confidence of the confirmation interval
+TARGET_SIZES = (1024, 2048, 4096, 8192, 16384, 32768)
+CONFIDENCE = 0.8
+
+
 def _quiet(_: str) -> None:
     pass
 
@@ -35,6 +40,9 @@ class TrainConfig:
     Args:
         dim: d, the number of trained values.
         size: the byte budget of the file (the file as saved, ``lean`` or not).
+        target: instead of ``dim`` or ``size``: the smallest budget of :data:`TARGET_SIZES` whose
+            file reaches this accuracy on a confirmation share of the training split that neither
+            training nor the choice of encoding read (the lower end of its 80% interval must clear it).
         projection, seed: the projection kind and the seed of theta_0 and P.
         epochs, patience, lr, batch_size: the training loop (``patience`` None: exactly ``epochs``).
         device: ``cpu`` or ``cuda``.
@@ -49,6 +57,7 @@ class TrainConfig:
 
     dim: int | None = None
     size: int | None = None
+    target: float | None = None
     projection: str = "sorf"
     seed: int = 0
     epochs: int | None = None
@@ -69,8 +78,10 @@ class TrainConfig:
             raise ValueError(f"dim must be a positive integer, got {self.dim!r}")
         if self.size is not None and (not isinstance(self.size, int) or self.size < 1):
             raise ValueError(f"size must be a positive number of bytes, got {self.size!r}")
-        if self.dim is not None and self.size is not None:
-            raise ValueError("give dim= (d) or size= (a byte budget that chooses d), not both")
+        if sum(x is not None for x in (self.dim, self.size, self.target)) > 1:
+            raise ValueError("give one of dim= (d), size= (a byte budget that chooses d) or target= (an accuracy that chooses the budget)")
+        if self.target is not None and not 0 < self.target <= 1:
+            raise ValueError(f"target must be an accuracy in (0, 1], got {self.target!r}")
         if self.dtype not in ("float16", "float32"):
             raise ValueError(f"dtype must be float16 or float32, got {self.dtype!r}")
         if self.levels is not None and not 2 <= self.levels <= 1 << 15:
@@ -89,10 +100,11 @@ class TrainConfig:
         plain = {"epochs": 10, "batch_size": 128, "layerwise": False}
         recipe = FINETUNE if fine_tune else plain
         fill = {k: recipe[k] for k in plain if getattr(self, k) is None}
-        if fine_tune and self.dim is None and self.size is None:
+        chosen = self.dim is not None or self.size is not None or self.target is not None
+        if fine_tune and not chosen:
             fill["size"] = FINETUNE["size"]
-        elif not fine_tune and self.dim is None and self.size is None:
-            raise SqueezeError("dim= (d, the number of trained values) or size= (a byte budget) is required; a fine-tune against base= defaults to a 4 KB file")
+        elif not chosen:
+            raise SqueezeError("dim= (d, the number of trained values), size= (a byte budget) or target= (an accuracy) is required; a fine-tune against base= defaults to a 4 KB file")
         if fine_tune and not self.include and self.dim is None:
             fill["include"] = tuple(FINETUNE["include"])
         return replace(self, **fill)
@@ -114,10 +126,21 @@ class Trained:
     path: str | None = None
     lean: bool = False  # what the budget counted: save() leaves the records out by default then
     encodings: dict | None = None  # with a size: levels -> {"bytes", "val_accuracy", "fits"}
+    confirm: dict | None = None  # with a target: the kept file on the confirmation share, and the budgets tried
+
+    @property
+    def reached(self) -> bool | None:
+        """With a target: whether the kept file's confirmation interval clears it."""
+        return None if self.confirm is None else self.confirm["reached"]
 
     @property
     def interrupted(self) -> bool:
         return bool(self.fit.interrupted)
+
+    @property
+    def size(self) -> int | None:
+        """The byte budget the file was trained for (with a target: the budget kept)."""
+        return self.metrics.get("size") or self.config.size
 
     def save(self, path: str | os.PathLike, *, lean: bool | None = None):
         """Write the file (``lean`` None: as :func:`train` was told); returns it as it reads back (``SqzFile``)."""
@@ -137,8 +160,10 @@ class Trained:
             "seconds": round(r.seconds, 1), "interrupted": self.interrupted,
             **{k: v for k, v in self.metrics.items() if k not in ("interrupted", "epochs")},
         }
-        if self.config.size:
-            out.update(size=self.config.size, encodings={str(k): v for k, v in (self.encodings or {}).items()})
+        if self.size:
+            out.update(size=self.size, encodings={str(k): v for k, v in (self.encodings or {}).items()})
+        if self.confirm is not None:
+            out.update(target=self.config.target, confirm=self.confirm)
         if f is not None and f.base:
             out["needs"] = NEEDS_BASE
         return out
@@ -232,56 +257,95 @@ def train(
         A :class:`Trained`; ``.save(path)`` writes the file. After Ctrl-C it holds the best
         finished epoch (``interrupted``); ``fit.best_epoch == 0`` when none finished.
     """
-    from squeeze import arch as arch_mod, budget, coding_registry, format as fmt
     from squeeze.base import load_base
-    from squeeze.defaults import LEVELS
-    from squeeze.fit import TrainConfig as LoopConfig, accuracy, train as fit
-    from squeeze.quantize import QuantizeConfig, quantize_subspace
-    from squeeze.subspace import Subspace, SubspaceConfig
 
     cfg = config.resolved(fine_tune=base is not None)
     torch.manual_seed(cfg.seed)  # torch's own draws (a dense baseline's init, measured init scales) repeat too
     model, arch_rec, ds = model_for_data(arch, data, arch_kwargs=arch_kwargs, input_shape=input_shape, log=log)
     base_sd = load_base(base, trust_pickle=trust_pickle, model=model) if base is not None else None
+    base_name = None if base is None else str(base) if not isinstance(base, dict) else "state_dict"
+    run = dict(arch=arch, arch_rec=arch_rec, base_sd=base_sd, base_name=base_name, dist=dist, progress=progress, lean=lean, log=log)
+    if cfg.target is None:
+        return _train_one(model, ds, cfg, cfg.size, **run)
+    return _train_for_target(model, ds, cfg, run, log)
+
+
+def _train_for_target(model, ds, cfg: TrainConfig, run: dict, log: Log) -> Trained:
+    """The smallest budget of TARGET_SIZES whose file clears ``cfg.target`` on the confirmation share."""
+    from squeeze import holdout
+    from squeeze.fit import predict
+
+    search, fraction, confirm = holdout.carve(ds, "confirm")
+    done = None
+    tried = []
+    for size in TARGET_SIZES:
+        try:
+            candidate = _train_one(copy.deepcopy(model), search, cfg, size, val_fraction=fraction, **run)
+            run["base_name"] = None  # said once
+        except SqueezeError as e:  # the fixed part alone is larger than this budget
+            log(f"{size:,} bytes: {e}")
+            continue
+        if candidate.fit.best_epoch == 0 or candidate.interrupted:
+            return candidate
+        right = (predict(candidate.sub, confirm.x_train, device=cfg.device).argmax(1).cpu() == confirm.y_train).double()
+        acc, low, high = holdout.share_interval(right, torch.ones_like(right), CONFIDENCE)
+        tried.append({"size": size, "d": candidate.sub.d, "confirm_accuracy": round(acc, 6), "low": round(low, 6)})
+        log(f"{size:,} bytes (d = {candidate.sub.d:,}): {acc:.4f} on {len(right)} confirmation examples, {CONFIDENCE:.0%} interval from {low:.4f}")
+        done = candidate
+        done.confirm = {"accuracy": round(acc, 6), "low": round(low, 6), "high": round(min(high, 1.0), 6), "examples": len(right), "reached": low >= cfg.target, "tried": tried}
+        if low >= cfg.target:
+            break
+    if done is None:
+        raise SqueezeError(f"none of the budgets {', '.join(f'{b:,}' for b in TARGET_SIZES)} bytes leaves room for theta_d")
+    return done
+
+
+def _train_one(model, ds, cfg: TrainConfig, size: int | None, *, arch, arch_rec, base_sd, base_name, dist, progress, lean, log, val_fraction: float = 0.1) -> Trained:
+    """Train once: for ``cfg.dim``, or for the byte budget ``size``."""
+    from squeeze import arch as arch_mod, budget, coding_registry, format as fmt
+    from squeeze.defaults import LEVELS
+    from squeeze.fit import TrainConfig as LoopConfig, accuracy, train as fit
+    from squeeze.quantize import QuantizeConfig, quantize_subspace
+    from squeeze.subspace import Subspace, SubspaceConfig
 
     def sub_at(dim: int):
-        return Subspace(copy.deepcopy(model) if cfg.size else model, SubspaceConfig(dim=dim, projection=cfg.projection, seed=cfg.seed, layerwise=cfg.layerwise, include=tuple(cfg.include)), base=base_sd)
+        return Subspace(copy.deepcopy(model) if size else model, SubspaceConfig(dim=dim, projection=cfg.projection, seed=cfg.seed, layerwise=cfg.layerwise, include=tuple(cfg.include)), base=base_sd)
 
     levels = (cfg.levels,) if cfg.levels else LEVELS
-    if cfg.size:
-        placeholder = _train_metrics(ds, 0.123456, 0.123456, 999, cfg.size, levels=max(levels), theta="rc", float_accuracy=0.123456)
+    if size:
+        placeholder = _train_metrics(ds, 0.123456, 0.123456, 999, size, levels=max(levels), theta="rc", float_accuracy=0.123456)
         if cfg.baseline:
             placeholder.update(baseline="full fine-tuning from the base", dense_test_accuracy=0.123456, dense_epochs=999, ratio_to_dense=0.1234)
         file_bytes = _file_bytes(arch_rec, ds, placeholder, lean)
-        sub = budget.subspace_for_size(sub_at, cfg.size, max(levels), file_bytes)
+        sub = budget.subspace_for_size(sub_at, size, max(levels), file_bytes)
     else:
         sub = sub_at(cfg.dim)
-    if base_sd is not None:
-        log(describe_base(sub, str(base) if not isinstance(base, dict) else "state_dict", base_sd, arch))
-    fits = f" (the largest d whose file fits {cfg.size:,} bytes)" if cfg.size else ""
+    if base_name is not None:
+        log(describe_base(sub, base_name, base_sd, arch))
+    fits = f" (the largest d whose file fits {size:,} bytes)" if size else ""
     log(f"training {arch} on {ds.name} in a {sub.d}-dimensional {cfg.projection} subspace of D={sub.D:,}{fits}")
     device = dist.device if dist is not None else cfg.device
-    result = fit(sub, ds, LoopConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, device=device, patience=cfg.patience), description="subspace", dist=dist, progress=progress)
+    result = fit(sub, ds, LoopConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, device=device, patience=cfg.patience, val_fraction=val_fraction), description="subspace", dist=dist, progress=progress)
     done = Trained(sub=sub, arch=arch_rec, data=ds, config=cfg, fit=result, metrics={}, lean=lean)
     if result.best_epoch == 0:
         return done
     encoded, float_accuracy, q_val = None, None, None
-    if cfg.size:
+    if size:
         float_accuracy = round(accuracy(sub, ds.x_test, ds.y_test, device, dist), 6)
-        kept = budget.encode_within(sub, ds, cfg.size, levels, file_bytes, device)
+        kept = budget.encode_within(sub, ds, size, levels, file_bytes, device, val_fraction)
         encoded, q_val, done.encodings = kept.encoded, kept.val_accuracy, kept.candidates
         levels_kept = kept.levels
     elif cfg.levels is not None:
         float_accuracy = round(accuracy(sub, ds.x_test, ds.y_test, device, dist), 6)
-        q = quantize_subspace(sub, QuantizeConfig(levels=cfg.levels, device=device), ds)
+        q = quantize_subspace(sub, QuantizeConfig(levels=cfg.levels, device=device, val_fraction=val_fraction), ds)
         encoded, q_val, levels_kept = coding_registry.encode_quantized(q.codebook, q.codes), q.val_accuracy[q.method], cfg.levels
     else:
         fmt.round_for_storage_(sub, cfg.dtype)
     test = round(accuracy(sub, ds.x_test, ds.y_test, device, dist), 6)
     if encoded is None:
-        metrics = _train_metrics(ds, test, round(result.val_accuracy, 6), result.best_epoch, cfg.size)
+        metrics = _train_metrics(ds, test, round(result.val_accuracy, 6), result.best_epoch, size)
     else:
-        metrics = _train_metrics(ds, test, round(q_val, 6), result.best_epoch, cfg.size, levels=levels_kept, theta=encoded["enc"], float_accuracy=float_accuracy)
+        metrics = _train_metrics(ds, test, round(q_val, 6), result.best_epoch, size, levels=levels_kept, theta=encoded["enc"], float_accuracy=float_accuracy)
     if result.interrupted:
         metrics["interrupted"] = True
     if cfg.baseline and not result.interrupted:

@@ -68,7 +68,7 @@ def test_a_budget_smaller_than_the_fixed_part_is_refused(digits):
 def test_training_from_scratch_needs_dim_or_size(digits):
     with pytest.raises(SqueezeError, match="dim=.*size="):
         squeeze.train(ARCH, digits, squeeze.TrainConfig(epochs=1), arch_kwargs=KW, progress=False)
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="give one of"):
         squeeze.TrainConfig(dim=100, size=2000)
 
 
@@ -108,3 +108,27 @@ def test_the_cli_fine_tune_is_one_command(tmp_path, digits, base_path):
     assert out.stat().st_size <= 3000
     code = main(["train", "--arch", ARCH, "--data", str(data), "--dim", "100", "--size", "3000", "-o", str(tmp_path / "x.sqz")])
     assert code == 2 and not (tmp_path / "x.sqz").exists()
+
+
+def test_a_target_keeps_the_smallest_budget_confirmed_on_data_training_never_read(digits, base_path):
+    done = squeeze.train(ARCH, digits, squeeze.TrainConfig(target=0.8), arch_kwargs=KW, base=str(base_path), progress=False, lean=True)
+    c = done.confirm
+    assert c["reached"] and c["low"] >= 0.8 and c["examples"] > 0
+    assert [t["size"] for t in c["tried"]] == sorted(t["size"] for t in c["tried"])  # smallest first, stopped at the first that cleared
+    assert all(t["low"] < 0.8 for t in c["tried"][:-1])
+    assert done.size == c["tried"][-1]["size"] and done.report()["target"] == 0.8
+    with pytest.raises(ValueError, match="one of"):
+        squeeze.TrainConfig(target=0.9, size=4096)
+
+
+def test_the_cli_exits_4_when_the_target_is_not_reached(tmp_path, digits, base_path, monkeypatch):
+    import numpy as np
+
+    import squeeze.training
+
+    monkeypatch.setattr(squeeze.training, "TARGET_SIZES", (2048,))  # one budget: keep the test short
+    data = tmp_path / "d.npz"
+    np.savez(data, x=digits.x_train.numpy(), y=digits.y_train.numpy(), x_test=digits.x_test.numpy(), y_test=digits.y_test.numpy())
+    out = tmp_path / "t.sqz"
+    code = main(["train", "--arch", ARCH, "--arch-kwargs", json.dumps(KW), "--data", str(data), "--base", str(base_path), "--target", "0.9999", "--epochs", "1", "-o", str(out)])
+    assert code == 4 and out.exists()

@@ -23,6 +23,7 @@ def command(
     output: Path = options.out_option("Where to write the .sqz file."),
     projection: str = options.Projection,
     seed: int = options.Seed,
+    target: Optional[float] = typer.Option(None, "--target", help="Instead of --dim or --size: the smallest budget of 1, 2, 4, 8, 16 and 32 KiB whose file reaches this accuracy on a confirmation share of the training data that training never read (the lower end of its 80%% interval must clear it); exit 4 when none does, with the largest file written."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help=f"The cap on passes over the training data [default: {CONVERGE['epochs']}; with --base: exactly {FINETUNE['epochs']}]."),
     patience: Optional[int] = typer.Option(None, "--patience", help=f"Stop after this many epochs without a better validation loss (0: exactly --epochs); the same rule as compress and intrinsic-dim [default: {CONVERGE['patience']}; with --base: 0]."),
     lr: float = options.Lr,
@@ -61,12 +62,12 @@ def command(
     dev = check_device(dev)
     output = check_output(output, inputs=(base,), force=force)
     existed = output.exists()
-    if dim is not None and size is not None:
-        raise UsageError("--dim and --size both choose d: give one (--size picks the largest d whose file fits the budget)")
+    if sum(x is not None for x in (dim, size, target)) > 1:
+        raise UsageError("--dim, --size and --target each choose d: give one (--size: the largest d whose file fits the budget; --target: the smallest budget that reaches the accuracy)")
     if base is None:  # training from scratch: the stopping rule compress and intrinsic-dim share
         epochs, patience = epochs or CONVERGE["epochs"], CONVERGE["patience"] if patience is None else patience
     config = TrainConfig(
-        dim=dim, size=parse_size(size), projection=projection, seed=seed, epochs=epochs, patience=patience or None, lr=lr, batch_size=batch_size, device=dev, dtype=dtype,
+        dim=dim, size=parse_size(size), target=target, projection=projection, seed=seed, epochs=epochs, patience=patience or None, lr=lr, batch_size=batch_size, device=dev, dtype=dtype,
         layerwise=layerwise, include=tuple(include or ()), levels=quantize, baseline=baseline, baseline_lr=baseline_lr, baseline_epochs=baseline_epochs,
     )
     dist = distributed.init(dev)
@@ -95,9 +96,15 @@ def command(
             line += f" (dense {metrics['dense_test_accuracy']:.4f}, ratio {metrics['ratio_to_dense']:.3f})"
         needs = "; needs its base beside it" if f.base else ""
         console.print(f"{line}; wrote {output} ({f.size_bytes:,} bytes, {report['ratio']:,.1f}x smaller than float32{needs})", highlight=False)
+    if done.confirm is not None:
+        c = done.confirm
+        verdict = "reached" if c["reached"] else "NOT reached (the largest budget tried is kept)"
+        err_console.print(f"target {target:g} {verdict}: {c['accuracy']:.4f} on {c['examples']} confirmation examples, 80% interval {c['low']:.4f}-{c['high']:.4f}", highlight=False, markup=False)
     if result.interrupted:
         err_console.print(f"interrupted: saved the best finished epoch ({result.best_epoch}) to {output}; its metrics record the interruption", highlight=False, markup=False)
         raise typer.Exit(130)
+    if done.reached is False:
+        raise typer.Exit(4)
 
 
 def register(app: typer.Typer) -> None:

@@ -19,7 +19,6 @@ Adding a case is one line in the table; adding a backend is one entry in ``COMPU
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import importlib.util
 import json
@@ -32,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from kernel_env import kernel_path  # tests/kernel_env.py
 
 TESTS = Path(__file__).resolve().parent
 TABLE = json.loads((TESTS / "conformance.json").read_text())
@@ -74,19 +75,6 @@ def expected(backend: str) -> dict[str, object]:
             elif section == "gradient":
                 out[f"gradient/{row['case']}"] = [row["theta_d"], row.get("scales")]
     return out
-
-
-@contextlib.contextmanager
-def kernel_path(path: str):
-    old = os.environ.get("SQUEEZE_KERNEL")
-    os.environ["SQUEEZE_KERNEL"] = path
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("SQUEEZE_KERNEL", None)
-        else:
-            os.environ["SQUEEZE_KERNEL"] = old
 
 
 def subspaces(device: str = "cpu") -> dict:

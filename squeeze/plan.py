@@ -120,7 +120,7 @@ class RegenPlan:
 
 
 def build(manifest, seed: int, projection=None, selected: list[int] | None = None, layerwise: bool = False) -> RegenPlan:
-    """The plan of a manifest (``init.TensorSpec`` entries), validated.
+    """The plan of a manifest (``manifest.TensorSpec`` entries), validated.
 
     Args:
         manifest: the entries, in order.

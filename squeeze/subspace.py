@@ -27,7 +27,8 @@ from squeeze import materialize as mat, meta
 from squeeze.base import base_digest
 from squeeze.errors import mismatch
 from squeeze import plan as regen_plan
-from squeeze.init import TensorSpec, build_manifest, plan_theta0
+from squeeze.init import plan_theta0
+from squeeze.manifest import TensorSpec, build_manifest
 from squeeze.projection import Projection, kinds, make_projection, projection_from_spec
 
 

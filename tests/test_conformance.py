@@ -97,7 +97,7 @@ def compute_torch(path: str, device: str = "cpu") -> dict[str, object]:
     from squeeze import rng
     from squeeze.kernels import native
     from squeeze.plan import build
-    from squeeze.init import TensorSpec
+    from squeeze.manifest import TensorSpec
     from squeeze.projection import make_projection
 
     torch.set_num_threads(1)

@@ -10,15 +10,8 @@ import torch
 from torch import nn
 
 from squeeze import rng
-from squeeze.init import (
-    TensorSpec,
-    build_manifest,
-    manifest_text,
-    parse_manifest_text,
-    regenerate_tensor,
-    regenerate_theta0,
-    round_bits,
-)
+from squeeze.init import regenerate_tensor, regenerate_theta0
+from squeeze.manifest import TensorSpec, build_manifest, manifest_text, parse_manifest_text, round_bits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

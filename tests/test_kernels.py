@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from squeeze import kernels, plan, rng
-from squeeze.init import TensorSpec, regenerate_theta0
+from squeeze.init import regenerate_theta0
+from squeeze.manifest import TensorSpec
 from squeeze.kernels import native
 from squeeze.projection import make_projection
 

@@ -300,7 +300,8 @@ BIG_DENSE = textwrap.dedent(
     import resource, torch
     from squeeze.kernels import native
     from squeeze.projection import base
-    from squeeze.projection.dense import Dense, sign_rows
+    from squeeze.projection.dense import Dense
+    from squeeze.rng import sign_rows
     D, d = 4_000_000, 10_000
     proj = Dense(D, d, seed=17)
     x = torch.randn(d, generator=torch.Generator().manual_seed(0))

@@ -65,6 +65,11 @@ class ProjectionPlan:
 _PARTS = {"sorf": 3, "dense": 1, "sparse": 1}
 
 
+def next_pow2(n: int) -> int:
+    """The smallest power of two >= n (the SORF block size; the width ``fold_sum`` pads to)."""
+    return 1 << max(0, (n - 1).bit_length())
+
+
 def projection_plan(proj) -> ProjectionPlan:
     """The plan of a projection object (``kind``, ``D``, ``d``, ``seed``, ``scale_exp``, and
     ``n``/``blocks`` or ``k``)."""
@@ -168,4 +173,4 @@ def build(manifest, seed: int, projection=None, selected: list[int] | None = Non
     return RegenPlan(seed, start, tuple(segments), pplan, len(chosen) if layerwise and projection is not None else 0)
 
 
-__all__ = ["KINDS", "ProjectionPlan", "RegenPlan", "Segment", "build", "projection_plan"]
+__all__ = ["KINDS", "ProjectionPlan", "RegenPlan", "Segment", "build", "next_pow2", "projection_plan"]

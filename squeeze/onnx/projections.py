@@ -25,7 +25,7 @@ from squeeze.errors import SqueezeError
 from squeeze.onnx import threefry as tf
 from squeeze.onnx.graph import Builder, Function, Ref
 from squeeze.projection import Projection
-from squeeze.projection.base import next_pow2
+from squeeze.plan import next_pow2
 
 MAX_ENTRIES = 1 << 24  # dense D*d or sparse D*k: about 64 MiB per float32 intermediate while folding
 MAX_INDEX = 1 << 31  # the graph's positions and block counters are int32

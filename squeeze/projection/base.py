@@ -21,7 +21,7 @@ import functools
 import torch
 
 from squeeze import kernels
-from squeeze.plan import ProjectionPlan, projection_plan
+from squeeze.plan import ProjectionPlan, next_pow2, projection_plan
 
 _REGISTRY: dict[str, type["Projection"]] = {}
 
@@ -39,10 +39,6 @@ def kinds() -> list[str]:
 def pow2_exponent(x: float) -> int:
     """The integer ``e`` with ``2**e`` nearest to ``x`` on a log scale."""
     return round(math.log2(x))
-
-
-def next_pow2(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
 
 
 def fold_sum(v: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,8 @@ import math
 import torch
 
 from squeeze import rng
-from squeeze.projection.base import Projection, next_pow2, pow2_exponent, register
+from squeeze.plan import next_pow2
+from squeeze.projection.base import Projection, pow2_exponent, register
 
 
 def fwht(x: torch.Tensor) -> torch.Tensor:

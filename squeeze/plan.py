@@ -99,11 +99,6 @@ class RegenPlan:
         """Every entry in the subspace, at its own offset, and no scales: theta = theta_0 + p."""
         return self.n_scales == 0 and all(s.proj_offset == s.start for s in self.segments)
 
-    @property
-    def selected(self) -> list[Segment]:
-        """The entries in the subspace, in projection order."""
-        return [s for s in self.segments if s.proj_offset is not None]
-
     def base_tensor(self, seg: Segment, base: dict[str, torch.Tensor] | None, device="cpu") -> torch.Tensor:
         """A ``b`` entry's base values, flat float32 on ``device``.
 

@@ -59,10 +59,7 @@ class SORF(Projection):
     def signs(self, device: torch.device) -> torch.Tensor:
         """(3, blocks, n) float32 signs: round r of block b is stream part r, values b*n.."""
         if device not in self._signs:
-            parts = []
-            for r in range(3):
-                key = rng.stream_key(self.seed, rng.stream_id(rng.STREAM_PROJECTION, r))
-                parts.append(rng.signs(key, self.blocks * self.n, device).reshape(self.blocks, self.n))
+            parts = [rng.signs(key, self.blocks * self.n, device).reshape(self.blocks, self.n) for key in self.plan.keys]
             self._signs[device] = torch.stack(parts)
         return self._signs[device]
 

@@ -36,8 +36,7 @@ class Sparse(Projection):
     def entries(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         """(D, k) int64 column indices and (D, k) float32 signs."""
         if device not in self._cache:
-            key = rng.stream_key(self.seed, rng.stream_id(rng.STREAM_PROJECTION, 0))
-            x0, x1 = rng.blocks(key, 0, self.D * self.k, device)
+            x0, x1 = rng.blocks(self.plan.keys[0], 0, self.D * self.k, device)
             cols = ((x0 * self.d) >> 32).reshape(self.D, self.k)
             sgn = (1 - 2 * (x1 & 1)).to(torch.float32).reshape(self.D, self.k)
             self._cache[device] = (cols, sgn)

@@ -29,13 +29,6 @@ class Dense(Projection):
         self.key = rng.stream_key(seed, rng.stream_id(rng.STREAM_PROJECTION, 0))
         self.chunk = max(1, CHUNK_ENTRIES // d)
 
-    def spec(self) -> dict:
-        return {"e": self.scale_exp}
-
-    @classmethod
-    def from_spec(cls, D, d, seed, spec):
-        return cls(D, d, seed, scale_exp=int(spec["e"]))
-
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(torch.float32)
         out = torch.empty(self.D, dtype=torch.float32, device=x.device)

@@ -49,13 +49,6 @@ class SORF(Projection):
         self.scale_exp = scale_exp
         self._signs: dict[torch.device, torch.Tensor] = {}
 
-    def spec(self) -> dict:
-        return {"e": self.scale_exp}
-
-    @classmethod
-    def from_spec(cls, D, d, seed, spec):
-        return cls(D, d, seed, scale_exp=int(spec["e"]))
-
     def signs(self, device: torch.device) -> torch.Tensor:
         """(3, blocks, n) float32 signs: round r of block b is stream part r, values b*n.."""
         if device not in self._signs:

@@ -13,18 +13,6 @@ from squeeze import kernels, plan, rng
 from squeeze.manifest import TensorSpec, manifest_text  # noqa: F401  (format.py reads them here)
 
 
-def regenerate_tensor(spec: TensorSpec, index: int, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """theta_0 of manifest entry ``index`` as a flat float32 tensor (not for base entries)."""
-    if spec.init[0] == "b":
-        raise ValueError(f"tensor {spec.name!r} comes from the base checkpoint; pass the base")
-    return segment_theta0(_segment(spec, index, seed), device)
-
-
-def _segment(spec: TensorSpec, index: int, seed: int) -> plan.Segment:
-    key = rng.stream_key(seed, rng.stream_id(rng.STREAM_INIT, index)) if spec.init[0] == "u" else None
-    return plan.Segment(index, spec.name, 0, spec.numel, spec.init[0], float(spec.init[1]), key, None, None, None)
-
-
 def segment_theta0(seg: plan.Segment, device: torch.device | str = "cpu") -> torch.Tensor:
     """The reference theta_0 of a ``u`` or ``c`` segment: uniform16 draws times the bound, or the constant."""
     if seg.kind == "c":

@@ -18,6 +18,7 @@ Triton and the ONNX emitter -- walks this plan and nothing else walks the manife
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -137,14 +138,11 @@ def build(manifest, seed: int, projection=None, selected: list[int] | None = Non
         raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
     chosen = list(range(len(manifest))) if selected is None else list(selected)
     rank = {i: r for r, i in enumerate(chosen)}
-    base_names = sorted(s.name for s in manifest if s.init[0] == "b")
-    base_at, at = {}, 0
     by_name = {s.name: s for s in manifest}
-    for name in base_names:
-        base_at[name], at = at, at + by_name[name].numel
-    proj_at, q = {}, 0
-    for i in chosen:
-        proj_at[i], q = q, q + manifest[i].numel
+    base_names = sorted(s.name for s in manifest if s.init[0] == "b")
+    base_at = dict(zip(base_names, itertools.accumulate((by_name[n].numel for n in base_names), initial=0)))
+    proj_at = dict(zip(chosen, itertools.accumulate((manifest[i].numel for i in chosen), initial=0)))
+    q = sum(manifest[i].numel for i in chosen)
     segments, start = [], 0
     for i, spec in enumerate(manifest):
         kind = spec.init[0]

@@ -1,4 +1,4 @@
-"""Description length of a quantized, entropy-coded theta_d, and the test-error bounds it implies.
+"""Description length of a quantized, entropy-coded theta_d and of a ``.sqz`` file, and ``squeeze mdl``'s report.
 
     codebook, codes = kmeans_quantize(sub.theta_d.detach(), levels=16)
     enc = encode(codes, 16)

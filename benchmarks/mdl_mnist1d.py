@@ -34,12 +34,8 @@ from squeeze import Subspace, SubspaceConfig, coding_registry
 from squeeze import format as fmt
 from squeeze.data import load_data
 from squeeze.fit import TrainConfig, train
-from squeeze.mdl import (
-    errors,
-    file_report,
-    fixed_width_description_length,
-    generalization_bounds,
-)
+from squeeze.bounds import generalization_bounds
+from squeeze.mdl import errors, file_report, fixed_width_description_length
 from squeeze.quantize import QuantizeConfig, quantize_subspace
 
 

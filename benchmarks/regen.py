@@ -43,7 +43,8 @@ from safetensors.torch import load_file, save_file
 import numpy as np
 
 from squeeze import kernels, plan
-from squeeze.init import TensorSpec, regenerate_theta0
+from squeeze.init import regenerate_theta0
+from squeeze.manifest import TensorSpec
 from squeeze.kernels import native, pool
 from squeeze.projection import make_projection
 

@@ -5,7 +5,7 @@ one manifest entry at a time, or any range of one, with theta_0 drawn in the sam
 C kernels (``squeeze.kernels.native``), walking the subspace's plan: no D-length temporary. It serves three users:
 
 * loading (:func:`materialize`): a module built without PyTorch's initialisation (its
-  parameters on the meta device, see :func:`parameters_on_meta`) gets fresh storage per
+  parameters on the meta device, see :mod:`squeeze.meta`) gets fresh storage per
   parameter, filled in place, and the digest is computed in the same pass (a second thread
   hashes tensor k while tensor k + 1 is regenerated);
 * streaming (:mod:`squeeze.stream`) and :func:`digest`: fixed-size chunks;
@@ -19,12 +19,10 @@ by ``Subspace.theta`` and handed out in slices.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import sys
-import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -32,81 +30,9 @@ import torch
 from torch import nn
 
 from squeeze import kernels
+from squeeze.meta import parameters_on_meta, skip_init, to_device  # noqa: F401  (format.py reads them here)
 
 CHUNK = 1 << 20  # values regenerated at once when streaming (4 MiB of float32)
-FAST_KINDS = kernels.FAST_KINDS
-_register_lock = threading.Lock()
-
-
-def _unchanged(tensor: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    return tensor
-
-
-@contextlib.contextmanager
-def skip_init() -> Iterator[None]:
-    """Inside this context the initialisers of ``torch.nn.init`` (``kaiming_uniform_``,
-    ``normal_``, ``zeros_``, ...) leave their tensor unchanged. Even on the meta device they
-    are worth skipping: the first meta op loads PyTorch's Python meta kernels (about 150 MB)."""
-    names = [n for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")]
-    saved = {n: getattr(nn.init, n) for n in names}
-    for n in names:
-        setattr(nn.init, n, _unchanged)
-    try:
-        yield
-    finally:
-        for n, fn in saved.items():
-            setattr(nn.init, n, fn)
-
-
-@contextlib.contextmanager
-def parameters_on_meta() -> Iterator[None]:
-    """Inside this context every ``nn.Parameter`` a module registers is moved to the meta
-    device (no storage) and ``torch.nn.init`` does nothing (:func:`skip_init`): a module is
-    built without PyTorch's initialisation. Buffers are built as usual (non-persistent ones
-    such as causal masks keep their values). Not thread-safe: it patches
-    ``nn.Module.register_parameter`` and ``torch.nn.init`` while it is open."""
-    original = nn.Module.register_parameter
-
-    def register(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
-        if param is not None and not param.is_meta:
-            param = nn.Parameter(param.detach().to("meta"), requires_grad=param.requires_grad)
-        original(module, name, param)
-
-    with _register_lock, skip_init():
-        nn.Module.register_parameter = register
-        try:
-            yield
-        finally:
-            nn.Module.register_parameter = original
-
-
-def release_parameters(model: nn.Module) -> None:
-    """Replace every parameter of ``model`` by a frozen meta tensor of its shape (tied
-    parameters stay tied), freeing its storage."""
-    done: dict[int, nn.Parameter] = {}
-    for module in model.modules():
-        for name, p in list(module._parameters.items()):
-            if p is None or p.is_meta:
-                continue
-            if id(p) not in done:
-                done[id(p)] = nn.Parameter(p.detach().to("meta"), requires_grad=False)
-            module._parameters[name] = done[id(p)]
-
-
-def to_device(model: nn.Module, device: torch.device | str) -> nn.Module:
-    """``model.to(device)``; a model with meta parameters moves only its buffers (the
-    parameters have no data yet).
-
-    Returns:
-        ``model``.
-    """
-    if not any(p.is_meta for p in model.parameters()):
-        return model.to(device)
-    for module in model.modules():
-        for name, t in module._buffers.items():
-            if t is not None:
-                module._buffers[name] = t.to(device)
-    return model
 
 
 class Regenerator:
@@ -126,10 +52,9 @@ class Regenerator:
         self.theta_d = (sub.theta_d if theta_d is None else theta_d).detach()
         scales = sub.scales if scales is None else scales
         self.scales = None if scales is None else scales.detach().to("cpu", torch.float32).numpy()
-        self.cpu = kernels.cpu(self.theta_d) if sub.projection.kind in FAST_KINDS else None
-        self.fast = self.cpu is not None
+        self.cpu = kernels.cpu(self.theta_d) if sub.projection.kind in kernels.FAST_KINDS else None
         self._theta: torch.Tensor | None = None
-        if self.fast:
+        if self.cpu is not None:
             self.xbits = self.cpu.xbits(self.plan.projection, self.theta_d)
 
     def fill(self, i: int, out: torch.Tensor, a: int = 0) -> torch.Tensor:
@@ -144,7 +69,7 @@ class Regenerator:
             ``out``.
         """
         seg = self.plan.segments[i]
-        if not self.fast:
+        if self.cpu is None:
             if self._theta is None:
                 with torch.no_grad():
                     self._theta = self.sub.theta(self.theta_d)
@@ -161,28 +86,25 @@ class Regenerator:
         self.cpu.project(self.plan.projection, self.xbits, seg.proj_offset + a, a, t0, s, arr)
         return out
 
-    def chunks(self, hasher: "Hasher | None" = None, size: int = CHUNK) -> Iterator[tuple[int, int, torch.Tensor]]:
-        """``(i, a, values)``: every manifest entry in order, at most ``size`` values at a time,
-        each queued on ``hasher`` when given. ``values`` is one of two buffers used in turn: it
-        holds its values until the step after next."""
+    def chunks(self, hasher: "Hasher | None" = None, size: int = CHUNK, order: Iterable[int] | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """``(i, a, values)``: the manifest entries ``order`` (default: all, in order), at most
+        ``size`` values at a time, each queued on ``hasher`` when given the first time its entry
+        comes. ``values`` is one of two buffers used in turn: it holds its values until the step
+        after next."""
         largest = max([s.numel for s in self.manifest], default=0)
         bufs = [torch.empty(min(size, largest), dtype=torch.float32, device=self.theta_d.device) for _ in range(2)]
         pending: list[Future | None] = [None, None]
+        hashed: set[int] = set()
         turn = 0
-        for i, spec in enumerate(self.manifest):
-            for a in range(0, spec.numel, size):
+        for i in range(len(self.manifest)) if order is None else order:
+            for a in range(0, self.manifest[i].numel, size):
                 if pending[turn] is not None:
                     pending[turn].result()  # its hash has read it
-                values = self.fill(i, bufs[turn][: min(size, spec.numel - a)], a)
-                if hasher is not None:
-                    pending[turn] = hasher.update(values)
+                values = self.fill(i, bufs[turn][: min(size, self.manifest[i].numel - a)], a)
+                pending[turn] = hasher.update(values) if hasher is not None and i not in hashed else None
                 yield i, a, values
                 turn ^= 1
-
-
-def fast(sub, theta_d: torch.Tensor) -> bool:
-    """Whether the C kernels regenerate ``sub`` tensor by tensor."""
-    return sub.projection.kind in FAST_KINDS and kernels.cpu(theta_d) is not None
+            hashed.add(i)
 
 
 class Hasher:
@@ -305,7 +227,8 @@ def fused_theta(theta_d: torch.Tensor, scales: torch.Tensor | None, sub) -> tupl
 
 def fused_applies(sub, theta_d: torch.Tensor) -> bool:
     """Whether :class:`FusedTheta` computes ``sub.theta`` (the C kernels; for dense and sparse, no scales)."""
-    return fast(sub, theta_d) and (sub.projection.kind == "sorf" or sub.scales is None)
+    kind = sub.projection.kind
+    return kind in kernels.FAST_KINDS and kernels.cpu(theta_d) is not None and (kind == "sorf" or sub.scales is None)
 
 
-__all__ = ["CHUNK", "FusedTheta", "Hasher", "Regenerator", "digest", "fast", "fused_applies", "fused_theta", "materialize", "parameters_on_meta", "release_parameters", "skip_init", "to_device"]
+__all__ = ["CHUNK", "FusedTheta", "Hasher", "Regenerator", "digest", "fused_applies", "fused_theta", "materialize"]

@@ -18,6 +18,7 @@ Triton and the ONNX emitter -- walks this plan and nothing else walks the manife
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +66,11 @@ class ProjectionPlan:
 _PARTS = {"sorf": 3, "dense": 1, "sparse": 1}
 
 
+def next_pow2(n: int) -> int:
+    """The smallest power of two >= n (the SORF block size; the width ``fold_sum`` pads to)."""
+    return 1 << max(0, (n - 1).bit_length())
+
+
 def projection_plan(proj) -> ProjectionPlan:
     """The plan of a projection object (``kind``, ``D``, ``d``, ``seed``, ``scale_exp``, and
     ``n``/``blocks`` or ``k``)."""
@@ -94,11 +100,6 @@ class RegenPlan:
         """Every entry in the subspace, at its own offset, and no scales: theta = theta_0 + p."""
         return self.n_scales == 0 and all(s.proj_offset == s.start for s in self.segments)
 
-    @property
-    def selected(self) -> list[Segment]:
-        """The entries in the subspace, in projection order."""
-        return [s for s in self.segments if s.proj_offset is not None]
-
     def base_tensor(self, seg: Segment, base: dict[str, torch.Tensor] | None, device="cpu") -> torch.Tensor:
         """A ``b`` entry's base values, flat float32 on ``device``.
 
@@ -120,7 +121,7 @@ class RegenPlan:
 
 
 def build(manifest, seed: int, projection=None, selected: list[int] | None = None, layerwise: bool = False) -> RegenPlan:
-    """The plan of a manifest (``init.TensorSpec`` entries), validated.
+    """The plan of a manifest (``manifest.TensorSpec`` entries), validated.
 
     Args:
         manifest: the entries, in order.
@@ -137,14 +138,11 @@ def build(manifest, seed: int, projection=None, selected: list[int] | None = Non
         raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
     chosen = list(range(len(manifest))) if selected is None else list(selected)
     rank = {i: r for r, i in enumerate(chosen)}
-    base_names = sorted(s.name for s in manifest if s.init[0] == "b")
-    base_at, at = {}, 0
     by_name = {s.name: s for s in manifest}
-    for name in base_names:
-        base_at[name], at = at, at + by_name[name].numel
-    proj_at, q = {}, 0
-    for i in chosen:
-        proj_at[i], q = q, q + manifest[i].numel
+    base_names = sorted(s.name for s in manifest if s.init[0] == "b")
+    base_at = dict(zip(base_names, itertools.accumulate((by_name[n].numel for n in base_names), initial=0)))
+    proj_at = dict(zip(chosen, itertools.accumulate((manifest[i].numel for i in chosen), initial=0)))
+    q = sum(manifest[i].numel for i in chosen)
     segments, start = [], 0
     for i, spec in enumerate(manifest):
         kind = spec.init[0]
@@ -168,4 +166,4 @@ def build(manifest, seed: int, projection=None, selected: list[int] | None = Non
     return RegenPlan(seed, start, tuple(segments), pplan, len(chosen) if layerwise and projection is not None else 0)
 
 
-__all__ = ["KINDS", "ProjectionPlan", "RegenPlan", "Segment", "build", "projection_plan"]
+__all__ = ["KINDS", "ProjectionPlan", "RegenPlan", "Segment", "build", "next_pow2", "projection_plan"]

@@ -40,15 +40,16 @@ def _rotl(x: torch.Tensor, r: int) -> torch.Tensor:
     return ((x << r) | (x >> (32 - r))) & MASK32
 
 
-def threefry2x32(key: tuple[int, int], c0: torch.Tensor, c1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def threefry2x32(key: tuple[int, int], c0, c1):
     """Threefry-2x32 with 20 rounds.
 
     Args:
         key: two 32-bit key words.
-        c0, c1: int64 tensors of counter words, each in [0, 2**32).
+        c0, c1: int64 tensors of counter words, each in [0, 2**32), or two Python ints (one
+            block, as for a stream's key).
 
     Returns:
-        The two 32-bit output words as int64 tensors of the counters' shape.
+        The two 32-bit output words, as int64 tensors of the counters' shape (or ints).
     """
     k0, k1 = key[0] & MASK32, key[1] & MASK32
     ks = (k0, k1, k0 ^ k1 ^ PARITY)
@@ -57,22 +58,6 @@ def threefry2x32(key: tuple[int, int], c0: torch.Tensor, c1: torch.Tensor) -> tu
     for r in range(ROUNDS):
         x0 = (x0 + x1) & MASK32
         x1 = _rotl(x1, ROTATIONS[r % 8]) ^ x0
-        if r % 4 == 3:
-            s = r // 4 + 1
-            x0 = (x0 + ks[s % 3]) & MASK32
-            x1 = (x1 + ((ks[(s + 1) % 3] + s) & MASK32)) & MASK32
-    return x0, x1
-
-
-def threefry2x32_int(key: tuple[int, int], counter: tuple[int, int]) -> tuple[int, int]:
-    """Threefry-2x32-20 of one block on Python ints (key derivation): the operations of
-    :func:`threefry2x32`, without a tensor per step."""
-    k0, k1 = key[0] & MASK32, key[1] & MASK32
-    ks = (k0, k1, k0 ^ k1 ^ PARITY)
-    x0, x1 = (counter[0] + ks[0]) & MASK32, (counter[1] + ks[1]) & MASK32
-    for r in range(ROUNDS):
-        x0 = (x0 + x1) & MASK32
-        x1 = (((x1 << ROTATIONS[r % 8]) | (x1 >> (32 - ROTATIONS[r % 8]))) & MASK32) ^ x0
         if r % 4 == 3:
             s = r // 4 + 1
             x0 = (x0 + ks[s % 3]) & MASK32
@@ -89,7 +74,7 @@ def stream_key(seed: int, stream: int) -> tuple[int, int]:
     """
     if not 0 <= seed < 2**64:
         raise ValueError(f"seed must be in [0, 2**64), got {seed}")
-    return threefry2x32_int((seed & MASK32, seed >> 32), (stream & MASK32, stream >> 32))
+    return threefry2x32((seed & MASK32, seed >> 32), stream & MASK32, stream >> 32)
 
 
 def blocks(key: tuple[int, int], start: int, count: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,13 +83,20 @@ def blocks(key: tuple[int, int], start: int, count: int, device: torch.device | 
     return threefry2x32(key, index & MASK32, index >> 32)
 
 
+def sign_rows(key: tuple[int, int], width: int, start: int, count: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Rows ``start .. start+count-1`` of a sign matrix, (count, width) float32 values in {-1, +1}:
+    row i is blocks ``i * W ..`` (W = ceil(width / 64)), column j bit ``j % 64`` of block j // 64
+    (the bits of x0, then of x1)."""
+    w = (width + 63) // 64
+    x0, x1 = blocks(key, start * w, count * w, device)
+    bits = torch.arange(32, dtype=torch.int64, device=device)
+    b = torch.cat([(x0[:, None] >> bits) & 1, (x1[:, None] >> bits) & 1], dim=1)
+    return (1 - 2 * b.reshape(count, w * 64)[:, :width]).to(torch.float32)
+
+
 def signs(key: tuple[int, int], n: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """``n`` float32 values in {-1, +1}: value ``i`` is bit ``i % 64`` of block ``i // 64``."""
-    nb = (n + 63) // 64
-    x0, x1 = blocks(key, 0, nb, device)
-    bits = torch.arange(32, dtype=torch.int64, device=device)
-    b = torch.cat([(x0[:, None] >> bits) & 1, (x1[:, None] >> bits) & 1], dim=1).reshape(-1)[:n]
-    return (1 - 2 * b).to(torch.float32)
+    return sign_rows(key, n, 0, 1, device)[0]
 
 
 def uniform16(key: tuple[int, int], n: int, device: torch.device | str = "cpu") -> torch.Tensor:

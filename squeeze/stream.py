@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 import torch
@@ -97,13 +96,9 @@ def write_safetensors(sub, path: str | os.PathLike, expected_sha256: str | None 
         DigestMismatch: the regenerated weights differ from ``expected_sha256``.
     """
     order = _entries(sub)
-    regen = Regenerator(sub)
     hasher = Hasher()
-    largest = max([s.numel for s in sub.manifest], default=0)
-    bufs = [torch.empty(min(chunk, largest), dtype=torch.float32, device=sub.theta_d.device) for _ in range(2)]
-    pending: list[Future | None] = [None, None]
-    hashed: set[int] = set()
-    turn, values = 0, 0
+    values = 0
+    params = Regenerator(sub).chunks(hasher, chunk, [what for _, what in order if isinstance(what, int)])
     with atomic_path(path) as tmp, open(tmp, "wb") as out:
         out.write(_header(sub, order))
         for _name, what in order:
@@ -111,18 +106,10 @@ def write_safetensors(sub, path: str | os.PathLike, expected_sha256: str | None 
                 out.write(what.reshape(-1).view(torch.uint8).numpy().tobytes())
                 values += what.numel()
                 continue
-            numel = sub.manifest[what].numel
-            for a in range(0, numel, chunk):
-                if pending[turn] is not None:
-                    pending[turn].result()
-                    pending[turn] = None
-                part = regen.fill(what, bufs[turn][: min(chunk, numel - a)], a)
-                if what not in hashed:
-                    pending[turn] = hasher.update(part)
+            for _ in range(0, sub.manifest[what].numel, chunk):  # a tied name's repeat is regenerated, not hashed again
+                _, _, part = next(params)
                 out.write(memoryview(part.cpu().numpy().astype("<f4", copy=False)).cast("B"))
-                turn ^= 1
-            hashed.add(what)
-            values += numel
+            values += sub.manifest[what].numel
         digest = hasher.hexdigest()
         if expected_sha256 is not None and digest != expected_sha256:
             raise DigestMismatch(f"regenerated weights have SHA-256 {digest[:16]}..., the file says {expected_sha256[:16]}...; the file is damaged or was made by an incompatible squeeze")

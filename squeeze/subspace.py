@@ -23,11 +23,12 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from squeeze import materialize as mat
+from squeeze import materialize as mat, meta
 from squeeze.base import base_digest
 from squeeze.errors import mismatch
 from squeeze import plan as regen_plan
-from squeeze.init import TensorSpec, build_manifest, plan_theta0
+from squeeze.init import plan_theta0
+from squeeze.manifest import TensorSpec, build_manifest
 from squeeze.projection import Projection, kinds, make_projection, projection_from_spec
 
 
@@ -124,7 +125,7 @@ class Subspace(nn.Module):
         self._base = {n: base[n].detach() for n in base_names}
         self.D = sum(s.numel for s in manifest)
         device = next((p.device for p in model.parameters() if not p.is_meta), torch.device("cpu"))
-        mat.release_parameters(model)
+        meta.release_parameters(model)
         self._theta0: dict[torch.device, torch.Tensor] = {}
         self._plan: regen_plan.RegenPlan | None = None
 

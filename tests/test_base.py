@@ -21,7 +21,7 @@ from squeeze.base import base_digest, load_base
 from squeeze.data import Dataset, load_data
 from squeeze.errors import FormatError, SqueezeError
 from squeeze.fit import TrainConfig, accuracy, predict, train
-from squeeze.init import manifest_text
+from squeeze.manifest import manifest_text
 from squeeze.zoo import MLP
 from squeeze_cli.app import main
 

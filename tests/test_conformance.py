@@ -19,7 +19,6 @@ Adding a case is one line in the table; adding a backend is one entry in ``COMPU
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import importlib.util
 import json
@@ -32,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from kernel_env import kernel_path  # tests/kernel_env.py
 
 TESTS = Path(__file__).resolve().parent
 TABLE = json.loads((TESTS / "conformance.json").read_text())
@@ -76,19 +77,6 @@ def expected(backend: str) -> dict[str, object]:
     return out
 
 
-@contextlib.contextmanager
-def kernel_path(path: str):
-    old = os.environ.get("SQUEEZE_KERNEL")
-    os.environ["SQUEEZE_KERNEL"] = path
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("SQUEEZE_KERNEL", None)
-        else:
-            os.environ["SQUEEZE_KERNEL"] = old
-
-
 def subspaces(device: str = "cpu") -> dict:
     """The golden subspaces of tests/test_subspace.py by case (theta_0: theta_d = 0)."""
     from squeeze.subspace import Subspace, SubspaceConfig
@@ -109,7 +97,7 @@ def compute_torch(path: str, device: str = "cpu") -> dict[str, object]:
     from squeeze import rng
     from squeeze.kernels import native
     from squeeze.plan import build
-    from squeeze.init import TensorSpec
+    from squeeze.manifest import TensorSpec
     from squeeze.projection import make_projection
 
     torch.set_num_threads(1)

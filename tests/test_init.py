@@ -10,15 +10,9 @@ import torch
 from torch import nn
 
 from squeeze import rng
-from squeeze.init import (
-    TensorSpec,
-    build_manifest,
-    manifest_text,
-    parse_manifest_text,
-    regenerate_tensor,
-    regenerate_theta0,
-    round_bits,
-)
+from squeeze import plan
+from squeeze.init import regenerate_theta0, segment_theta0
+from squeeze.manifest import TensorSpec, build_manifest, manifest_text, parse_manifest_text, round_bits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -105,7 +99,7 @@ def test_theta0_variance_matches_pytorch_default(case, name):
     index = next(i for i, s in enumerate(manifest) if s.name == name)
     spec = manifest[index]
     fresh = pools[name]
-    regen = torch.cat([regenerate_tensor(spec, index, seed) for seed in range(draws[name])]).double()
+    regen = torch.cat([segment_theta0(plan.build(manifest, seed).segments[index]) for seed in range(draws[name])]).double()
     assert regen.dtype == torch.float64 and regen.numel() == fresh.numel()
     if spec.init[0] == "c":
         # constants must be exactly PyTorch's constant
@@ -164,8 +158,8 @@ def test_uniform_theta0_is_an_exact_product_fma_safe():
     # every 16-bit draw times an 8-bit bound is exact in float32, so a fused multiply-add
     # (compiled kernels) and separate ops give the same bits
     spec = TensorSpec("w", (300, 301), ("u", round_bits(1 / math.sqrt(301))))
-    t = regenerate_tensor(spec, 3, seed=99)
-    key = rng.stream_key(99, rng.stream_id(rng.STREAM_INIT, 3))
+    t = segment_theta0(plan.build([spec], seed=99).segments[0])
+    key = rng.stream_key(99, rng.stream_id(rng.STREAM_INIT, 0))
     exact = rng.uniform16(key, spec.numel).double() * spec.init[1]
     assert torch.equal(t.double(), exact)
     assert float(t.abs().max()) < spec.init[1]
@@ -191,8 +185,6 @@ def test_base_tensors_come_from_the_base():
     assert torch.equal(theta[12:], regenerate_theta0(build_manifest(model), seed=0)[12:])
     with pytest.raises(ValueError, match="base"):
         regenerate_theta0(manifest, seed=0)
-    with pytest.raises(ValueError, match="base"):
-        regenerate_tensor(manifest[0], 0, seed=0)
 
 
 def test_tensor_spec_text_round_trip_and_rejects_bad_entries():

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from squeeze import kernels, plan, rng
-from squeeze.init import TensorSpec, regenerate_theta0
+from squeeze.init import regenerate_theta0
+from squeeze.manifest import TensorSpec
 from squeeze.kernels import native
 from squeeze.projection import make_projection
 
@@ -299,7 +300,8 @@ BIG_DENSE = textwrap.dedent(
     import resource, torch
     from squeeze.kernels import native
     from squeeze.projection import base
-    from squeeze.projection.dense import Dense, sign_rows
+    from squeeze.projection.dense import Dense
+    from squeeze.rng import sign_rows
     D, d = 4_000_000, 10_000
     proj = Dense(D, d, seed=17)
     x = torch.randn(d, generator=torch.Generator().manual_seed(0))

@@ -7,19 +7,18 @@ import pytest
 import torch
 
 from squeeze.coding import code_length_bits, encode
-from squeeze.mdl import (
+from squeeze.bounds import (
     DEFAULT_C_GRID,
     binary_kl,
     catoni_bound,
     catoni_bound_optimized,
     complexity,
-    description_length,
-    elias_gamma_bits,
     generalization_bounds,
     kl_inverse,
     occam_bound,
     occam_kl_bound,
 )
+from squeeze.mdl import description_length, elias_gamma_bits
 from squeeze.quantize import kmeans_quantize
 
 # The worked case: n = 50000 samples, K = 10000 bits, err_train = 0.1, delta = 0.05.

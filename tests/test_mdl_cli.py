@@ -19,7 +19,8 @@ from squeeze import format as fmt
 from squeeze.data import load_data
 from squeeze.errors import FormatError
 from squeeze.fit import TrainConfig, accuracy, train
-from squeeze.mdl import errors, generalization_bounds
+from squeeze.bounds import generalization_bounds
+from squeeze.mdl import errors
 from squeeze.zoo import MLP
 
 ITEMS = ("message_bits", "codebook_bits", "symbol_model_bits", "seed_and_spec_bits", "prefix_bits", "search_bits", "extra_bits")

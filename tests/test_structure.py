@@ -88,3 +88,19 @@ def test_no_import_cycles():
 def test_no_private_name_is_imported_from_another_module():
     found = import_graph()[1]
     assert found == set(), f"private names imported from another module (importer, module, name): {sorted(found)}"
+
+
+# About 400 lines: a module longer than LONG says why in its docstring ("400 lines"). The three
+# below were longer before issue 26 and belong to work in progress elsewhere (issue 29); take a
+# name out when its module is split.
+LONG = 420
+NOT_YET_SPLIT = {"squeeze/api.py", "squeeze/compress.py", "squeeze/format.py"}
+
+
+def test_no_module_is_over_about_400_lines_unless_its_docstring_says_why():
+    over = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if len(text.splitlines()) > LONG and "400 lines" not in (ast.get_docstring(ast.parse(text)) or ""):
+            over[path.relative_to(ROOT).as_posix()] = len(text.splitlines())
+    assert set(over) <= NOT_YET_SPLIT, f"modules over {LONG} lines whose docstring does not say why: {over}"

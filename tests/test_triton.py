@@ -20,7 +20,6 @@ layerwise scales (with -0.0 and subnormal scales) and include patterns.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import importlib.util
 import json
@@ -32,6 +31,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from kernel_env import kernel_path  # tests/kernel_env.py
+
 TESTS = Path(__file__).resolve().parent
 HAVE_TRITON = importlib.util.find_spec("triton") is not None
 pytestmark = pytest.mark.skipif(not HAVE_TRITON, reason="triton is not installed (it ships with the CUDA builds of torch)")
@@ -42,19 +43,6 @@ DENSE_DEFAULT_WORK = 70_000
 
 
 # ---------------------------------------------------------------- the child (the kernels run here)
-
-
-@contextlib.contextmanager
-def kernel_path(path: str):
-    old = os.environ.get("SQUEEZE_KERNEL")
-    os.environ["SQUEEZE_KERNEL"] = path
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("SQUEEZE_KERNEL", None)
-        else:
-            os.environ["SQUEEZE_KERNEL"] = old
 
 
 def sha(t: torch.Tensor) -> str:

@@ -58,8 +58,9 @@ def native_available() -> bool:
 
 
 @functools.cache
-def _notice(reason: str) -> None:
-    warnings.warn(f"squeeze: no C kernels here ({reason}); regenerating with the slower reference path", RuntimeWarning, stacklevel=4)
+def _notice(message: str) -> None:
+    """One warning per message and process: a fast backend cannot run, the reference does."""
+    warnings.warn(f"squeeze: {message}", RuntimeWarning, stacklevel=4)
 
 
 def _unavailable(what: str) -> KernelError:
@@ -84,7 +85,7 @@ def cpu(where):
         return native
     if want == "native":
         raise _unavailable(f"{ENV_VAR}=native but the C kernels cannot be built here ({reason})")
-    _notice(reason.splitlines()[0][:200])
+    _notice(f"no C kernels here ({reason.splitlines()[0][:200]}); regenerating with the slower reference path")
     return None
 
 
@@ -135,13 +136,8 @@ def use_triton(where: torch.Tensor | torch.device | str) -> bool:
         return False
     reason = _triton_status("cuda")
     if reason is not None:
-        _warn_triton_fallback(reason)
+        _notice(f"the Triton kernels do not work here ({reason}); CUDA tensors take the slower reference path")
     return reason is None
-
-
-@functools.cache
-def _warn_triton_fallback(reason: str) -> None:
-    warnings.warn(f"squeeze: the Triton kernels do not work here ({reason}); CUDA tensors take the slower reference path", RuntimeWarning, stacklevel=3)
 
 
 def fast(where, proj):

@@ -35,16 +35,14 @@ reference's ``index_add_`` on a GPU.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import itertools
 
 import numpy as np
 import torch
 import triton
 import triton.language as tl
 
-def next_pow2(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
-
+from squeeze.plan import next_pow2
 
 UNIFORM, CONST, GIVEN = 0, 1, 2
 KIND = {"u": UNIFORM, "c": CONST, "b": GIVEN}
@@ -207,58 +205,6 @@ def uniform16_times(key: tuple[int, int], n: int, bound: float, device: torch.de
 # ---------------------------------------------------------------- theta_0 of a plan
 
 
-@dataclass
-class Segments:
-    """A segment table on one device (see the module docstring)."""
-
-    start: torch.Tensor
-    dst: torch.Tensor
-    kind: torch.Tensor
-    val: torch.Tensor
-    keys: torch.Tensor
-    goff: torch.Tensor
-    given: torch.Tensor
-    size: int  # the number of indices the table covers
-
-    @property
-    def count(self) -> int:
-        """The number of segments."""
-        return self.kind.numel()
-
-    @property
-    def log2(self) -> int:
-        """Steps of the binary search over the segments (a compile-time constant)."""
-        return max(1, self.count.bit_length())
-
-    def args(self) -> tuple:
-        """The table's tensors in the order the kernels take them."""
-        return self.start, self.dst, self.kind, self.val, self.keys, self.goff, self.given
-
-
-def segments(plan, base: dict[str, torch.Tensor] | None, device: torch.device | str) -> Segments:
-    """The segment table of a :class:`~squeeze.plan.RegenPlan`'s theta_0 on ``device`` (empty
-    segments left out).
-
-    Raises:
-        ValueError: a base entry without its tensor, or with the wrong size.
-    """
-    segs = [s for s in plan.segments if s.numel > 0]
-    start = [0]
-    for s in segs:
-        start.append(start[-1] + s.numel)
-    i64 = dict(dtype=torch.int64, device=device)
-    return Segments(
-        start=torch.tensor(start, **i64),
-        dst=torch.tensor([s.start for s in segs], **i64),
-        kind=torch.tensor([KIND[s.kind] for s in segs], dtype=torch.int32, device=device),
-        val=torch.tensor([s.value for s in segs], dtype=torch.float32, device=device),
-        keys=key_tensor([s.key or (0, 0) for s in segs], device) if segs else torch.zeros(0, dtype=torch.int32, device=device),
-        goff=torch.tensor([s.base_offset or 0 for s in segs], **i64),
-        given=plan.base_vector(base, device) if plan.base_names else torch.zeros(1, dtype=torch.float32, device=device),
-        size=start[-1],
-    )
-
-
 @triton.jit
 def find_segment(start, count, i, LOG2S: tl.constexpr):
     """The segment s holding index i (int64): the largest s < count with start[s] <= i."""
@@ -293,18 +239,30 @@ def _theta0_kernel(out, start, dst, kind, val, keys, goff, given, count, size, L
     tl.store(out + tl.load(dst + s, mask=m, other=0) + local, t0, mask=m)
 
 
-def theta0_into(out: torch.Tensor, segs: Segments) -> torch.Tensor:
-    """Write theta_0 of every segment of ``segs`` into ``out`` (float32, on the table's device)."""
-    if segs.count:
-        _theta0_kernel[(triton.cdiv(segs.size, BLOCK),)](out, *segs.args(), segs.count, segs.size, LOG2S=segs.log2, BLOCK=BLOCK)
-    return out
-
-
 def theta0(plan, base: dict[str, torch.Tensor] | None, device: torch.device | str) -> torch.Tensor:
     """The flat float32 theta_0 of a :class:`~squeeze.plan.RegenPlan` on ``device`` (a CUDA
-    device, or the CPU under ``TRITON_INTERPRET=1``), bit-exact with the reference."""
+    device, or the CPU under ``TRITON_INTERPRET=1``), bit-exact with the reference: one launch
+    over the segment table of its non-empty segments (see the module docstring).
+
+    Raises:
+        ValueError: a base entry without its tensor, or with the wrong size.
+    """
     out = torch.empty(plan.D, dtype=torch.float32, device=device)
-    return theta0_into(out, segments(plan, base, device))
+    segs = [s for s in plan.segments if s.numel > 0]
+    start = [0, *itertools.accumulate(s.numel for s in segs)]
+    i64 = dict(dtype=torch.int64, device=device)
+    table = (
+        torch.tensor(start, **i64),
+        torch.tensor([s.start for s in segs], **i64),
+        torch.tensor([KIND[s.kind] for s in segs], dtype=torch.int32, device=device),
+        torch.tensor([s.value for s in segs], dtype=torch.float32, device=device),
+        key_tensor([s.key or (0, 0) for s in segs], device),
+        torch.tensor([s.base_offset or 0 for s in segs], **i64),
+        plan.base_vector(base, device) if plan.base_names else torch.zeros(1, dtype=torch.float32, device=device),
+    )
+    if segs:
+        _theta0_kernel[(triton.cdiv(start[-1], BLOCK),)](out, *table, len(segs), start[-1], LOG2S=len(segs).bit_length(), BLOCK=BLOCK)
+    return out
 
 
 # ---------------------------------------------------------------- projection kernels

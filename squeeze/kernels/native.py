@@ -237,21 +237,17 @@ def transpose(pp, y: torch.Tensor) -> torch.Tensor:
         one = np.array([1.0], np.float32)
         acc, _ = sorf_transpose(pp, y, x, np.array([0, pp.D], np.uint64), np.zeros(1, np.uint64), one)
         return torch.from_numpy(acc.astype(np.float32))
-    (k0, k1), d = pp.keys[0], pp.d
-    if pp.kind == "dense":
-        def work(c, lo, hi):
-            acc = np.zeros(64 * ((d + 63) // 64), np.float64)
+    (k0, k1), d, dense = pp.keys[0], pp.d, pp.kind == "dense"
+
+    def work(c, lo, hi):
+        acc = np.zeros(64 * ((d + 63) // 64) if dense else d, np.float64)
+        if dense:
             _check(lib.sq_dense_transpose(y.ctypes.data, d, lo, hi, k0, k1, acc.ctypes.data))
-            return acc
-
-        total = np.sum(run(work, y.shape[0], max(1, (1 << 16) // d)), axis=0)[:d]
-    else:
-        def work(c, lo, hi):
-            acc = np.zeros(d, np.float64)
+        else:
             lib.sq_sparse_transpose(y.ctypes.data, d, pp.k, lo, hi, k0, k1, acc.ctypes.data)
-            return acc
+        return acc
 
-        total = np.sum(run(work, y.shape[0], max(1, (1 << 16) // pp.k)), axis=0)
+    total = np.sum(run(work, y.shape[0], max(1, (1 << 16) // (d if dense else pp.k))), axis=0)[:d]
     return torch.from_numpy(total.astype(np.float32) * np.float32(pp.scale))
 
 

@@ -1,12 +1,12 @@
-/* Regeneration of one tensor at a time in plain C: the forward kernels of squeeze/kernels/cpu.py
- * (the numba path), operation for operation, for loading and streaming without numba's start-up.
+/* Every CPU regeneration path in plain C: theta_0 of a plan's segments, each projection kind's
+ * forward over one tensor's range (theta_0 added in the same pass), and the training transposes.
  *
  * squeeze/kernels/native.py compiles this file once per machine (-O3, -ffp-contract=off, no
  * fast-math: no fused multiply-add, no reassociation) and calls it through ctypes from its thread
  * pool; each call fills one range of the output. The float32 operations, and their order, are those
- * of the reference (squeeze/rng.py, squeeze/init.py, squeeze/projection/): see cpu.py's docstring
- * for why grouping the Walsh-Hadamard butterflies does not change a bit. Every exported function
- * is checked against the golden digests in tests/test_materialize.py and tests/test_native.py.
+ * of the reference (squeeze/rng.py, init.py, projection/): the grouped Walsh-Hadamard stages
+ * (fwht16, fwht_radix8) only visit independent pairs in another order, each value gets the same
+ * additions. tests/test_conformance.py checks every exported function against the golden table.
  */
 #include <stdint.h>
 #include <stdlib.h>

@@ -10,7 +10,8 @@ regeneration costs a few kilobytes of graph whatever the model's size.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,25 +56,20 @@ class Ref:
 class Builder:
     """Collects nodes, initializers and functions; every value gets a fresh short name."""
 
-    def __init__(self, opset: int = 18, names: Callable[[], str] | None = None):
+    def __init__(self, opset: int = 18, names: Iterator[str] | None = None):
         self.opset = opset
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.functions: dict[str, onnx.FunctionProto] = {}
         self._consts: dict[tuple, str] = {}
-        self._count = 0
-        self._names = names or self._next
+        self._names = map(short_name, itertools.count()) if names is None else names
         self._taken: set[str] = set()  # chosen names (stored tensors) that fresh names skip
-
-    def _next(self) -> str:
-        self._count += 1
-        return short_name(self._count - 1)
 
     def fresh(self) -> str:
         """A new unused value name."""
-        name = self._names()
+        name = next(self._names)
         while name in self._taken:
-            name = self._names()
+            name = next(self._names)
         return name
 
     def const(self, value, dtype=None) -> str:
@@ -109,7 +105,7 @@ class Builder:
 
 
 def _function_proto(fn: Function, opset: int, registry: dict) -> onnx.FunctionProto:
-    body = Builder(opset, names=_counter(""))
+    body = Builder(opset, names=map(str, itertools.count()))
     body.functions = registry  # functions called from this body are defined before it
     outs = fn.body(body, list(fn.inputs))
     assert not body.initializers, "function bodies use Constant nodes, not initializers"
@@ -120,16 +116,6 @@ def _function_proto(fn: Function, opset: int, registry: dict) -> onnx.FunctionPr
         n.input[:] = [renamed.get(i, i) for i in n.input]
         nodes.append(n)
     return helper.make_function(DOMAIN, fn.name, list(fn.inputs), list(fn.outputs), nodes, [helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, 1)], attributes=list(fn.attributes))
-
-
-def _counter(prefix: str) -> Callable[[], str]:
-    count = [0]
-
-    def next_name() -> str:
-        count[0] += 1
-        return f"{prefix}{count[0] - 1}"
-
-    return next_name
 
 
 __all__ = ["Builder", "DOMAIN", "Function", "short_name"]

@@ -1,6 +1,6 @@
-"""The projections' forward ``P @ theta_d`` as ONNX ops, one writer per kind, each reading the
-same :class:`~squeeze.projection.Projection` object the torch path uses (its size, block
-layout, scale exponent and nonzeros per row) and performing the reference's float32
+"""The projections' forward ``P @ theta_d`` as ONNX ops, one writer per kind, each walking the
+projection's :class:`~squeeze.plan.ProjectionPlan` as the other backends do (its sizes, scale
+exponent, nonzeros per row and stream keys) and performing the reference's float32
 operations in the reference's order:
 
 * ``sorf``: ``y_b = 2**e * H S3_b H S2_b H S1_b pad(x)``; each block of n values is held as
@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from squeeze import rng
 from squeeze.errors import SqueezeError
 from squeeze.onnx import threefry as tf
 from squeeze.onnx.graph import Builder, Function, Ref
+from squeeze.plan import ProjectionPlan, next_pow2
 from squeeze.projection import Projection
-from squeeze.projection.base import next_pow2
 
 MAX_ENTRIES = 1 << 24  # dense D*d or sparse D*k: about 64 MiB per float32 intermediate while folding
 MAX_INDEX = 1 << 31  # the graph's positions and block counters are int32
@@ -101,62 +100,51 @@ def _scale(g: Builder, v: str, e: int) -> str:
     return g.op("Mul", v, g.const(np.float32(2.0**e)))
 
 
-def _key(seed: int, part: int) -> tuple[int, int]:
-    return rng.stream_key(seed, rng.stream_id(rng.STREAM_PROJECTION, part))
+def _sorf_requests(p: ProjectionPlan) -> list[tuple[tuple[int, int], int]]:
+    return [(key, -(-p.blocks * p.n // 64)) for key in p.keys]
 
 
-class _Sorf:
-    @staticmethod
-    def requests(p) -> list[tuple[tuple[int, int], int]]:
-        count = -(-p.blocks * p.n // 64)
-        return [(_key(p.seed, r), count) for r in range(3)]
-
-    @staticmethod
-    def emit(g: Builder, p, x: str, first: int, theta_d: str) -> str:
-        count = -(-p.blocks * p.n // 64)
-        shape = butterfly_shape(p.n)
-        flags = tf.sign_flags(g, tf.rows(g, x, first, 3 * count))  # (3 * 64 * count,) bool: sign -1
-        if p.blocks * p.n != 64 * count:  # drop each stream's bits beyond blocks * n
-            flags = g.op("Reshape", flags, g.const(_i64([3, 64 * count])))
-            flags = g.op("Slice", flags, g.const(_i64([0])), g.const(_i64([p.blocks * p.n])), g.const(_i64([1])))
-        flags = g.op("Reshape", flags, g.const(_i64([3, p.blocks, *shape])))  # (3, blocks, n)
-        v = g.op("Reshape", g.op("Pad", theta_d, g.const(_i64([0, p.n - p.d]))), g.const(_i64(shape)))  # broadcast over blocks
-        for r in range(3):  # v * s as a sign flip: the same bits as multiplying by +-1
-            v = fwht(g, g.op("Where", g.op("Gather", flags, g.const(np.int64(r))), g.op("Neg", v), v), p.n)
-        flat = g.op("Reshape", _scale(g, v, p.scale_exp), g.const(_i64([-1])))
-        return g.op("Slice", flat, g.const(_i64([0])), g.const(_i64([p.D])))
+def _sorf(g: Builder, p: ProjectionPlan, x: str, first: int, theta_d: str) -> str:
+    count = -(-p.blocks * p.n // 64)
+    shape = butterfly_shape(p.n)
+    flags = tf.sign_flags(g, tf.rows(g, x, first, 3 * count))  # (3 * 64 * count,) bool: sign -1
+    if p.blocks * p.n != 64 * count:  # drop each stream's bits beyond blocks * n
+        flags = g.op("Reshape", flags, g.const(_i64([3, 64 * count])))
+        flags = g.op("Slice", flags, g.const(_i64([0])), g.const(_i64([p.blocks * p.n])), g.const(_i64([1])))
+    flags = g.op("Reshape", flags, g.const(_i64([3, p.blocks, *shape])))  # (3, blocks, n)
+    v = g.op("Reshape", g.op("Pad", theta_d, g.const(_i64([0, p.n - p.d]))), g.const(_i64(shape)))  # broadcast over blocks
+    for r in range(3):  # v * s as a sign flip: the same bits as multiplying by +-1
+        v = fwht(g, g.op("Where", g.op("Gather", flags, g.const(np.int64(r))), g.op("Neg", v), v), p.n)
+    flat = g.op("Reshape", _scale(g, v, p.scale_exp), g.const(_i64([-1])))
+    return g.op("Slice", flat, g.const(_i64([0])), g.const(_i64([p.D])))
 
 
-class _Dense:
-    @staticmethod
-    def requests(p) -> list[tuple[tuple[int, int], int]]:
-        return [(p.key, p.D * ((p.d + 63) // 64))]
-
-    @staticmethod
-    def emit(g: Builder, p, x: str, first: int, theta_d: str) -> str:
-        w = (p.d + 63) // 64
-        bits = g.op("Reshape", tf.sign_bits(g, tf.rows(g, x, first, p.D * w)), g.const(_i64([p.D, 64 * w])))
-        bits = g.op("Slice", bits, g.const(_i64([0])), g.const(_i64([p.d])), g.const(_i64([1])))
-        return _scale(g, fold_sum(g, g.op("Mul", tf.to_signs(g, bits), theta_d), p.d), p.scale_exp)
+def _dense_requests(p: ProjectionPlan) -> list[tuple[tuple[int, int], int]]:
+    return [(p.keys[0], p.D * ((p.d + 63) // 64))]
 
 
-class _Sparse:
-    @staticmethod
-    def requests(p) -> list[tuple[tuple[int, int], int]]:
-        return [(_key(p.seed, 0), p.D * p.k)]
-
-    @staticmethod
-    def emit(g: Builder, p, x: str, first: int, theta_d: str) -> str:
-        blk = tf.rows(g, x, first, p.D * p.k)
-        shape = g.const(_i64([p.D, p.k]))
-        x0 = g.op("Cast", g.op("Gather", blk, g.const(np.int64(0)), axis=1), to=7)  # int64
-        cols = g.op("Div", g.op("Mul", x0, g.const(np.int64(p.d))), g.const(np.int64(1 << 32)))  # (x0 * d) >> 32
-        bit = g.op("BitwiseAnd", g.op("Gather", blk, g.const(np.int64(1)), axis=1), g.const(np.uint32(1)))
-        vals = g.op("Mul", g.op("Gather", theta_d, g.op("Reshape", cols, shape)), g.op("Reshape", tf.to_signs(g, bit), shape))
-        return _scale(g, fold_sum(g, vals, p.k), p.scale_exp)
+def _dense(g: Builder, p: ProjectionPlan, x: str, first: int, theta_d: str) -> str:
+    w = (p.d + 63) // 64
+    bits = g.op("Reshape", tf.sign_bits(g, tf.rows(g, x, first, p.D * w)), g.const(_i64([p.D, 64 * w])))
+    bits = g.op("Slice", bits, g.const(_i64([0])), g.const(_i64([p.d])), g.const(_i64([1])))
+    return _scale(g, fold_sum(g, g.op("Mul", tf.to_signs(g, bits), theta_d), p.d), p.scale_exp)
 
 
-_WRITERS = {"sorf": _Sorf, "dense": _Dense, "sparse": _Sparse}
+def _sparse_requests(p: ProjectionPlan) -> list[tuple[tuple[int, int], int]]:
+    return [(p.keys[0], p.D * p.k)]
+
+
+def _sparse(g: Builder, p: ProjectionPlan, x: str, first: int, theta_d: str) -> str:
+    blk = tf.rows(g, x, first, p.D * p.k)
+    shape = g.const(_i64([p.D, p.k]))
+    x0 = g.op("Cast", g.op("Gather", blk, g.const(np.int64(0)), axis=1), to=7)  # int64
+    cols = g.op("Div", g.op("Mul", x0, g.const(np.int64(p.d))), g.const(np.int64(1 << 32)))  # (x0 * d) >> 32
+    bit = g.op("BitwiseAnd", g.op("Gather", blk, g.const(np.int64(1)), axis=1), g.const(np.uint32(1)))
+    vals = g.op("Mul", g.op("Gather", theta_d, g.op("Reshape", cols, shape)), g.op("Reshape", tf.to_signs(g, bit), shape))
+    return _scale(g, fold_sum(g, vals, p.k), p.scale_exp)
+
+
+_WRITERS = {"sorf": (_sorf_requests, _sorf), "dense": (_dense_requests, _dense), "sparse": (_sparse_requests, _sparse)}
 
 
 def check_size(p: Projection) -> None:
@@ -166,7 +154,7 @@ def check_size(p: Projection) -> None:
         raise SqueezeError(f"the {p.kind} projection has no ONNX form; tiny export supports {', '.join(sorted(_WRITERS))}")
     if p.D >= MAX_INDEX or (p.kind == "sorf" and 3 * p.blocks * p.n >= MAX_INDEX):
         raise TooLarge(f"this model has D={p.D:,} weights in its subspace; a tiny graph indexes them with int32 (below {MAX_INDEX:,}); use the full export")
-    entries = {"dense": lambda: p.D * p.d, "sparse": lambda: p.D * p.k}.get(p.kind, lambda: 0)()
+    entries = p.D * {"sorf": 0, "dense": p.d, "sparse": getattr(p, "k", 0)}[p.kind]
     if entries > MAX_ENTRIES:
         raise TooLarge(
             f"this {p.kind} projection has {entries:,} entries (D={p.D:,} x {'d' if p.kind == 'dense' else 'k'}={entries // p.D:,}), "
@@ -175,15 +163,15 @@ def check_size(p: Projection) -> None:
 
 
 def requests(p: Projection) -> list[tuple[tuple[int, int], int]]:
-    """The random blocks the projection consumes, as ``(key, count)`` requests."""
+    """The random blocks the projection consumes, as ``(key, count)`` requests (its plan's stream keys)."""
     check_size(p)
-    return _WRITERS[p.kind].requests(p)
+    return _WRITERS[p.kind][0](p.plan)
 
 
 def forward(g: Builder, p: Projection, x: str, first: int, theta_d: str) -> str:
     """``P @ theta_d`` (D,) float32 from the blocks of :func:`requests`, which start at row
     ``first`` of the block tensor ``x`` (N, 2)."""
-    return _WRITERS[p.kind].emit(g, p, x, first, theta_d)
+    return _WRITERS[p.kind][1](g, p.plan, x, first, theta_d)
 
 
 __all__ = ["MAX_ENTRIES", "MAX_INDEX", "TooLarge", "check_size", "fold_sum", "forward", "fwht", "butterfly_shape", "requests"]

@@ -21,7 +21,7 @@ import functools
 import torch
 
 from squeeze import kernels
-from squeeze.plan import ProjectionPlan, projection_plan
+from squeeze.plan import ProjectionPlan, next_pow2, projection_plan
 
 _REGISTRY: dict[str, type["Projection"]] = {}
 
@@ -41,10 +41,6 @@ def pow2_exponent(x: float) -> int:
     return round(math.log2(x))
 
 
-def next_pow2(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
-
-
 def fold_sum(v: torch.Tensor) -> torch.Tensor:
     """Sum over the last axis by a fixed pairwise tree: pad with zeros to a power of two,
     then add the second half onto the first until one value is left. The same shape on every
@@ -60,9 +56,10 @@ def fold_sum(v: torch.Tensor) -> torch.Tensor:
 
 
 class Projection:
-    """Base class: subclasses set ``kind`` and implement the four methods below."""
+    """Base class: subclasses set ``kind`` and ``spec_args`` and write the two reference methods."""
 
     kind = ""
+    spec_args = {"e": "scale_exp"}  # the file's spec key -> the integer constructor argument it holds
 
     def __init__(self, D: int, d: int, seed: int):
         if not (isinstance(d, int) and isinstance(D, int)) or d < 1 or D < 1:
@@ -75,11 +72,11 @@ class Projection:
 
     def spec(self) -> dict:
         """Everything needed to rebuild the projection besides D, d and the seed."""
-        raise NotImplementedError
+        return {key: getattr(self, arg) for key, arg in self.spec_args.items()}
 
     @classmethod
     def from_spec(cls, D: int, d: int, seed: int, spec: dict) -> "Projection":
-        raise NotImplementedError
+        return cls(D, d, seed, **{arg: int(spec[key]) for key, arg in cls.spec_args.items()})
 
     @functools.cached_property
     def plan(self) -> ProjectionPlan:

@@ -19,15 +19,6 @@ from squeeze.projection.base import Projection, fold_sum, pow2_exponent, registe
 CHUNK_ENTRIES = 1 << 22  # entries of P regenerated at once
 
 
-def sign_rows(key: tuple[int, int], d: int, start: int, count: int, device) -> torch.Tensor:
-    """Rows ``start .. start+count-1`` of the sign matrix, (count, d) float32."""
-    w = (d + 63) // 64
-    x0, x1 = rng.blocks(key, start * w, count * w, device)
-    bits = torch.arange(32, dtype=torch.int64, device=device)
-    b = torch.cat([(x0[:, None] >> bits) & 1, (x1[:, None] >> bits) & 1], dim=1)
-    return (1 - 2 * b.reshape(count, w * 64)[:, :d]).to(torch.float32)
-
-
 @register
 class Dense(Projection):
     kind = "dense"
@@ -38,19 +29,12 @@ class Dense(Projection):
         self.key = rng.stream_key(seed, rng.stream_id(rng.STREAM_PROJECTION, 0))
         self.chunk = max(1, CHUNK_ENTRIES // d)
 
-    def spec(self) -> dict:
-        return {"e": self.scale_exp}
-
-    @classmethod
-    def from_spec(cls, D, d, seed, spec):
-        return cls(D, d, seed, scale_exp=int(spec["e"]))
-
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(torch.float32)
         out = torch.empty(self.D, dtype=torch.float32, device=x.device)
         for start in range(0, self.D, self.chunk):
             count = min(self.chunk, self.D - start)
-            out[start : start + count] = fold_sum(sign_rows(self.key, self.d, start, count, x.device) * x)
+            out[start : start + count] = fold_sum(rng.sign_rows(self.key, self.d, start, count, x.device) * x)
         return out * (2.0**self.scale_exp)
 
     def reference_transpose(self, y: torch.Tensor) -> torch.Tensor:
@@ -58,5 +42,5 @@ class Dense(Projection):
         acc = torch.zeros(self.d, dtype=torch.float32, device=y.device)
         for start in range(0, self.D, self.chunk):
             count = min(self.chunk, self.D - start)
-            acc += y[start : start + count] @ sign_rows(self.key, self.d, start, count, y.device)
+            acc += y[start : start + count] @ rng.sign_rows(self.key, self.d, start, count, y.device)
         return acc * (2.0**self.scale_exp)

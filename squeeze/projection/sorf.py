@@ -19,7 +19,8 @@ import math
 import torch
 
 from squeeze import rng
-from squeeze.projection.base import Projection, next_pow2, pow2_exponent, register
+from squeeze.plan import next_pow2
+from squeeze.projection.base import Projection, pow2_exponent, register
 
 
 def fwht(x: torch.Tensor) -> torch.Tensor:
@@ -48,20 +49,10 @@ class SORF(Projection):
         self.scale_exp = scale_exp
         self._signs: dict[torch.device, torch.Tensor] = {}
 
-    def spec(self) -> dict:
-        return {"e": self.scale_exp}
-
-    @classmethod
-    def from_spec(cls, D, d, seed, spec):
-        return cls(D, d, seed, scale_exp=int(spec["e"]))
-
     def signs(self, device: torch.device) -> torch.Tensor:
         """(3, blocks, n) float32 signs: round r of block b is stream part r, values b*n.."""
         if device not in self._signs:
-            parts = []
-            for r in range(3):
-                key = rng.stream_key(self.seed, rng.stream_id(rng.STREAM_PROJECTION, r))
-                parts.append(rng.signs(key, self.blocks * self.n, device).reshape(self.blocks, self.n))
+            parts = [rng.signs(key, self.blocks * self.n, device).reshape(self.blocks, self.n) for key in self.plan.keys]
             self._signs[device] = torch.stack(parts)
         return self._signs[device]
 

@@ -19,6 +19,7 @@ from squeeze.projection.base import Projection, fold_sum, pow2_exponent, registe
 @register
 class Sparse(Projection):
     kind = "sparse"
+    spec_args = {"e": "scale_exp", "k": "k"}
 
     def __init__(self, D: int, d: int, seed: int, k: int | None = None, scale_exp: int | None = None):
         super().__init__(D, d, seed)
@@ -26,18 +27,10 @@ class Sparse(Projection):
         self.scale_exp = pow2_exponent(1.0 / math.sqrt(D * self.k / d)) if scale_exp is None else scale_exp
         self._cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def spec(self) -> dict:
-        return {"e": self.scale_exp, "k": self.k}
-
-    @classmethod
-    def from_spec(cls, D, d, seed, spec):
-        return cls(D, d, seed, k=int(spec["k"]), scale_exp=int(spec["e"]))
-
     def entries(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         """(D, k) int64 column indices and (D, k) float32 signs."""
         if device not in self._cache:
-            key = rng.stream_key(self.seed, rng.stream_id(rng.STREAM_PROJECTION, 0))
-            x0, x1 = rng.blocks(key, 0, self.D * self.k, device)
+            x0, x1 = rng.blocks(self.plan.keys[0], 0, self.D * self.k, device)
             cols = ((x0 * self.d) >> 32).reshape(self.D, self.k)
             sgn = (1 - 2 * (x1 & 1)).to(torch.float32).reshape(self.D, self.k)
             self._cache[device] = (cols, sgn)

@@ -13,7 +13,7 @@ Metadata (strings; JSON where structured, compact, sorted keys; every byte count
 of a few hundred):
   ``format``, ``format_version``, ``spec`` (projection kind, seed as a decimal string, d, D,
   generator, projection parameters, layerwise, include patterns), ``params`` (the manifest,
-  :func:`squeeze.init.manifest_text`: ``name:dims:init`` entries such as
+  :func:`squeeze.manifest.manifest_text`: ``name:dims:init`` entries such as
   ``fc.weight:200x784:u73p-11``; over 512 characters, as a CNN's forty tensors make, it is
   stored as ``zlib:`` + base64 of its zlib-compressed text when that is shorter), ``arch`` (import
   reference + the keyword arguments that differ from the factory's defaults), ``base`` (the
@@ -52,7 +52,8 @@ from squeeze import __version__, arch as arch_mod, coding_registry, materialize 
 from squeeze.atomic import write_bytes
 from squeeze.base import ARCH, base_digest, load_base
 from squeeze.errors import ArchError, DigestMismatch, FormatError, RecordsDamaged, SqueezeError
-from squeeze.init import TensorSpec, manifest_text
+from squeeze.manifest import TensorSpec, manifest_text
+from squeeze.meta import parameters_on_meta, skip_init, to_device
 from squeeze.projection import kinds, projection_from_spec
 from squeeze.subspace import Subspace, SubspaceConfig, check_manifest, digest_of
 
@@ -450,7 +451,7 @@ def _check_spec(spec: dict, name: str) -> None:
 
 
 def _parse_manifest(params: str, name: str) -> list[TensorSpec]:
-    """The manifest (:func:`squeeze.init.manifest_text`), every entry checked."""
+    """The manifest (:func:`squeeze.manifest.manifest_text`), every entry checked."""
     out: list[TensorSpec] = []
     seen: set[str] = set()
     for i, entry in enumerate(params.split(";") if params else []):
@@ -586,7 +587,7 @@ def build_model(f: SqzFile, arch: str | nn.Module | None = None, arch_kwargs: di
     ``arch`` to choose such an architecture yourself). The module is first built on the meta
     device and checked against the manifest, so arguments from a hostile file cannot make it
     allocate more than the manifest (already checked against memory) describes. With
-    ``empty``, its parameters stay on the meta device (:func:`squeeze.materialize.parameters_on_meta`).
+    ``empty``, its parameters stay on the meta device (:func:`squeeze.meta.parameters_on_meta`).
     """
     if isinstance(arch, nn.Module):
         return arch
@@ -599,7 +600,7 @@ def build_model(f: SqzFile, arch: str | nn.Module | None = None, arch_kwargs: di
         ref = arch
         kwargs = arch_kwargs if arch_kwargs is not None else f.arch.get("kwargs", {}) if f.arch and _same_factory(f.arch.get("ref", ""), arch) else {}
     try:
-        with torch.device("meta"), mat.skip_init():  # shapes only; no init (and no Python meta kernels)
+        with torch.device("meta"), skip_init():  # shapes only; no init (and no Python meta kernels)
             probe = arch_mod.build(ref, kwargs)
     except SqueezeError:
         raise
@@ -612,7 +613,7 @@ def build_model(f: SqzFile, arch: str | nn.Module | None = None, arch_kwargs: di
             raise ArchError(str(e)) from None
     try:
         if empty:
-            with mat.parameters_on_meta():
+            with parameters_on_meta():
                 return arch_mod.build(ref, kwargs)
         return arch_mod.build(ref, kwargs)
     except SqueezeError:
@@ -684,7 +685,7 @@ def load_subspace(
     # theta_0, theta, the model's own copy and workspace (float32), and a sparse P's (D, k) table
     _check_memory(f.D, f"the file describes {f.D:,} parameters", 16 + 40 * f.spec["p"].get("k", 0))
     # Without PyTorch's init: the weights are regenerated later, unless the base is the model's own.
-    model = mat.to_device(build_model(f, arch, arch_kwargs, empty=not (f.base is not None and str(base) == ARCH)), device)
+    model = to_device(build_model(f, arch, arch_kwargs, empty=not (f.base is not None and str(base) == ARCH)), device)
     base_sd = None
     if f.base is not None:
         if base is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from squeeze import kernels, plan, rng
-from squeeze.manifest import TensorSpec, manifest_text  # noqa: F401  (format.py reads them here)
+from squeeze.manifest import TensorSpec
 
 
 def segment_theta0(seg: plan.Segment, device: torch.device | str = "cpu") -> torch.Tensor:

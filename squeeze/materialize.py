@@ -30,7 +30,6 @@ import torch
 from torch import nn
 
 from squeeze import kernels
-from squeeze.meta import parameters_on_meta, skip_init, to_device  # noqa: F401  (format.py reads them here)
 
 CHUNK = 1 << 20  # values regenerated at once when streaming (4 MiB of float32)
 

@@ -283,7 +283,7 @@ STREAM_CHILD = """
 import torch
 from torch import nn
 from squeeze import Subspace, SubspaceConfig, format as fmt, kernels, stream
-from squeeze.materialize import parameters_on_meta
+from squeeze.meta import parameters_on_meta
 def hwm():
     return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024
 class Wide(nn.Module):

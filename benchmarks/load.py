@@ -127,7 +127,10 @@ def prepare(folder: Path, dim: int, width: int, blocks: int, dense: bool) -> tup
     ``big.safetensors``. The module is built without PyTorch's init (only its manifest is needed)."""
     import squeeze
     from safetensors.torch import save_file
-    from squeeze.materialize import parameters_on_meta
+    try:
+        from squeeze.meta import parameters_on_meta
+    except ImportError:  # a tree from before squeeze/meta.py (the baseline of a comparison)
+        from squeeze.materialize import parameters_on_meta
 
     sqz, dense_path = folder / "big.sqz", folder / "big.safetensors"
     with parameters_on_meta():

@@ -23,6 +23,7 @@ from squeeze.errors import SqueezeError
 # took up to 1% more bytes than the Gaussian probe's (MiniLM fine-tunes at 4 KB, 16 levels: one
 # seed of three came out 4 bytes over and fell back to 8 levels at 100%).
 AIM = 0.98
+PROBE_DIMS = (1000, 4000, 16000, 64000, 256, 64, 16, 4, 2)
 # Bytes of a file holding ``sub`` with this encoding (written as the caller will write it).
 FileBytes = Callable[[object, dict], int]
 
@@ -36,7 +37,7 @@ def synthetic_codes(n: int, levels: int) -> dict:
     return encode_quantized(*kmeans_quantize(x, levels))
 
 
-def subspace_for_size(sub_at: Callable[[int], object], size: int, levels: int, file_bytes: FileBytes, probe_dim: int = 1000):
+def subspace_for_size(sub_at: Callable[[int], object], size: int, levels: int, file_bytes: FileBytes, probe_dim: int | None = None):
     """The subspace with the largest d whose file, at ``levels`` levels, fits in ``size`` bytes.
 
     Args:
@@ -44,19 +45,29 @@ def subspace_for_size(sub_at: Callable[[int], object], size: int, levels: int, f
         size: the byte budget of the whole file.
         levels: the number of levels theta_d is sized for.
         file_bytes: the bytes of the file holding a subspace with an encoding.
-        probe_dim: d of the probe that measures the fixed part.
+        probe_dim: d of the probe that measures the fixed part [default: the first of
+            ``PROBE_DIMS`` the model takes].
 
     Raises:
         SqueezeError: the fixed part alone leaves no room for theta_d.
     """
     from squeeze.coding_registry import stored_bytes
 
-    probe = sub_at(probe_dim)
-    scales = probe.d - probe.theta_d.numel()
-    fixed = file_bytes(probe, synthetic_codes(probe.theta_d.numel(), levels)) - stored_bytes(synthetic_codes(probe.theta_d.numel(), levels))
+    probe = None
+    for d in (probe_dim,) if probe_dim else PROBE_DIMS:  # the first d the model accepts (room beside its scales, at most its weights)
+        try:
+            probe = sub_at(d)
+            break
+        except ValueError as e:
+            refused = e
+    if probe is None:
+        raise SqueezeError(f"no subspace of this model could be built to size the file: {refused}")
+    scales, probe_codes = probe.d - probe.theta_d.numel(), synthetic_codes(probe.theta_d.numel(), levels)
+    fixed = file_bytes(probe, probe_codes) - stored_bytes(probe_codes)
     lo, hi = stored_bytes(synthetic_codes(2000, levels)), stored_bytes(synthetic_codes(6000, levels))
     per_value = (hi - lo) / 4000
     n = int(AIM * (size - fixed - (lo - per_value * 2000)) / per_value)
+    n = min(n, probe.D_sub)  # d never exceeds the weights it spans: a budget past that keeps d = D
     while n >= 1:
         sub = sub_at(n + scales)
         if file_bytes(sub, synthetic_codes(n, levels)) <= size:

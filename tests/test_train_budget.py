@@ -132,3 +132,8 @@ def test_the_cli_exits_4_when_the_target_is_not_reached(tmp_path, digits, base_p
     out = tmp_path / "t.sqz"
     code = main(["train", "--arch", ARCH, "--arch-kwargs", json.dumps(KW), "--data", str(data), "--base", str(base_path), "--target", "0.9999", "--epochs", "1", "-o", str(out)])
     assert code == 4 and out.exists()
+
+
+def test_a_budget_past_the_model_keeps_d_at_its_number_of_weights(digits):
+    done = squeeze.train(ARCH, digits, squeeze.TrainConfig(size=100_000, epochs=1), arch_kwargs=KW, progress=False, lean=True)
+    assert done.sub.d == done.sub.D

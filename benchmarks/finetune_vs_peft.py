@@ -343,12 +343,12 @@ def budgets(rows: list[dict], key: str = "bytes") -> str:
 def family(method: str) -> str:
     """The plot line a method belongs to."""
     if method.startswith("squeeze-"):
-        return "squeeze train --base (the one-command default, 2-16 KB)"
+        return "squeeze train --base --size (the one-command fine-tune)"
     if method.startswith(("bitfit", "said")):
         kind, rest = method.split("-", 1)
         return f"squeeze {'BitFit tensors' if kind == 'bitfit' else 'SAID, all weights'}" + (" (k-means " + rest.split("+q")[1] + " levels)" if "+q" in rest else "")
-    return {"lora": "LoRA (r=1, 4)", "vera": "VeRA", "fourierft": "FourierFT (n=100, 1000)", "unilora": "Uni-LoRA (theta_d 256-4000)",
-            "tinylora": "TinyLoRA (u=64, 256)", "vblora": "VB-LoRA (32, 256 vectors)", "randlora": "RandLoRA (r=384)"}[method.split("-")[0]]
+    return {"lora": "LoRA", "vera": "VeRA", "fourierft": "FourierFT", "unilora": "Uni-LoRA (as saved: with its indices)",
+            "tinylora": "TinyLoRA (as saved: with its SVD factors)", "vblora": "VB-LoRA", "randlora": "RandLoRA"}[method.split("-")[0]]
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:

@@ -53,7 +53,7 @@ LEVELS = (4, 8, 16)  # the quantized encodings compress searches besides float16
 # at 16 levels, every tensor in the subspace with one scale each (SAID), 3 epochs of one-cycle
 # Adam at batch 64, then the encoding among LEVELS that fits and is best on validation
 # (squeeze.budget). Measured by benchmarks/finetune_vs_peft.py (samples/README.md).
-FINETUNE = {"size": 4096, "epochs": 3, "batch_size": 64, "layerwise": True, "include": ()}
+FINETUNE = {"size": 4096, "epochs": 3, "batch_size": 64, "layerwise": True}
 MIN_OPSET = 18  # the lowest opset the torch.export-based exporter targets
 DEFAULT_OPSET = 18
 QUANTIZE = {"steps": 1000, "lr": 1e-2, "batch_size": 128, "distill_weight": 0.5}  # squeeze.quantize.QuantizeConfig

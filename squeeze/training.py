@@ -32,9 +32,9 @@ def _quiet(_: str) -> None:
 class TrainConfig:
     """How :func:`train` trains a model in a random subspace (Li et al., 2018).
 
-    Either ``dim`` (d, the number of trained values) or ``size`` (a byte budget: d and the
-    encoding are chosen to fit it, see :mod:`squeeze.budget`). A fine-tune against a base needs
-    neither: it defaults to the fine-tune recipe, :data:`squeeze.defaults.FINETUNE` (a 4 KB file).
+    One of ``dim`` (d, the number of trained values), ``size`` (a byte budget: d and the
+    encoding are chosen to fit it, see :mod:`squeeze.budget`) or ``target`` (an accuracy that
+    chooses the budget). A fine-tune against a base needs none: it defaults to the fine-tune recipe, :data:`squeeze.defaults.FINETUNE` (a 4 KB file).
     Fields left None take the recipe's value (fine-tunes) or the plain one (training from scratch).
 
     Args:
@@ -50,7 +50,7 @@ class TrainConfig:
         layerwise: one learned scale per tensor (SAID); the scales count in ``dim``.
         include: fnmatch patterns of the tensors in the subspace (the others stay at theta_0).
         levels: quantize theta_d to this many levels at the end (k-means + QAT), range coded;
-            with ``size``: the only encoding tried (default: each of :data:`squeeze.defaults.LEVELS`).
+            with ``size`` or ``target``: the only encoding tried (default: each of :data:`squeeze.defaults.LEVELS`).
         baseline: also train the dense model with the same rule and record its accuracy.
         baseline_lr, baseline_epochs: the dense baseline's learning rate and epoch cap (None: ``epochs``).
     """
@@ -91,7 +91,7 @@ class TrainConfig:
         """This config with every None field filled: the fine-tune recipe with a base, else the plain defaults.
 
         Raises:
-            SqueezeError: training from scratch with neither dim nor size.
+            SqueezeError: training from scratch with none of dim, size and target.
         """
         from dataclasses import replace
 
@@ -105,8 +105,6 @@ class TrainConfig:
             fill["size"] = FINETUNE["size"]
         elif not chosen:
             raise SqueezeError("dim= (d, the number of trained values), size= (a byte budget) or target= (an accuracy) is required; a fine-tune against base= defaults to a 4 KB file")
-        if fine_tune and not self.include and self.dim is None:
-            fill["include"] = tuple(FINETUNE["include"])
         return replace(self, **fill)
 
 

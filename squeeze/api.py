@@ -234,11 +234,10 @@ def compress(
     def measure(sub, encoded, enc):
         """The bytes of the file as :meth:`Compressed.save` writes it (placeholder metrics of
         the longest printed form: the kept file is never larger)."""
-        import tempfile
+        from squeeze import format as fmt
 
-        with tempfile.TemporaryDirectory() as tmp:
-            f = _write(sub, Path(tmp) / "c.sqz", arch_rec, ds, enc, encoded, file_metrics(config.size, config.target, lean=lean), lean)
-        return f.size_bytes, coding_registry.stored_bytes(encoded) if encoded else f.theta_d.numel() * (2 if enc == "f16" else 4)
+        size = fmt.size_of(sub, arch=arch_rec, metrics=file_metrics(config.size, config.target, lean=lean), data=None if lean else ds.describe(), dtype=_dtype(enc), encoded=encoded)
+        return size, coding_registry.stored_bytes(encoded) if encoded else sub.theta_d.numel() * (2 if enc == "f16" else 4)
 
     result = search(dense, lambda: arch_mod.build(arch_rec["ref"], arch_rec["kwargs"]), ds, config, measure=measure, on_trial=on_trial, progress=progress, base=base_sd)
     return Compressed(result=result, arch=arch_rec, data=ds, teacher_path=None if teacher_path is None else str(teacher_path), lean=lean)

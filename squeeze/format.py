@@ -179,6 +179,18 @@ def save(
     Returns:
         The file as it reads back.
     """
+    write_bytes(path, _file_bytes(sub, arch=arch, metrics=metrics, data=data, dtype=dtype, encoded=encoded))
+    return read(path)
+
+
+def size_of(sub: Subspace, *, arch: dict | None = None, metrics: dict | None = None, data: dict | None = None, dtype: str = "float16", encoded: dict | None = None) -> int:
+    """The bytes :func:`save` would write with these arguments, without writing them and without
+    regenerating the weights (the digest has a fixed length, so a placeholder sizes it exactly)."""
+    return len(_file_bytes(sub, arch=arch, metrics=metrics, data=data, dtype=dtype, encoded=encoded, digest="0" * 64))
+
+
+def _file_bytes(sub: Subspace, *, arch, metrics, data, dtype, encoded, digest: str | None = None) -> bytes:
+    """The file's bytes; ``digest`` None: the weights are regenerated and hashed."""
     from safetensors.torch import save as st_save
 
     if encoded is None:
@@ -195,8 +207,9 @@ def save(
     buffers = {k: v.detach().cpu().contiguous() for k, v in sub.extra_tensors().items()}
     if buffers:
         layout, tensors["bufs"] = _pack_buffers(buffers)
-    with torch.no_grad():
-        digest = digest_of(sub.theta(theta_d=decoded.to(sub.theta_d.device)))
+    if digest is None:
+        with torch.no_grad():
+            digest = digest_of(sub.theta(theta_d=decoded.to(sub.theta_d.device)))
     spec = {"kind": sub.config.projection, "seed": str(sub.config.seed), "d": sub.config.dim, "D": sub.D, "gen": GENERATOR, "p": sub.projection.spec()}
     if sub.config.layerwise:
         spec["lw"] = 1
@@ -222,8 +235,7 @@ def save(
         meta["metrics"] = _json(metrics)
     if data:
         meta["data"] = _json(data)
-    write_bytes(path, canonical_header(st_save(tensors, metadata=meta), check=True))
-    return read(path)
+    return canonical_header(st_save(tensors, metadata=meta), check=True)
 
 
 def byte_costs(raw: bytes) -> dict[str, int]:
@@ -754,4 +766,4 @@ def dense_state_dict(sub: Subspace) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in sub.materialize().state_dict().items()}
 
 
-__all__ = ["SqzFile", "save", "read", "parse", "load", "load_subspace", "dense_state_dict", "round_buffers_for_storage_", "round_for_storage_", "storage_roundtrip"]
+__all__ = ["SqzFile", "save", "size_of", "read", "parse", "load", "load_subspace", "dense_state_dict", "round_buffers_for_storage_", "round_for_storage_", "storage_roundtrip"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -210,14 +209,10 @@ def _train_metrics(ds, test: float, val: float, epochs: int, size: int | None, *
 def _file_bytes(arch_rec: dict, ds, metrics: dict, lean: bool):
     """Bytes of the file :meth:`Trained.save` writes for a subspace and an encoding (``metrics``:
     a placeholder of the longest printed form, so the kept file is never larger)."""
+    from squeeze import format as fmt
 
     def file_bytes(sub, encoded: dict) -> int:
-        import tempfile
-
-        from squeeze import format as fmt
-
-        with tempfile.TemporaryDirectory() as tmp:
-            return fmt.save(sub, Path(tmp) / "t.sqz", arch=arch_rec, metrics=None if lean else metrics, data=None if lean else ds.describe(), encoded=encoded).size_bytes
+        return fmt.size_of(sub, arch=arch_rec, metrics=None if lean else metrics, data=None if lean else ds.describe(), encoded=encoded)
 
     return file_bytes
 

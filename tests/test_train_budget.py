@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 import squeeze
 from squeeze import format as fmt
@@ -137,3 +137,24 @@ def test_the_cli_exits_4_when_the_target_is_not_reached(tmp_path, digits, base_p
 def test_a_budget_past_the_model_keeps_d_at_its_number_of_weights(digits):
     done = squeeze.train(ARCH, digits, squeeze.TrainConfig(size=100_000, epochs=1), arch_kwargs=KW, progress=False, lean=True)
     assert done.sub.d == done.sub.D
+
+
+def test_size_of_is_the_size_save_writes(tmp_path, digits, base_path):
+    """The budget is measured with format.size_of (no regeneration, no disk): it must equal what save writes."""
+    from squeeze import Subspace, SubspaceConfig
+    from squeeze.coding_registry import encode_quantized
+    from squeeze.quantize import kmeans_quantize
+    from squeeze.zoo import LeNet
+
+    base = load_file(base_path)
+    cases = [
+        (Subspace(MLP(input_shape=digits.input_shape, num_classes=10, hidden=(64, 64)), SubspaceConfig(dim=300, layerwise=True), base=base), {"metrics": {"test_accuracy": 0.9}, "data": digits.describe()}),
+        (Subspace(LeNet(input_shape=(1, 8, 8), num_classes=10), SubspaceConfig(dim=200, seed=3)), {"arch": {"ref": "squeeze.zoo:LeNet", "kwargs": {}}}),
+    ]
+    for i, (sub, kw) in enumerate(cases):
+        with torch.no_grad():
+            sub.theta_d.copy_(torch.randn(sub.theta_d.numel(), generator=torch.Generator().manual_seed(i)) * 0.1)
+        for encoded in (None, encode_quantized(*kmeans_quantize(sub.theta_d.detach(), 8))):
+            for dtype in ("float16", "float32"):
+                written = fmt.save(sub, tmp_path / f"m{i}.sqz", dtype=dtype, encoded=encoded, **kw).size_bytes
+                assert fmt.size_of(sub, dtype=dtype, encoded=encoded, **kw) == written

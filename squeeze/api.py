@@ -166,7 +166,7 @@ def _dtype(enc: str) -> str:
 def _write(sub, path, arch: dict, data, encoding: str, encoded: dict | None, metrics: dict, lean: bool):
     from squeeze import format as fmt
 
-    return fmt.save(sub, path, arch=arch, metrics=metrics, data=None if lean else data.describe(), dtype=_dtype(encoding), encoded=encoded)
+    return fmt.save(sub, path, arch=arch, metrics=metrics, data=None if lean else data.describe(), dtype=_dtype(encoding), encoded=encoded, lean=lean)
 
 
 def compress(
@@ -236,7 +236,7 @@ def compress(
         the longest printed form: the kept file is never larger)."""
         from squeeze import format as fmt
 
-        size = fmt.size_of(sub, arch=arch_rec, metrics=file_metrics(config.size, config.target, lean=lean), data=None if lean else ds.describe(), dtype=_dtype(enc), encoded=encoded)
+        size = fmt.size_of(sub, arch=arch_rec, metrics=file_metrics(config.size, config.target, lean=lean), data=None if lean else ds.describe(), dtype=_dtype(enc), encoded=encoded, lean=lean)
         return size, coding_registry.stored_bytes(encoded) if encoded else sub.theta_d.numel() * (2 if enc == "f16" else 4)
 
     result = search(dense, lambda: arch_mod.build(arch_rec["ref"], arch_rec["kwargs"]), ds, config, measure=measure, on_trial=on_trial, progress=progress, base=base_sd)
@@ -271,7 +271,7 @@ class Quantized:
         """Write the quantized file; returns it as it reads back (``SqzFile``)."""
         from squeeze import format as fmt
 
-        self.file = fmt.save(self.sub, path, arch=self.arch, metrics=None if lean else self.metrics, data=None if lean else self.source.data, encoded=self.encoded)
+        self.file = fmt.save(self.sub, path, arch=self.arch, metrics=None if lean else self.metrics, data=None if lean else self.source.data, encoded=self.encoded, lean=lean)
         self.path = str(path)
         return self.file
 

@@ -1,9 +1,10 @@
-"""The ``.sqz`` file, version 2: a safetensors file holding theta_d and a recipe.
+"""The ``.sqz`` file, version 3: a safetensors file holding theta_d and a recipe.
 
 Tensors:
   * ``theta_d``  -- float32 or float16 (metadata ``theta`` = ``{"enc": "f32"|"f16"}``), or an
     encoding from :mod:`squeeze.coding` (codes + codebook, or an entropy-coded stream);
-  * ``scales``   -- float32 per-tensor scales of the layerwise variant;
+  * ``scales``   -- per-tensor scales of the layerwise variant: float32, or from version 3 on
+    float16 when every scale is a float16 value (:func:`round_scales_for_storage_`);
   * ``bufs``     -- buffers learned from data (BatchNorm statistics), stored as they are, packed
     into one uint8 tensor (their raw bytes in sorted name order; metadata ``bufs`` lists
     ``[name, dtype, shape]``). One safetensors entry costs ~65 header bytes, so a small CNN's
@@ -15,26 +16,31 @@ of a few hundred):
   generator, projection parameters, layerwise, include patterns), ``params`` (the manifest,
   :func:`squeeze.manifest.manifest_text`: ``name:dims:init`` entries such as
   ``fc.weight:200x784:u73p-11``; over 512 characters, as a CNN's forty tensors make, it is
-  stored as ``zlib:`` + base64 of its zlib-compressed text when that is shorter), ``arch`` (import
+  stored as ``zlib:`` + base64 of its zlib-compressed text when that is shorter; a *lean* file
+  whose architecture rebuilds it exactly stores ``arch:`` + 16 hex digits of its SHA-256
+  instead, and the reader rebuilds it from ``arch``), ``arch`` (import
   reference + the keyword arguments that differ from the factory's defaults), ``base`` (the
   base digest of a fine-tune), ``weights_sha256`` (the regenerated weights),
   ``buffers_sha256`` (the stored buffers, when there are any, over their float32 values),
   ``bufs`` (their packed layout: ``[name, dtype, shape]`` each; dtype ``f32h`` is a float32
   buffer stored as float16 because every value of it is a float16 value), ``metrics``, ``data`` (input
-  shape, classes and preprocessing), ``theta`` (the encoding), ``created_by``, and ``check``
-  (version 2): a short tag per part of the file that changes a model's outputs or how it is built
-  (:mod:`squeeze.records`; everything above except ``metrics`` and ``created_by``).
+  shape, classes and preprocessing), ``theta`` (the encoding), ``created_by`` (not in lean files),
+  and ``check`` (version 2 on): a short tag per part of the file that changes a model's outputs
+  or how it is built (:mod:`squeeze.records`; everything above except ``metrics`` and
+  ``created_by``). Digests (``weights_sha256``, ``base``, ``buffers_sha256``) are SHA-256,
+  written in base64url without padding from version 3 on (hex before); readers take both.
 
 Readers reject unknown major versions, check the records before reading anything else (a
 damaged part raises :class:`squeeze.errors.RecordsDamaged` naming it), warn about unknown keys,
 and check every size before trusting it. Version 1 files (no ``check``) still read, with
-``SqzFile.records_checked`` false. ``load`` regenerates and refuses a digest mismatch.
+``SqzFile.records_checked`` false; version 2 files read as they always did. ``load`` regenerates and refuses a digest mismatch.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import os
@@ -52,19 +58,21 @@ from squeeze import __version__, arch as arch_mod, coding_registry, materialize 
 from squeeze.atomic import write_bytes
 from squeeze.base import ARCH, base_digest, load_base
 from squeeze.errors import ArchError, DigestMismatch, FormatError, RecordsDamaged, SqueezeError
-from squeeze.manifest import TensorSpec, manifest_text
+from squeeze.manifest import TensorSpec, build_manifest, manifest_text
 from squeeze.meta import parameters_on_meta, skip_init, to_device
 from squeeze.projection import kinds, projection_from_spec
 from squeeze.subspace import Subspace, SubspaceConfig, check_manifest, digest_of
 
 FORMAT = "squeeze"
-FORMAT_VERSION = 2
-READS = (1, 2)  # version 1: no records check (files written before it)
+FORMAT_VERSION = 3
+READS = (1, 2, 3)  # version 1: no records check; version 2: digests in hex and every manifest stored
 GENERATOR = "threefry2x32-20"
 MAX_FILE_BYTES = 1 << 31  # a .sqz file is tiny; anything larger is not one
 MAX_HEADER_BYTES = 1 << 24
 PACKED = "zlib:"  # prefix of a compressed manifest in ``params``
 PACK_PARAMS_OVER = 512  # manifest text longer than this is stored compressed (when that is shorter)
+BY_ARCH = "arch:"  # prefix of a manifest recorded by its digest: the recorded architecture rebuilds it
+ARCH_KEY_CHARS = 16  # hex digits of the manifest text's SHA-256 kept after BY_ARCH
 KNOWN_KEYS = {"format", "format_version", "spec", "params", "arch", "base", "weights_sha256", "buffers_sha256", "bufs", "metrics", "data", "theta", "created_by", records.KEY}
 BUFFER_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16, "f64": torch.float64, "i64": torch.int64, "i32": torch.int32, "i16": torch.int16, "i8": torch.int8, "u8": torch.uint8, "b": torch.bool}
 # A float32 buffer whose every value is a float16 value is stored as float16 under this
@@ -96,6 +104,7 @@ class SqzFile:
     created_by: str = ""
     size_bytes: int = 0
     records_checked: bool = True  # False for a version 1 file (written before the records check), or when read with check=False
+    manifest_by_arch: bool = False  # a lean file's manifest, rebuilt from its architecture (``params`` = ``arch:`` digest)
 
     @property
     def D(self) -> int:
@@ -147,6 +156,15 @@ def round_buffers_for_storage_(sub: Subspace) -> None:
                 t.copy_(t.half().float())
 
 
+def round_scales_for_storage_(sub: Subspace) -> None:
+    """Round ``sub``'s layerwise scales in place to float16 precision when they all lie in its
+    range, so that the file stores them in half the bytes (:func:`save` stores float16 scales
+    exactly when that loses nothing) and metrics measured next are the metrics of the file."""
+    if sub.scales is not None and float(sub.scales.detach().abs().max()) <= 65504:
+        with torch.no_grad():
+            sub.scales.copy_(sub.scales.half().float())
+
+
 def round_for_storage_(sub: Subspace, dtype: str) -> None:
     """Round ``sub.theta_d`` in place to what ``dtype`` stores, so metrics measured next are
     the metrics of the file."""
@@ -163,6 +181,7 @@ def save(
     data: dict | None = None,
     dtype: str = "float16",
     encoded: dict | None = None,
+    lean: bool = False,
 ) -> SqzFile:
     """Write ``sub`` as a ``.sqz`` file, atomically.
 
@@ -175,21 +194,24 @@ def save(
         dtype: ``float16`` (default, half the bytes) or ``float32`` for theta_d.
         encoded: a quantized/coded theta_d from :mod:`squeeze.coding_registry` (``{"enc": ..,
             "tensors": {...}, "meta": {...}}``), used instead of ``dtype``.
+        lean: leave out ``created_by``, and record the manifest by its digest when ``arch`` (an
+            importable package's class, not a ``.py`` file) rebuilds exactly that manifest
+            (:func:`manifest_by_arch`); reading the file then imports that architecture.
 
     Returns:
         The file as it reads back.
     """
-    write_bytes(path, _file_bytes(sub, arch=arch, metrics=metrics, data=data, dtype=dtype, encoded=encoded))
+    write_bytes(path, _file_bytes(sub, arch=arch, metrics=metrics, data=data, dtype=dtype, encoded=encoded, lean=lean))
     return read(path)
 
 
-def size_of(sub: Subspace, *, arch: dict | None = None, metrics: dict | None = None, data: dict | None = None, dtype: str = "float16", encoded: dict | None = None) -> int:
+def size_of(sub: Subspace, *, arch: dict | None = None, metrics: dict | None = None, data: dict | None = None, dtype: str = "float16", encoded: dict | None = None, lean: bool = False) -> int:
     """The bytes :func:`save` would write with these arguments, without writing them and without
     regenerating the weights (the digest has a fixed length, so a placeholder sizes it exactly)."""
-    return len(_file_bytes(sub, arch=arch, metrics=metrics, data=data, dtype=dtype, encoded=encoded, digest="0" * 64))
+    return len(_file_bytes(sub, arch=arch, metrics=metrics, data=data, dtype=dtype, encoded=encoded, lean=lean, digest="0" * 64))
 
 
-def _file_bytes(sub: Subspace, *, arch, metrics, data, dtype, encoded, digest: str | None = None) -> bytes:
+def _file_bytes(sub: Subspace, *, arch, metrics, data, dtype, encoded, lean: bool = False, digest: str | None = None) -> bytes:
     """The file's bytes; ``digest`` None: the weights are regenerated and hashed."""
     from safetensors.torch import save as st_save
 
@@ -203,7 +225,9 @@ def _file_bytes(sub: Subspace, *, arch, metrics, data, dtype, encoded, digest: s
         tensors = {k: v.detach().cpu().contiguous() for k, v in encoded["tensors"].items()}
     decoded = coding_registry.decode(enc, tensors, sub.theta_d.numel())
     if sub.scales is not None:
-        tensors["scales"] = sub.scales.detach().to("cpu", torch.float32).contiguous()
+        scales = sub.scales.detach().to("cpu", torch.float32).contiguous()
+        half = scales.half()
+        tensors["scales"] = half if torch.equal(half.float(), scales) else scales  # float16 only when that loses nothing
     buffers = {k: v.detach().cpu().contiguous() for k, v in sub.extra_tensors().items()}
     if buffers:
         layout, tensors["bufs"] = _pack_buffers(buffers)
@@ -215,22 +239,24 @@ def _file_bytes(sub: Subspace, *, arch, metrics, data, dtype, encoded, digest: s
         spec["lw"] = 1
     if sub.config.include:
         spec["inc"] = list(sub.config.include)
+    text = manifest_text(sub.manifest)
     meta = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "spec": _json(spec),
-        "params": _pack_params(manifest_text(sub.manifest)),
-        "weights_sha256": digest,
+        "params": _arch_key(text) if lean and arch and manifest_by_arch(arch, bool(sub.base_digest)) == text else _pack_params(text),
+        "weights_sha256": _short_digest(digest),
         "theta": _json(enc),
-        "created_by": f"squeeze {__version__}",
     }
+    if not lean:
+        meta["created_by"] = f"squeeze {__version__}"
     if arch:
         meta["arch"] = _json({k: v for k, v in arch.items() if v or k == "ref"} | {"ref": _portable_ref(arch["ref"])})
     if buffers:
-        meta["buffers_sha256"] = buffers_digest(buffers)
+        meta["buffers_sha256"] = _short_digest(buffers_digest(buffers))
         meta["bufs"] = layout
     if sub.base_digest:
-        meta["base"] = sub.base_digest
+        meta["base"] = _short_digest(sub.base_digest)
     if metrics:
         meta["metrics"] = _json(metrics)
     if data:
@@ -261,6 +287,52 @@ def _portable_ref(ref: str) -> str:
     :func:`build_model`) and the path told every recipient where the file was made."""
     where, sep, name = ref.rpartition(":")
     return f"{Path(where).name}{sep}{name}" if where.endswith(".py") else ref
+
+
+def _short_digest(hexdigest: str) -> str:
+    """A SHA-256 digest as version 3 stores it: base64url without padding (43 characters, not 64)."""
+    return base64.urlsafe_b64encode(bytes.fromhex(hexdigest)).rstrip(b"=").decode("ascii")
+
+
+def _hex_digest(text: str, key: str, name: str) -> str:
+    """A stored digest (hex, as version 1 and 2 write it, or :func:`_short_digest`) as hex."""
+    if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
+        return text
+    try:
+        if len(text) == 43 and text.isascii():
+            hexdigest = base64.urlsafe_b64decode(text + "=").hex()
+            if _short_digest(hexdigest) == text:  # the one spelling of those bytes
+                return hexdigest
+    except (binascii.Error, ValueError):
+        pass
+    raise FormatError(f"{name}: {key} is not a SHA-256 digest; the file is damaged")
+
+
+def _arch_key(text: str) -> str:
+    return BY_ARCH + hashlib.sha256(text.encode()).hexdigest()[:ARCH_KEY_CHARS]
+
+
+@functools.lru_cache(maxsize=8)
+def _rebuilt_manifest(arch_json: str, fine_tune: bool) -> str | None:
+    arch = json.loads(arch_json)
+    ref = arch["ref"]
+    if ref.rpartition(":")[0].endswith(".py"):
+        return None  # a reader never runs a Python file a file names: such a manifest is stored
+    try:
+        with torch.device("meta"), skip_init():
+            probe = arch_mod.build(ref, arch.get("kwargs") or {})
+        names = {n for n, _ in probe.named_parameters()} if fine_tune else set()
+        return manifest_text(build_manifest(probe, names))
+    except Exception:  # not buildable on the meta device, or an init rule needs real values
+        return None
+
+
+def manifest_by_arch(arch: dict, fine_tune: bool) -> str | None:
+    """The manifest text the architecture ``arch`` (``{"ref", "kwargs"}``) rebuilds by itself on
+    the meta device (every tensor from the init rules; a fine-tune's all from its base), or
+    None when it cannot: a ``.py`` file, a module that does not build on the meta device, or a
+    parameter no init rule covers (its spread is measured from real values)."""
+    return _rebuilt_manifest(_json({"ref": arch["ref"], "kwargs": arch.get("kwargs") or {}}), fine_tune)
 
 
 def canonical_header(raw: bytes, *, check: bool = False) -> bytes:
@@ -414,10 +486,6 @@ def read(path: str | os.PathLike, *, check: bool = True) -> SqzFile:
     return parse(raw, name, check=check)
 
 
-def _is_sha256(text: str) -> bool:
-    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
-
-
 def _check_int(value, what: str, name: str, lo: int, hi: int | None = None) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < lo or (hi is not None and value > hi):
         bounds = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
@@ -460,6 +528,23 @@ def _check_spec(spec: dict, name: str) -> None:
     inc = spec.get("inc", [])
     if not isinstance(inc, list) or not all(isinstance(x, str) for x in inc):
         raise FormatError(f"{name}: the include patterns 'inc' must be a list of strings; the file is damaged")
+
+
+def _manifest_text(params: str, arch: dict | None, fine_tune: bool, name: str) -> str:
+    """The manifest text of a stored ``params``: itself, unpacked, or rebuilt by the recorded
+    architecture (a lean file's ``arch:`` digest; only a package's ``nn.Module`` class is followed)."""
+    if not params.startswith(BY_ARCH):
+        return _unpack_params(params, name)
+    if not arch:
+        raise FormatError(f"{name} records its manifest by the architecture's digest but records no architecture; the file is damaged")
+    _check_recorded_ref(arch["ref"])
+    text = manifest_by_arch(arch, fine_tune)
+    if text is None or _arch_key(text) != params:
+        raise FormatError(
+            f"{name} records its manifest as what {arch['ref']} builds, and the {arch['ref']} installed here builds other tensors; "
+            "install the version of that architecture (and of squeeze) the file was made with"
+        )
+    return text
 
 
 def _parse_manifest(params: str, name: str) -> list[TensorSpec]:
@@ -529,17 +614,16 @@ def parse(raw: bytes, name: str = "<bytes>", *, check: bool = True) -> SqzFile:
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise FormatError(f"{name} lacks required metadata {missing}; the file is damaged")
-    for key in ("weights_sha256", "base", "buffers_sha256"):
-        if key in meta and not _is_sha256(meta[key]):
-            raise FormatError(f"{name}: {key} is not a SHA-256 hex digest; the file is damaged")
+    digests = {key: _hex_digest(meta[key], key, name) for key in ("weights_sha256", "base", "buffers_sha256") if key in meta}
     unknown = sorted(set(meta) - KNOWN_KEYS)
     if unknown:
         warnings.warn(f"{name}: ignoring unknown metadata keys {unknown}", stacklevel=2)
     spec = _meta_json(meta, "spec", dict, name)
-    params = _unpack_params(meta["params"], name)
     enc = _meta_json(meta, "theta", dict, name)
     _check_spec(spec, name)
-    manifest = _parse_manifest(params, name)
+    meta_obj = {k: _meta_json(meta, k, dict, name) for k in ("arch", "metrics", "data") if k in meta}
+    _check_records(meta_obj, name)
+    manifest = _parse_manifest(_manifest_text(meta["params"], meta_obj.get("arch"), "base" in meta, name), name)
     D, d = spec["D"], spec["d"]
     if sum(s.numel for s in manifest) != D:
         raise FormatError(f"{name}: the spec (d={d}, D={D}) disagrees with its manifest; the file is damaged")
@@ -556,8 +640,10 @@ def parse(raw: bytes, name: str = "<bytes>", *, check: bool = True) -> SqzFile:
     n_scales = 0
     if spec.get("lw"):
         n_scales = len(manifest) if not spec.get("inc") else -1  # checked against the model at load
-    if scales is not None and (scales.dtype != torch.float32 or scales.dim() != 1 or not torch.isfinite(scales).all()):
-        raise FormatError(f"{name}: 'scales' must be finite float32 values; the file is damaged")
+    if scales is not None and (scales.dtype not in (torch.float32, torch.float16) or scales.dim() != 1 or not torch.isfinite(scales).all()):
+        raise FormatError(f"{name}: 'scales' must be finite float32 or float16 values; the file is damaged")
+    if scales is not None:
+        scales = scales.float()
     if n_scales > 0 and (scales is None or scales.numel() != n_scales):
         raise FormatError(f"{name}: expected {n_scales} layerwise scales; the file is damaged")
     d_theta = d - (scales.numel() if scales is not None else 0)
@@ -569,25 +655,23 @@ def parse(raw: bytes, name: str = "<bytes>", *, check: bool = True) -> SqzFile:
         extras = _unpack_buffers(packed, _unpack_params(meta["bufs"], name), name)
     coded = {k: v for k, v in tensors.items() if not k.startswith("buf.")}
     theta_d = coding_registry.decode(enc, coded, d_theta, name=name)
-    meta_obj = {k: _meta_json(meta, k, dict, name) for k in ("arch", "metrics", "data") if k in meta}
-    _check_records(meta_obj, name)
-    digest = meta["weights_sha256"]
     return SqzFile(
         spec=spec,
         manifest=manifest,
-        weights_sha256=digest,
+        weights_sha256=digests["weights_sha256"],
         theta_d=theta_d,
         encoding=enc,
         scales=scales,
         extras=extras,
         arch=meta_obj.get("arch"),
-        base=meta.get("base"),
+        base=digests.get("base"),
         metrics=meta_obj.get("metrics", {}),
         data=meta_obj.get("data"),
         created_by=meta.get("created_by", ""),
         size_bytes=len(raw),
-        buffers_sha256=meta.get("buffers_sha256"),
+        buffers_sha256=digests.get("buffers_sha256"),
         records_checked=checked and check,
+        manifest_by_arch=meta["params"].startswith(BY_ARCH),
     )
 
 
@@ -766,4 +850,4 @@ def dense_state_dict(sub: Subspace) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in sub.materialize().state_dict().items()}
 
 
-__all__ = ["SqzFile", "save", "size_of", "read", "parse", "load", "load_subspace", "dense_state_dict", "round_buffers_for_storage_", "round_for_storage_", "storage_roundtrip"]
+__all__ = ["SqzFile", "save", "size_of", "read", "parse", "load", "load_subspace", "dense_state_dict", "round_buffers_for_storage_", "round_for_storage_", "round_scales_for_storage_", "storage_roundtrip"]

@@ -232,7 +232,7 @@ def file_description_length(path: str | os.PathLike, *, search_bits: float = 0.0
     """Itemise the description length of the model in a ``.sqz`` file (nothing regenerated).
 
     theta_d costs what its encoding costs (module docstring). ``extra_bits`` holds the
-    layerwise scales (32 bits each) and stored buffers (their bits as stored). The spec costs
+    layerwise scales (as stored: 16 or 32 bits each) and stored buffers (their bits as stored). The spec costs
     ``spec_bits``, plus 8 bits per character of the JSON of any projection parameters that
     differ from the defaults for (kind, D, d) and of the include patterns.
 
@@ -258,7 +258,7 @@ def file_description_length(path: str | os.PathLike, *, search_bits: float = 0.0
     with open(path, "rb") as fh:
         tensors = st_load(fh.read())
     d = f.theta_d.numel()
-    extra = sum(_tensor_bits(v) for v in f.extras.values()) + (_tensor_bits(f.scales) if f.scales is not None else 0)
+    extra = sum(_tensor_bits(v) for v in f.extras.values()) + (_tensor_bits(tensors["scales"]) if "scales" in tensors else 0)
     inc = f.spec.get("inc") or []
     D_sub = sum(s.numel for s in f.manifest if not inc or any(fnmatch.fnmatchcase(s.name, p) for p in inc))
     default = make_projection(f.spec["kind"], D_sub, d, int(f.spec["seed"])).spec()

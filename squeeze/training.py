@@ -144,7 +144,7 @@ class Trained:
         from squeeze import format as fmt
 
         lean = self.lean if lean is None else lean
-        self.file = fmt.save(self.sub, path, arch=self.arch, metrics=None if lean else self.metrics, data=None if lean else self.data.describe(), dtype=self.config.dtype, encoded=self.encoded)
+        self.file = fmt.save(self.sub, path, arch=self.arch, metrics=None if lean else self.metrics, data=None if lean else self.data.describe(), dtype=self.config.dtype, encoded=self.encoded, lean=lean)
         self.path = str(path)
         return self.file
 
@@ -212,7 +212,7 @@ def _file_bytes(arch_rec: dict, ds, metrics: dict, lean: bool):
     from squeeze import format as fmt
 
     def file_bytes(sub, encoded: dict) -> int:
-        return fmt.size_of(sub, arch=arch_rec, metrics=None if lean else metrics, data=None if lean else ds.describe(), encoded=encoded)
+        return fmt.size_of(sub, arch=arch_rec, metrics=None if lean else metrics, data=None if lean else ds.describe(), encoded=encoded, lean=lean)
 
     return file_bytes
 
@@ -323,6 +323,7 @@ def _train_one(model, ds, cfg: TrainConfig, size: int | None, *, arch, arch_rec,
     if result.best_epoch == 0:
         return done
     encoded, float_accuracy, q_val = None, None, None
+    fmt.round_scales_for_storage_(sub)  # float16 scales: what the budget's probe file counted
     if size:
         float_accuracy = round(accuracy(sub, ds.x_test, ds.y_test, device, dist), 6)
         kept = budget.encode_within(sub, ds, size, levels, file_bytes, device, val_fraction)

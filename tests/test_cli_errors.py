@@ -89,8 +89,8 @@ def test_truncated_file(capsys, tmp_path, sqz):
 
 
 def test_a_file_from_a_newer_squeeze(capsys, tmp_path, sqz):
-    msg = run(capsys, ["info", _meta(sqz, tmp_path / "new.sqz", format_version="3")])
-    assert "new.sqz has format version 3, newer than the version 2 this squeeze reads; upgrade squeeze." in msg
+    msg = run(capsys, ["info", _meta(sqz, tmp_path / "new.sqz", format_version="4")])
+    assert "new.sqz has format version 4, newer than the version 3 this squeeze reads; upgrade squeeze." in msg
 
 
 def test_a_damaged_spec(capsys, tmp_path, sqz):

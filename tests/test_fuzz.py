@@ -184,7 +184,7 @@ def test_any_manifest_entry_is_handled(sqz, i, entry):
     "change, error, words",
     [
         (dict(spec=[1, 2]), FormatError, "'spec' should be a JSON dict"),
-        (dict(format_version="3"), FormatError, "newer than the version 2 this squeeze reads; upgrade squeeze"),
+        (dict(format_version="4"), FormatError, "newer than the version 3 this squeeze reads; upgrade squeeze"),
         (dict(format_version="²"), FormatError, "is not a version number"),
         (dict(format_version="9" * 5000), FormatError, "is not a version number"),
         (dict(format="safetensors"), FormatError, "is not a .sqz file"),

@@ -37,7 +37,8 @@ def test_the_file_fits_its_budget_and_uses_most_of_it(tmp_path, digits, size, le
     sized_for = report["encodings"]["16"]["bytes"]  # d is sized for 16 levels; a smaller encoding may win on validation
     assert size >= sized_for >= 0.9 * size, f"{sized_for} bytes at 16 levels of a {size}-byte budget: d={done.sub.d} is not the largest that fits"
     kept = report["encodings"][str(report["levels"])]
-    assert kept["fits"] and kept["bytes"] == f.size_bytes
+    # sized with placeholder metrics of their longest form: exact when lean, never smaller than the file otherwise
+    assert kept["fits"] and (kept["bytes"] == f.size_bytes if lean else f.size_bytes <= kept["bytes"] <= f.size_bytes + 16)
     # the kept encoding is the best on validation among those that fit (ties: the more levels)
     best = max(c["val_accuracy"] for c in report["encodings"].values() if c["fits"])
     assert report["levels"] == max(int(L) for L, c in report["encodings"].items() if c["fits"] and c["val_accuracy"] == best)

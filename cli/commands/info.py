@@ -34,6 +34,8 @@ def summary(path: Path, check: bool = True) -> dict:
         "metrics": f.metrics,
         "base": f.base,
         "created_by": f.created_by,
+        "tensors": len(f.manifest),
+        "manifest": "rebuilt from the architecture (a lean file)" if f.manifest_by_arch else "stored",
         "bytes_by_part": fmt.byte_costs(Path(path).read_bytes()),
         "records_checked": f.records_checked,
     }
@@ -88,7 +90,9 @@ def command(file: Path = options.SqzFile, as_json: bool = options.Json, unchecke
     t.add_row("weights sha256", s["weights_sha256"])
     if not s["records_checked"]:
         t.add_row("records", "[bold red]unchecked[/]: written before the records check (format 1) or read with --unchecked; run squeeze verify")
-    t.add_row("created by", s["created_by"])
+    t.add_row("manifest", f"{s['tensors']:,} tensors, {s['manifest']}")
+    if s["created_by"]:
+        t.add_row("created by", s["created_by"])
     t.add_row("bytes by part", ", ".join(f"{k} {v:,}" for k, v in s["bytes_by_part"].items()))
     console.print(t)
 

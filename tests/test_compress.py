@@ -13,9 +13,10 @@ from safetensors.torch import save_file
 
 from squeeze import arch as arch_mod
 from squeeze import format as fmt
-from squeeze.compress import CompressConfig, _Search, _search_target, compress, load_teacher
+from squeeze.compress import CompressConfig, compress, load_teacher
 from squeeze.data import Dataset, load_data
 from squeeze.fit import TrainConfig, accuracy, predict, train
+from squeeze.frontier import Search, search_target
 from squeeze.holdout import carve
 from squeeze.search import Candidate, choose
 from squeeze.zoo import MLP
@@ -324,7 +325,7 @@ def test_batchnorm_statistics_of_the_kept_candidate_are_the_files(digits, tmp_pa
     assert accuracy(fmt.load(out), digits.x_test, digits.y_test) == pytest.approx(report["accuracy"], abs=1e-6)
 
 
-class _World(_Search):
+class _World(Search):
     """A search over a made-up (d, encoding) plane: bytes grow linearly with d, and an encoding
     passes the threshold from a d of its own (8 levels: 1,400; 16 levels: 1,024; float16: 768)."""
 
@@ -349,7 +350,7 @@ def test_target_tries_the_largest_d_below_the_best_file_when_doubling_overshoots
     """The GRU of benchmarks/target_vs_hand.py: 16 levels pass at d = 1,024; 8 levels fail there
     and doubling them (2,048) would make a larger file, yet 8 levels pass below it at 1,400-1,560."""
     world = _World(CompressConfig(target=0.9, level_grid=(8, 16), margin=0.0, max_fits=12))
-    _search_target(world, threshold=0.9)
+    search_target(world, threshold=0.9)
     kept, reached = choose(world.candidates, threshold=0.9)
     best16 = min(c.bytes for c in world.candidates if c.encoding == "q16" and c.val_accuracy > 0.9)
     assert reached and kept.encoding == "q8" and 1400 <= kept.d < 2048 and kept.bytes < best16

@@ -56,6 +56,7 @@ import torch
 import squeeze
 from squeeze import Subspace, SubspaceConfig
 from squeeze import format as fmt
+from squeeze import loading
 from squeeze.data import Dataset
 from squeeze.fit import TrainConfig, accuracy, train
 from squeeze.pretrained import MiniLMClassifier
@@ -220,7 +221,7 @@ def test_accuracy(run: dict, ds: Dataset, folder: Path) -> float:
     if run["method"] in PEFT:
         model = peft_reload(run["method"], run["seed"], ds.num_classes, folder)
     else:
-        model = fmt.load_subspace(folder / "model.sqz", base="arch")
+        model = loading.load_subspace(folder / "model.sqz", base="arch")
     return accuracy(model, ds.x_test, ds.y_test)
 
 
@@ -229,11 +230,11 @@ def quantized(run: dict, levels: int, ds: Dataset, folder: Path) -> dict:
     from squeeze import coding_registry
     from squeeze.quantize import QuantizeConfig, quantize_subspace
 
-    sub = fmt.load_subspace(folder / "model.sqz", base="arch")
+    sub = loading.load_subspace(folder / "model.sqz", base="arch")
     q = quantize_subspace(sub, QuantizeConfig(levels=levels, steps=0, seed=run["seed"]), without_test(ds))
     path = folder / f"model_q{levels}.sqz"
     size = fmt.save(sub, path, arch=arch(ds), encoded=coding_registry.encode_quantized(q.codebook, q.codes)).size_bytes
-    acc = accuracy(fmt.load_subspace(path, base="arch"), ds.x_test, ds.y_test)
+    acc = accuracy(loading.load_subspace(path, base="arch"), ds.x_test, ds.y_test)
     return {**run, "method": f"{run['method']}+q{levels}", "bytes": size, "seed_bytes": size, "val_accuracy": q.val_accuracy["kmeans"], "test_accuracy": acc}
 
 

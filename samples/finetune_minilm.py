@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 import squeeze
-from squeeze import format as fmt
+from squeeze import loading
 from squeeze.defaults import FINETUNE
 from squeeze.data import Dataset
 from squeeze.fit import TrainConfig, predict, train
@@ -114,7 +114,7 @@ def subspace_finetune(ds: Dataset, args) -> dict:
     sub, acc = done.sub, done.metrics["test_accuracy"]
     f = done.save(args.output)
     t = time.time()
-    again = fmt.load_subspace(args.output, base="arch")  # rebuilds the arch, checks base and weight digests
+    again = loading.load_subspace(args.output, base="arch")  # rebuilds the arch, checks base and weight digests
     regen = time.time() - t
     same = bool(torch.equal(predict(again, ds.x_test).argmax(1), predict(sub, ds.x_test).argmax(1)))
     print(f"(a) d={sub.d} ({sub.scales.numel()} layerwise scales), {done.metrics['levels']} levels: test accuracy {acc:.4f}; wrote {args.output} "

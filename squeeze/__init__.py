@@ -21,7 +21,7 @@ _LAZY = {
     "Subspace": "squeeze.subspace",
     "SubspaceConfig": "squeeze.subspace",
     "save": "squeeze.format",
-    "load": "squeeze.format",
+    "load": "squeeze.loading",
     "read": "squeeze.format",
     "export_onnx": "squeeze.export",
     "ExportReport": "squeeze.export",

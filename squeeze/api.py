@@ -310,12 +310,13 @@ def quantize(source, config, *, data=None, arch: str | None = None, base=None, o
     import dataclasses
 
     from squeeze import coding_registry, format as fmt
+    from squeeze import loading
     from squeeze.data import Dataset, check_fits, load_data
     from squeeze.fit import accuracy
     from squeeze.quantize import quantize_subspace
 
     f = source if isinstance(source, fmt.SqzFile) else fmt.read(source)
-    sub = fmt.load_subspace(f, arch, base=base, device=config.device)
+    sub = loading.load_subspace(f, arch, base=base, device=config.device)
     ds = None
     if data is not None:
         ds = data if isinstance(data, Dataset) else load_data(str(data))

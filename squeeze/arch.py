@@ -98,3 +98,18 @@ def build(ref: str, kwargs: dict | None = None) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ArchError(f"{ref} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def check_recorded_ref(ref: str) -> None:
+    """Follow a reference read from a file only to a ``torch.nn.Module`` class of an importable
+    package: a file never makes squeeze run a Python file or call other code."""
+    where, _, name = ref.rpartition(":")
+    if where.endswith(".py"):
+        raise ArchError(
+            f"the file was made with the architecture {name} from the Python file {Path(where).name}, and squeeze does not run code a file names; "
+            f"give it yourself if you trust it: arch='PATH/TO/{Path(where).name}:{name}' (or an nn.Module in Python)"
+        )
+    hint = f"squeeze does not run code a file names; give it yourself if you trust it: arch={ref!r}"
+    factory = resolve(ref)  # an ArchError when it cannot be imported
+    if not (isinstance(factory, type) and issubclass(factory, nn.Module)):
+        raise ArchError(f"the file's architecture {ref!r} is not a torch.nn.Module class; {hint}")

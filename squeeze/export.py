@@ -219,6 +219,7 @@ def _model_of(source, input_shape, arch, base, device, tiny: bool = False):
     """(plain CPU module in eval mode, the input shape, ONNX metadata, the Subspace or None, the
     SqzFile or None); the shape is checked before any weights are regenerated."""
     from squeeze import format as fmt
+    from squeeze import loading
     from squeeze.subspace import Subspace
 
     if isinstance(source, nn.Module):
@@ -236,7 +237,7 @@ def _model_of(source, input_shape, arch, base, device, tiny: bool = False):
         meta["squeeze.data"] = json.dumps(f.data, sort_keys=True)
     if tiny and f.base is not None and base is None:
         raise ExportError(f"this file is a fine-tune of a base model (digest {f.base[:16]}...); pass base= with that checkpoint (or base='arch'), whose weights go in the shared base data file")
-    sub = fmt.load_subspace(f, arch, base=base, device=device)
+    sub = loading.load_subspace(f, arch, base=base, device=device)
     if tiny:
         sub = sub.to("cpu")
         from squeeze.onnx.projections import MAX_INDEX, TooLarge, check_size

@@ -251,6 +251,7 @@ def file_description_length(path: str | os.PathLike, *, search_bits: float = 0.0
     from safetensors.torch import load as st_load
 
     from squeeze import format as fmt
+    from squeeze import loading
     from squeeze.coding_registry import unpack_rc
     from squeeze.projection import make_projection
 
@@ -368,12 +369,13 @@ def file_report(
         delta: the bounds hold with probability 1 - delta.
         search_bits: ``log2`` of the number of configurations tried; None charges the search
             the file records (:func:`recorded_search_bits`).
-        arch, base, device: as in :func:`squeeze.format.load_subspace`.
+        arch, base, device: as in :func:`squeeze.loading.load_subspace`.
 
     Returns:
         A :class:`FileReport`.
     """
     from squeeze import format as fmt
+    from squeeze import loading
     from squeeze.data import check_fits
 
     if not 0 < delta < 1:
@@ -381,7 +383,7 @@ def file_report(
     if search_bits is None:
         search_bits = recorded_search_bits(fmt.read(path).metrics)
     desc = file_description_length(path, search_bits=search_bits)
-    sub = fmt.load_subspace(path, arch, base=base, device=device)
+    sub = loading.load_subspace(path, arch, base=base, device=device)
     check_fits(sub, data)
     n, nt = len(data.y_train), len(data.y_test)
     e_train = errors(sub, data.x_train, data.y_train, device)

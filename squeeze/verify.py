@@ -67,13 +67,14 @@ def verify(path: str | os.PathLike, *, arch=None, base=None, device: str = "cpu"
         path: a .sqz file.
         arch: not needed; an architecture (reference or module) to rebuild with instead of the
             manifest, which also checks that it fits the file.
-        base: the base of a fine-tune (see :func:`squeeze.format.load_subspace`).
+        base: the base of a fine-tune (see :func:`squeeze.loading.load_subspace`).
         device: where to regenerate.
 
     Returns:
         A :class:`VerifyReport`; never raises for a bad file.
     """
     from squeeze import format as fmt
+    from squeeze import loading
     from squeeze.skeleton import module_for
 
     report = VerifyReport(file=str(path), status="unreadable", device=str(device))
@@ -90,7 +91,7 @@ def verify(path: str | os.PathLike, *, arch=None, base=None, device: str = "cpu"
         return report
     report.D, report.weights_sha256, report.records_checked = f.D, f.weights_sha256, f.records_checked
     try:
-        fmt.load_subspace(f, module_for(f, arch, base), base=base, device=device)
+        loading.load_subspace(f, module_for(f, arch, base), base=base, device=device)
     except DigestMismatch as e:
         report.status, report.reason = "mismatch", str(e)
         report.parts = ["buffers"] if "buffers" in str(e) else ["weights"]

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from squeeze import Subspace, SubspaceConfig
 from squeeze import format as fmt
+from squeeze import loading
 from squeeze.base import base_digest, load_base
 from squeeze.data import Dataset, load_data
 from squeeze.errors import FormatError, SqueezeError
@@ -116,7 +117,7 @@ def test_file_records_the_base_digest_not_its_weights(finetuned, pretrained):
 def test_decompress_with_the_right_base_reproduces_the_digest(finetuned, pretrained, digits, tmp_path, capsys):
     out, sub, _ = finetuned
     path, body = pretrained
-    again = fmt.load_subspace(out, base=path)
+    again = loading.load_subspace(out, base=path)
     assert again.digest() == fmt.read(out).weights_sha256 == sub.digest()
     assert torch.equal(predict(again, digits.x_test), predict(sub, digits.x_test))
     dense = tmp_path / "ft.safetensors"
@@ -128,7 +129,7 @@ def test_decompress_with_the_right_base_reproduces_the_digest(finetuned, pretrai
     assert torch.equal(predict(model, digits.x_test), predict(sub, digits.x_test))
     # a .pt base (a plain state_dict) is the same base
     torch.save(body, tmp_path / "base.pt")
-    assert fmt.load_subspace(out, base=tmp_path / "base.pt").digest() == again.digest()
+    assert loading.load_subspace(out, base=tmp_path / "base.pt").digest() == again.digest()
 
 
 def test_a_different_base_is_refused(finetuned, pretrained, tmp_path, capsys):
@@ -140,7 +141,7 @@ def test_a_different_base_is_refused(finetuned, pretrained, tmp_path, capsys):
     save_file(changed, str(other))
     expected = fmt.read(out).base
     with pytest.raises(SqueezeError, match=f"made against {expected[:16]}"):
-        fmt.load_subspace(out, base=other)
+        loading.load_subspace(out, base=other)
     for cmd in (["verify", str(out)], ["decompress", str(out), "-o", str(tmp_path / "x.safetensors")]):
         assert main([*cmd, "--base", str(other)]) == 2
         err = _flat(capsys.readouterr().err)
@@ -149,7 +150,7 @@ def test_a_different_base_is_refused(finetuned, pretrained, tmp_path, capsys):
     lacking = tmp_path / "lacking.safetensors"
     save_file({k: v for k, v in body.items() if k != "layers.1.bias"}, str(lacking))
     with pytest.raises(SqueezeError, match="lacks tensors the file needs: layers.1.bias"):
-        fmt.load_subspace(out, base=lacking)
+        loading.load_subspace(out, base=lacking)
 
 
 def test_no_base_is_refused_with_a_clear_message(finetuned, tmp_path, capsys):
@@ -158,7 +159,7 @@ def test_no_base_is_refused_with_a_clear_message(finetuned, tmp_path, capsys):
     err = _flat(capsys.readouterr().err)
     assert "fine-tune of a base model" in err and "--base" in err and "Traceback" not in err
     with pytest.raises(SqueezeError, match="pass base="):
-        fmt.load(out)
+        loading.load(out)
 
 
 def test_layerwise_and_include_patterns_round_trip(pretrained, digits, tmp_path):
@@ -179,7 +180,7 @@ def test_layerwise_and_include_patterns_round_trip(pretrained, digits, tmp_path)
     out = tmp_path / "lw.sqz"
     f = fmt.save(sub, out, arch=_arch(digits))
     assert f.spec["inc"] == ["head.*", "layers.1.*"] and f.spec["lw"] == 1
-    again = fmt.load_subspace(out, base=path)
+    again = loading.load_subspace(out, base=path)
     assert again.config == config
     assert torch.equal(again.scales, sub.scales)
     assert again.digest() == f.weights_sha256 == sub.digest()
@@ -233,8 +234,8 @@ def test_base_arch_takes_the_architectures_own_pretrained_weights(pretrained, tm
     dense = tmp_path / "arch.safetensors"
     assert main(["decompress", str(out), "--arch", arch, "--base", "arch", "-o", str(dense)]) == 0
     assert f.weights_sha256 in capsys.readouterr().out
-    assert fmt.load_subspace(out, arch, base=path).digest() == f.weights_sha256  # the file works as a base too
-    assert fmt.load_subspace(out, arch, base=f"{arch_file}:make_base").digest() == f.weights_sha256  # and a factory
+    assert loading.load_subspace(out, arch, base=path).digest() == f.weights_sha256  # the file works as a base too
+    assert loading.load_subspace(out, arch, base=f"{arch_file}:make_base").digest() == f.weights_sha256  # and a factory
     with pytest.raises(SqueezeError, match="base='arch' takes the base"):
         load_base("arch")
 
@@ -267,7 +268,7 @@ def test_a_large_manifest_is_stored_packed(tmp_path):
     plain = manifest_text(sub.manifest)
     assert meta["params"].startswith("zlib:") and len(meta["params"]) < len(plain) / 4
     assert f.manifest == sub.manifest
-    assert fmt.load_subspace(out, _Many(), base=base).digest() == sub.digest()
+    assert loading.load_subspace(out, _Many(), base=base).digest() == sub.digest()
     damaged = raw.replace(meta["params"][10:30].encode(), b"A" * 20)
     with pytest.raises(FormatError, match="recipe damaged"):
         fmt.parse(damaged, "damaged.sqz")

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from squeeze import arch, format as fmt
+from squeeze import loading
 from squeeze.data import load_data
 from squeeze.fit import accuracy
 from squeeze_cli.app import main
@@ -49,7 +50,7 @@ def test_every_zoo_architecture_trains_saves_verifies_and_decompresses(name, tmp
         # the same accuracy as recorded in the file, from the plain state_dict
         assert _dense_accuracy(dense, f.arch["ref"], f.arch.get("kwargs", {}), digits) == pytest.approx(f.metrics["test_accuracy"], abs=1e-6)
     if name == "ResNet":  # BatchNorm statistics survive the round trip, and are not the defaults
-        sub = fmt.load_subspace(out)
+        sub = loading.load_subspace(out)
         state = load_file(str(tmp_path / f"{name}.safetensors"))
         assert torch.equal(state["stem.1.running_mean"], sub.model.stem[1].running_mean)
         assert not torch.equal(state["stem.1.running_mean"], torch.zeros_like(state["stem.1.running_mean"]))

@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 
 from squeeze import arch as arch_mod
 from squeeze import format as fmt
+from squeeze import loading
 from squeeze.compress import CompressConfig, compress, load_teacher
 from squeeze.data import Dataset, load_data
 from squeeze.fit import TrainConfig, accuracy, predict, train
@@ -69,7 +70,7 @@ def test_compress_round_trip(teacher, digits, tmp_path, capsys):
     assert f.metrics["test_accuracy"] == pytest.approx(report["accuracy"], abs=5e-5)  # recorded to 4 digits
     assert f.metrics["dense_test_accuracy"] == pytest.approx(teacher_acc, abs=5e-5)
     assert f.metrics["search"] == {"candidates": 1} and "seconds" not in json.dumps(f.metrics)
-    loaded = fmt.load(out)
+    loaded = loading.load(out)
     assert accuracy(loaded, digits.x_test, digits.y_test) == pytest.approx(report["accuracy"], abs=1e-6)
     agreement = float((loaded(digits.x_test).argmax(1) == model.eval()(digits.x_test).argmax(1)).float().mean())
     assert agreement == pytest.approx(report["agreement"], abs=1e-6)
@@ -322,7 +323,7 @@ def test_batchnorm_statistics_of_the_kept_candidate_are_the_files(digits, tmp_pa
     out = tmp_path / "resnet.sqz"
     f = fmt.read(out)
     assert any(k.endswith("running_var") for k in f.extras)
-    assert accuracy(fmt.load(out), digits.x_test, digits.y_test) == pytest.approx(report["accuracy"], abs=1e-6)
+    assert accuracy(loading.load(out), digits.x_test, digits.y_test) == pytest.approx(report["accuracy"], abs=1e-6)
 
 
 class _World(Search):

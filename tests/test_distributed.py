@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 
 from squeeze import SqueezeError, Subspace, SubspaceConfig, distributed
 from squeeze import format as fmt
+from squeeze import loading
 from squeeze.arch import build, complete_kwargs
 from squeeze.data import load_data
 from squeeze.fit import TrainConfig, train
@@ -156,4 +157,4 @@ def test_torchrun_cli_writes_one_file_on_rank_0(tmp_path):
     assert f"{4 * D_DIM:,} bytes of gradient all-reduced per step" in " ".join(proc.stderr.split())
     assert proc.stdout.count("wrote") == 1
     assert fmt.read(out).d == D_DIM
-    fmt.load(out)  # regenerates and verifies the digest
+    loading.load(out)  # regenerates and verifies the digest

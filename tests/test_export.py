@@ -14,6 +14,7 @@ import torch
 from squeeze import Subspace, SubspaceConfig
 from squeeze import arch as arch_mod
 from squeeze import format as fmt
+from squeeze import loading
 from squeeze.data import load_data
 from squeeze.export import ExportError, ExportMismatch, export_onnx
 from squeeze.fit import TrainConfig, predict, train
@@ -138,7 +139,7 @@ def test_zoo_architecture_exports_and_predicts_like_pytorch(name, trained, digit
     assert all(i.data_location != onnx.TensorProto.EXTERNAL for i in model.graph.initializer)
     assert {p.key: p.value for p in model.metadata_props}["squeeze.weights_sha256"] == fmt.read(sqz).weights_sha256
 
-    torch_model = fmt.load(sqz)
+    torch_model = loading.load(sqz)
     want = predict(torch_model, digits.x_test).argmax(1).numpy()
     got = _ort_predict(out, digits.x_test * 16).argmax(1)  # raw pixels: the graph divides by 16 itself
     assert (got == want).all()
@@ -160,7 +161,7 @@ def test_user_module_exports_via_cli_and_input_shape_is_required(tmp_path, capsy
     printed = " ".join(capsys.readouterr().out.split())
     assert rc == 0, printed
     assert "max abs error" in printed and "ok" in printed and f"{out.stat().st_size:,} bytes" in printed
-    model = fmt.load(sqz, ref)
+    model = loading.load(sqz, ref)
     x = torch.from_numpy(np.random.default_rng(1).standard_normal((5, 40), dtype=np.float32))
     np.testing.assert_allclose(_ort_predict(out, x), predict(model, x).numpy(), atol=1e-4, rtol=1e-3)
     assert _left(tmp_path) == ["user.onnx", "user.sqz", "user_arch.py"]

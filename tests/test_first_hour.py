@@ -18,6 +18,7 @@ import torch
 
 from squeeze import Subspace, SubspaceConfig
 from squeeze import format as fmt
+from squeeze import loading
 from squeeze.data import load_data
 from squeeze.errors import ArchError, DataError
 from squeeze.zoo import MLP
@@ -188,13 +189,13 @@ def test_a_file_made_from_a_py_architecture_gives_advice_that_works_from_any_fol
     path = tmp_path / "m.sqz"
     fmt.save(sub, path, arch={"ref": "mynet.py:Net", "kwargs": ARCH["kwargs"]})
     with pytest.raises(ArchError) as info:
-        fmt.load(path)
+        loading.load(path)
     msg = str(info.value)
     assert "arch='PATH/TO/mynet.py:Net'" in msg and "--" not in msg  # the library names its parameter; the CLI its flag:
     from squeeze_cli.common import as_flags
 
     assert "--arch 'PATH/TO/mynet.py:Net'" in as_flags(msg)
-    model = fmt.load(path, arch=f"{tmp_path / 'mynet.py'}:Net")
+    model = loading.load(path, arch=f"{tmp_path / 'mynet.py'}:Net")
     assert sum(p.numel() for p in model.parameters()) == sub.D
 
 

@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load as st_load, save as st_save
 
 from squeeze import Subspace, SubspaceConfig
-from squeeze import format as fmt
+from squeeze import format as fmt, layout as file_layout
+from squeeze import loading
 from squeeze.errors import FormatError
 from squeeze.zoo import ResNet
 
@@ -57,7 +58,7 @@ def test_buffers_are_one_tensor_and_read_back_exactly(resnet_file, tmp_path):
     assert sorted(f.extras) == sorted(want) and len(want) == 27
     assert all(torch.equal(f.extras[k], v) and f.extras[k].dtype == v.dtype for k, v in want.items())
     assert f.buffers_sha256 == fmt.buffers_digest(want)
-    loaded = fmt.load_subspace(path)
+    loaded = loading.load_subspace(path)
     assert loaded.digest() == sub.digest() == f.weights_sha256
     assert all(torch.equal(a, b) for a, b in zip(loaded.extra_tensors().values(), want.values()))
 
@@ -69,7 +70,7 @@ def test_the_earlier_layout_reads_the_same_and_is_larger(resnet_file, tmp_path):
     f_old, f_new = fmt.read(old), fmt.read(path)
     assert f_old.extras.keys() == f_new.extras.keys() and all(torch.equal(f_old.extras[k], f_new.extras[k]) for k in f_new.extras)
     assert f_old.buffers_sha256 == f_new.buffers_sha256 and f_old.weights_sha256 == f_new.weights_sha256
-    assert fmt.load_subspace(old).digest() == f_new.weights_sha256
+    assert loading.load_subspace(old).digest() == f_new.weights_sha256
     print(f"ResNet (27 buffers), d = 64: {old.stat().st_size:,} bytes with a tensor per buffer, {path.stat().st_size:,} packed")
     assert path.stat().st_size < old.stat().st_size - 1500
 
@@ -78,7 +79,7 @@ def test_the_manifest_is_packed_only_when_shorter(resnet_file):
     _, path = resnet_file
     meta = _header(path.read_bytes())["__metadata__"]
     assert meta["params"].startswith(fmt.PACKED)
-    assert fmt._pack_params("a:1:u1p-3", over=0) == "a:1:u1p-3"  # zlib + base64 would be longer
+    assert fmt.pack_params("a:1:u1p-3", over=0) == "a:1:u1p-3"  # zlib + base64 would be longer
 
 
 @pytest.mark.parametrize("damage", ["short", "long", "json", "orphan", "both", "dtype"])
@@ -87,7 +88,7 @@ def test_a_damaged_buffer_layout_is_refused_in_one_sentence(resnet_file, tmp_pat
     raw = path.read_bytes()
     meta = dict(_header(raw)["__metadata__"])
     tensors = dict(st_load(raw))
-    layout = json.loads(fmt._unpack_params(meta["bufs"], "x"))
+    layout = json.loads(file_layout.unpack_params(meta["bufs"], "x"))
     if damage == "short":
         tensors["bufs"] = tensors["bufs"][:-4].clone()
     elif damage == "long":
@@ -116,14 +117,14 @@ def test_float16_exact_statistics_are_stored_in_half_the_bytes_and_read_back_as_
     fmt.round_buffers_for_storage_(sub)
     half = tmp_path / "half.sqz"
     fmt.save(sub, half, arch=ARCH)
-    layout = json.loads(fmt._unpack_params(_header(half.read_bytes())["__metadata__"]["bufs"], "x"))
+    layout = json.loads(file_layout.unpack_params(_header(half.read_bytes())["__metadata__"]["bufs"], "x"))
     assert {name: code for name, code, _ in layout if name in floats} == {k: fmt.HALF_STORED for k in floats}
     n_float = sum(want[k].numel() for k in floats)
     assert before - half.stat().st_size >= 2 * n_float - 16  # 2 bytes saved per statistic (the layout text aside)
     f = fmt.read(half)
     assert all(f.extras[k].dtype == v.dtype and torch.equal(f.extras[k], v) for k, v in want.items())
     assert f.buffers_sha256 == fmt.buffers_digest(want)
-    loaded = fmt.load_subspace(half)
+    loaded = loading.load_subspace(half)
     assert loaded.digest() == sub.digest() == f.weights_sha256
     assert all(torch.equal(loaded.extra_tensors()[k], v) for k, v in want.items())
 
@@ -137,7 +138,7 @@ def test_a_buffer_that_float16_cannot_hold_exactly_stays_float32(resnet_file, tm
     fmt.round_buffers_for_storage_(sub)
     path = tmp_path / "mixed.sqz"
     fmt.save(sub, path, arch=ARCH)
-    codes = {n: c for n, c, _ in json.loads(fmt._unpack_params(_header(path.read_bytes())["__metadata__"]["bufs"], "x"))}
+    codes = {n: c for n, c, _ in json.loads(file_layout.unpack_params(_header(path.read_bytes())["__metadata__"]["bufs"], "x"))}
     assert codes[name] == "f32" and sum(c == fmt.HALF_STORED for c in codes.values()) >= 10
     f = fmt.read(path)
     assert all(torch.equal(f.extras[k], v) for k, v in sub.extra_tensors().items())

@@ -14,6 +14,7 @@ import torch
 import squeeze
 from squeeze import Subspace, SubspaceConfig
 from squeeze import format as fmt
+from squeeze import loading
 from squeeze.errors import ArchError, FormatError
 from squeeze.zoo import MLP, ResNet
 
@@ -56,7 +57,7 @@ def test_version_2_files_read_load_and_verify(name):
     f = fmt.read(DATA / name)
     assert _meta((DATA / name).read_bytes())["format_version"] == "2" and f.records_checked
     assert f.weights_sha256 == V2_DIGESTS[name]
-    sub = fmt.load_subspace(f)  # refuses a digest mismatch
+    sub = loading.load_subspace(f)  # refuses a digest mismatch
     assert sub.digest() == V2_DIGESTS[name]
     assert squeeze.verify(DATA / name).ok
 
@@ -128,4 +129,4 @@ def test_layerwise_scales_are_stored_in_float16_exactly_when_that_loses_nothing(
     assert load_file(tmp_path / "f16.sqz")["scales"].dtype == torch.float16
     assert f.scales.dtype == torch.float32 and torch.equal(f.scales, sub.scales.detach())
     assert f.size_bytes == fmt.read(tmp_path / "f32.sqz").size_bytes - 8  # 4 scales x 2 bytes
-    assert fmt.load_subspace(f).digest() == sub.digest()
+    assert loading.load_subspace(f).digest() == sub.digest()

@@ -23,6 +23,7 @@ from safetensors.torch import save as st_save
 
 from squeeze import Subspace, SubspaceConfig
 from squeeze import format as fmt
+from squeeze import loading
 from squeeze.checkpoint import load_state_dict
 from squeeze.data import load_data
 from squeeze.errors import ArchError, DataError, DigestMismatch, FormatError, RecordsDamaged, SqueezeError
@@ -98,7 +99,7 @@ def outcome(data: bytes) -> str:
     """'ok', or the SqueezeError subclass name; any other exception propagates (a bug)."""
     try:
         f = fmt.parse(data, "t.sqz")
-        fmt.load_subspace(f)
+        loading.load_subspace(f)
         return "ok"
     except SqueezeError as e:
         assert str(e) and "\n" not in str(e)
@@ -317,19 +318,19 @@ def test_a_huge_manifest_is_refused_by_the_memory_check_before_allocating(sqz):
     f = fmt.parse(with_spec(with_entry(sqz, 0, entry), D=D), "t.sqz")
     assert f.D == D
     with pytest.raises(FormatError, match=r"describes 100,000,000,000,186 parameters, which need about [\d,.]+ GiB; this machine has"):
-        fmt.load_subspace(f)
+        loading.load_subspace(f)
 
 
 def test_a_huge_architecture_from_the_file_is_refused_before_allocating(sqz):
     arch = {"ref": "squeeze.zoo:MLP", "kwargs": {**ARCH["kwargs"], "hidden": [3 * 10**9]}}  # 768 GB of weights
     with pytest.raises(ArchError, match=r"does not match the file's tensors .*\[3000000000, 64\]"):
-        fmt.load_subspace(fmt.parse(with_meta(sqz, arch=arch), "t.sqz"))
+        loading.load_subspace(fmt.parse(with_meta(sqz, arch=arch), "t.sqz"))
 
 
 def test_arguments_from_the_file_that_break_the_architecture_are_arch_errors(sqz):
     arch = {"ref": "squeeze.zoo:MLP", "kwargs": {**ARCH["kwargs"], "hidden": [-5]}}
     with pytest.raises(ArchError, match="building squeeze.zoo:MLP with arguments"):
-        fmt.load_subspace(fmt.parse(with_meta(sqz, arch=arch), "t.sqz"))
+        loading.load_subspace(fmt.parse(with_meta(sqz, arch=arch), "t.sqz"))
 
 
 @pytest.mark.parametrize(
@@ -349,7 +350,7 @@ def test_the_file_never_makes_squeeze_run_code(sqz, tmp_path, ref, kwargs, words
     kwargs = {k: v.format(flag=flag) for k, v in kwargs.items()}
     f = fmt.parse(with_meta(sqz, arch={"ref": ref.format(py=py), "kwargs": kwargs}), "t.sqz")
     with pytest.raises(ArchError) as e:
-        fmt.load_subspace(f)
+        loading.load_subspace(f)
     assert words in str(e.value)
     assert not flag.exists()
 
@@ -357,7 +358,7 @@ def test_the_file_never_makes_squeeze_run_code(sqz, tmp_path, ref, kwargs, words
 def test_an_architecture_file_named_by_the_user_is_used(sqz, tmp_path):
     py = tmp_path / "net.py"
     py.write_text("from squeeze.zoo import MLP as Net\n")
-    sub = fmt.load_subspace(fmt.parse(with_meta(sqz, arch={"ref": f"{py}:Net", "kwargs": ARCH["kwargs"]}), "t.sqz"), f"{py}:Net")
+    sub = loading.load_subspace(fmt.parse(with_meta(sqz, arch={"ref": f"{py}:Net", "kwargs": ARCH["kwargs"]}), "t.sqz"), f"{py}:Net")
     assert sub.digest() == fmt.parse(sqz).weights_sha256
 
 
@@ -379,7 +380,7 @@ def test_any_change_to_theta_d_is_a_digest_mismatch(sqz):
             if f is None:
                 continue  # a NaN/Inf: a FormatError at parse (test_nan_and_inf_in_theta_d)
             with pytest.raises(DigestMismatch):
-                fmt.load_subspace(f)
+                loading.load_subspace(f)
 
 
 def _nonfinite(raw: bytes) -> bool:
@@ -401,7 +402,7 @@ def _nonfinite(raw: bytes) -> bool:
 )
 def test_metadata_changes_that_change_the_weights_are_digest_mismatches(sqz, mutate):
     with pytest.raises(DigestMismatch, match="the file is damaged"):
-        fmt.load_subspace(fmt.parse(mutate(sqz), "t.sqz"))
+        loading.load_subspace(fmt.parse(mutate(sqz), "t.sqz"))
 
 
 # --------------------------------------------------------------------------- data and checkpoints

@@ -16,6 +16,7 @@ import torch
 
 from squeeze import Subspace, SubspaceConfig
 from squeeze import format as fmt
+from squeeze import loading
 from squeeze.atomic import atomic_path, write_bytes
 from squeeze.data import load_data
 from squeeze.fit import accuracy
@@ -121,7 +122,7 @@ def test_train_interrupted_saves_the_best_so_far_and_says_where(tmp_path, monkey
     assert f"saved the best finished epoch ({fmt.read(out).metrics['epochs']}) to {out}" in " ".join(err.split())
     assert "Traceback" not in err
     f = fmt.read(out)
-    model = fmt.load(out)  # complete, and its digest verifies
+    model = loading.load(out)  # complete, and its digest verifies
     assert f.metrics["epochs"] in (1, 2) and f.metrics["interrupted"] is True  # interrupted in its third epoch: a finished one is kept
     assert f.metrics["test_accuracy"] == round(accuracy(model, digits.x_test, digits.y_test), 6)  # the file's own numbers
     assert f.metrics["test_accuracy"] > 0.25  # trained for two epochs: not a random model (0.1)
@@ -170,7 +171,7 @@ def test_sigint_to_a_training_process(tmp_path):
     assert "saved the best finished epoch" in stderr and str(out) in stderr, stderr
     assert "wrote" in stdout
     assert proc.returncode == 130
-    fmt.load(out)  # complete, and its digest verifies
+    loading.load(out)  # complete, and its digest verifies
     assert _leftovers(tmp_path) == []
 
 
@@ -217,7 +218,7 @@ def test_decompress_writes_complete_weights(tmp_path):
 
     model = MLP(**ARCH["kwargs"])
     model.load_state_dict(load_file(str(out)), strict=True)
-    ref = fmt.load(sqz)
+    ref = loading.load(sqz)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.state_dict().values()))
 
 
@@ -304,7 +305,7 @@ def test_compress_interrupted_saves_the_best_finished_epoch_and_says_so(tmp_path
     assert f"interrupted: saved the best finished trial (d = 50, q4, {out.stat().st_size:,} bytes) to {out}" in err and "Traceback" not in err
     f = fmt.read(out)
     assert f.d == 50 and f.metrics["interrupted"] is True
-    fmt.load(out)  # complete, and its digest verifies
+    loading.load(out)  # complete, and its digest verifies
     assert _leftovers(tmp_path) == []
 
 

@@ -17,6 +17,7 @@ from torch import nn
 
 import squeeze
 from squeeze import format as fmt, kernels, materialize as mat, meta, stream
+from squeeze import loading
 from squeeze.errors import DigestMismatch
 from squeeze.subspace import Subspace, SubspaceConfig, digest_of
 
@@ -283,6 +284,7 @@ STREAM_CHILD = """
 import torch
 from torch import nn
 from squeeze import Subspace, SubspaceConfig, format as fmt, kernels, stream
+from squeeze import loading
 from squeeze.meta import parameters_on_meta
 def hwm():
     return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024
@@ -297,7 +299,7 @@ sub = Subspace(wide, SubspaceConfig(dim=500, seed=1))
 fmt.save(sub, {sqz!r}, dtype="float32")
 f = fmt.read({sqz!r})
 kernels.native_available()
-sub = fmt.load_subspace(f, Wide(), verify=False)
+sub = loading.load_subspace(f, Wide(), verify=False)
 before = hwm()
 stream.write_safetensors(sub, {out!r}, f.weights_sha256)
 print(sub.D, before, hwm())

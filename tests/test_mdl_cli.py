@@ -16,6 +16,7 @@ from squeeze_cli.app import main
 
 from squeeze import Subspace, SubspaceConfig, coding, coding_registry
 from squeeze import format as fmt
+from squeeze import loading
 from squeeze.data import load_data
 from squeeze.errors import FormatError
 from squeeze.fit import TrainConfig, accuracy, train
@@ -81,7 +82,7 @@ def test_quantized_file_decodes_exactly_to_its_codes_and_verifies(quantized, dig
     assert main(["verify", str(path)]) == 0
     assert "OK" in capsys.readouterr().out
     # The accuracy it printed and stored is the regenerated model's.
-    acc = accuracy(fmt.load(path), digits.x_test, digits.y_test)
+    acc = accuracy(loading.load(path), digits.x_test, digits.y_test)
     assert f.metrics["test_accuracy"] == pytest.approx(acc, abs=1e-6)
     assert f"{acc:.4f}" in printed and f"{f.size_bytes:,}" in printed
     assert f"{fmt.read(path.parent / 'float.sqz').size_bytes:,}" in printed
@@ -115,7 +116,7 @@ def test_mdl_json_is_consistent_with_the_library(quantized, digits, capsys):
     assert bits["codebook_bits"] == 32 * 4 and bits["levels"] == 4 and bits["d"] == fmt.read(path).d
     assert bits["raw_bits"] == 32 * bits["d"] and bits["dense_bits"] == 32 * fmt.read(path).D
     # The errors are the regenerated model's own, on the training split (n = all training examples).
-    model = fmt.load(path)
+    model = loading.load(path)
     assert out["n_train"] == len(digits.y_train)
     assert out["train_error"] == errors(model, digits.x_train, digits.y_train) / len(digits.y_train)
     assert out["test_error"] == errors(model, digits.x_test, digits.y_test) / len(digits.y_test)
@@ -145,7 +146,7 @@ def test_mdl_of_an_unquantized_file_costs_16_bits_per_value(float_file, capsys):
 
 
 def test_encode_quantized_picks_the_smaller_encoding_and_both_decode_exactly(float_file, tmp_path):
-    sub = fmt.load_subspace(float_file)
+    sub = loading.load_subspace(float_file)
     d = sub.theta_d.numel()
     g = torch.Generator().manual_seed(0)
     for levels, probs, want in ((4, [0.85, 0.1, 0.03, 0.02], "rc"), (200, None, "q")):
@@ -233,7 +234,7 @@ def test_a_tampered_file_is_refused_on_read(quantized, tmp_path):
 
 def test_quantize_without_data_uses_kmeans(float_file, tmp_path, capsys):
     no_record = tmp_path / "no_record.sqz"  # records no data set, so there is nothing to default to
-    fmt.save(fmt.load_subspace(float_file), no_record, arch=fmt.read(float_file).arch)
+    fmt.save(loading.load_subspace(float_file), no_record, arch=fmt.read(float_file).arch)
     out = tmp_path / "k.sqz"
     assert main(["quantize", str(no_record), "--levels", "2", "-o", str(out)]) == 0
     assert "k-means only" in capsys.readouterr().err
@@ -249,7 +250,7 @@ def test_train_with_quantize_writes_a_coded_file(tmp_path, one_thread, capsys, d
     f = fmt.read(out)
     assert f.encoding["enc"] in ("q", "rc") and torch.unique(f.theta_d).numel() <= 3
     assert f.metrics["levels"] == 3
-    assert f.metrics["test_accuracy"] == pytest.approx(accuracy(fmt.load(out), digits.x_test, digits.y_test), abs=1e-6)
+    assert f.metrics["test_accuracy"] == pytest.approx(accuracy(loading.load(out), digits.x_test, digits.y_test), abs=1e-6)
     assert main(["verify", str(out)]) == 0
 
 
@@ -269,7 +270,7 @@ def mnist5k_run(tmp_path_factory, one_thread):
 def test_mnist5k_quantized_mlp_keeps_90_percent_of_dense(mnist5k_run):
     f = fmt.read(mnist5k_run)
     data = load_data("mnist5k")
-    acc = accuracy(fmt.load(mnist5k_run), data.x_test, data.y_test)
+    acc = accuracy(loading.load(mnist5k_run), data.x_test, data.y_test)
     assert f.metrics["test_accuracy"] == pytest.approx(acc, abs=1e-6)
     dense = f.metrics["dense_test_accuracy"]
     print(f"mnist5k MLP: {f.size_bytes} bytes, quantized accuracy {acc:.4f}, dense {dense:.4f}, ratio {acc / dense:.4f}")
@@ -281,7 +282,7 @@ def test_mnist5k_quantized_mlp_keeps_90_percent_of_dense(mnist5k_run):
 @pytest.mark.slow
 def test_mnist5k_quantized_mlp_fits_in_1000_bytes(mnist5k_run, tmp_path):
     # The lean file: the architecture only (no metrics, no data record), theta_d range coded.
-    sub = fmt.load_subspace(mnist5k_run)
+    sub = loading.load_subspace(mnist5k_run)
     f = fmt.read(mnist5k_run)
     t = st_load(mnist5k_run.read_bytes())
     encoded = {"enc": f.encoding["enc"], "tensors": t, "meta": {k: v for k, v in f.encoding.items() if k != "enc"}}
@@ -308,13 +309,13 @@ def test_quantize_measures_again_and_drops_the_float_models_numbers(float_file, 
     and its accuracy is measured on its own weights (the data set defaults to the recorded one)."""
     claims = tmp_path / "claims.sqz"
     f = fmt.read(float_file)
-    fmt.save(fmt.load_subspace(float_file), claims, arch=f.arch, data=f.data, metrics={"test_accuracy": 0.99, "agreement": 0.99, "target": 0.9, "dense_test_accuracy": 0.95, "search": {"candidates": 8, "d": 2, "enc": 4}})
+    fmt.save(loading.load_subspace(float_file), claims, arch=f.arch, data=f.data, metrics={"test_accuracy": 0.99, "agreement": 0.99, "target": 0.9, "dense_test_accuracy": 0.95, "search": {"candidates": 8, "d": 2, "enc": 4}})
     out = tmp_path / "q.sqz"
     assert main(["quantize", str(claims), "--levels", "3", "--steps", "20", "-o", str(out)]) == 0
     assert "step 20/20" in capsys.readouterr().err  # progress, not minutes of silence
     m = fmt.read(out).metrics
     assert "agreement" not in m and "target" not in m and m["data"] == "digits"
-    assert m["test_accuracy"] == pytest.approx(accuracy(fmt.load(out), digits.x_test, digits.y_test), abs=1e-6)
+    assert m["test_accuracy"] == pytest.approx(accuracy(loading.load(out), digits.x_test, digits.y_test), abs=1e-6)
     assert m["dense_test_accuracy"] == 0.95 and m["search"]["candidates"] == 8
     assert main(["quantize", str(claims), "--levels", "3", "-o", str(out)]) == 2  # exists: --force needed
     assert "--force" in capsys.readouterr().err
@@ -323,7 +324,7 @@ def test_quantize_measures_again_and_drops_the_float_models_numbers(float_file, 
 def test_mdl_charges_the_recorded_search_and_defaults_the_data(float_file, tmp_path, capsys):
     searched = tmp_path / "searched.sqz"
     f = fmt.read(float_file)
-    fmt.save(fmt.load_subspace(float_file), searched, arch=f.arch, data=f.data, metrics={"search": {"candidates": 16, "d": 4, "enc": 4}})
+    fmt.save(loading.load_subspace(float_file), searched, arch=f.arch, data=f.data, metrics={"search": {"candidates": 16, "d": 4, "enc": 4}})
     assert main(["mdl", str(searched), "--json"]) == 0
     bits = json.loads(capsys.readouterr().out)["bits"]
     assert bits["search_bits"] == pytest.approx(4.0)  # log2 of 16 candidates, without --search-bits

@@ -90,11 +90,8 @@ def test_no_private_name_is_imported_from_another_module():
     assert found == set(), f"private names imported from another module (importer, module, name): {sorted(found)}"
 
 
-# About 400 lines: a module longer than LONG says why in its docstring ("400 lines"). The modules
-# below were longer before issue 26 and belong to work in progress elsewhere (issue 29); take a
-# name out when its module is split.
+# About 400 lines: a module longer than LONG says why in its docstring ("400 lines").
 LONG = 420
-NOT_YET_SPLIT = {"squeeze/format.py"}
 
 
 def test_no_module_is_over_about_400_lines_unless_its_docstring_says_why():
@@ -103,4 +100,4 @@ def test_no_module_is_over_about_400_lines_unless_its_docstring_says_why():
         text = path.read_text(encoding="utf-8")
         if len(text.splitlines()) > LONG and "400 lines" not in (ast.get_docstring(ast.parse(text)) or ""):
             over[path.relative_to(ROOT).as_posix()] = len(text.splitlines())
-    assert set(over) <= NOT_YET_SPLIT, f"modules over {LONG} lines whose docstring does not say why: {over}"
+    assert not over, f"modules over {LONG} lines whose docstring does not say why: {over}"

@@ -22,6 +22,7 @@ from squeeze import Subspace, SubspaceConfig
 from squeeze import arch as arch_mod
 from squeeze import coding_registry
 from squeeze import format as fmt
+from squeeze import loading
 from squeeze.errors import FormatError
 from squeeze.export import ExportError, export_onnx
 from squeeze.onnx import projections, threefry
@@ -174,7 +175,7 @@ def test_zoo_tiny_graph_is_bit_identical_and_small(name, zoo_files):
     x = torch.rand(5, 1, 8, 8)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     got = session.run(None, {"input": (x * 16).numpy()})[0]
-    np.testing.assert_allclose(got, fmt.load(sqz)(x).detach().numpy(), atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(got, loading.load(sqz)(x).detach().numpy(), atol=1e-5, rtol=1e-4)
 
 
 def test_user_architecture_file_via_cli(tmp_path, capsys):
@@ -196,7 +197,7 @@ def test_user_architecture_file_via_cli(tmp_path, capsys):
     assert _sha(regenerated_weights(out)) == f.weights_sha256
     x = np.random.default_rng(0).standard_normal((3, 40), dtype=np.float32)
     got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-    np.testing.assert_allclose(got, fmt.load(sqz, ref)(torch.from_numpy(x)).detach().numpy(), atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(got, loading.load(sqz, ref)(torch.from_numpy(x)).detach().numpy(), atol=1e-5, rtol=1e-4)
 
 
 def test_token_ids_are_int64_inputs(tmp_path):
@@ -216,7 +217,7 @@ def test_token_ids_are_int64_inputs(tmp_path):
         session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
         assert session.get_inputs()[0].type == "tensor(int64)"
         ids = np.array([[1, 5, 9, 0, 0, 0], [3, 3, 49, 2, 0, 0]], np.int64)
-        np.testing.assert_allclose(session.run(None, {"input": ids})[0], fmt.load(sqz, ref)(torch.from_numpy(ids)).detach().numpy(), atol=1e-5)
+        np.testing.assert_allclose(session.run(None, {"input": ids})[0], loading.load(sqz, ref)(torch.from_numpy(ids)).detach().numpy(), atol=1e-5)
     assert _sha(regenerated_weights(tmp_path / "bag1.onnx")) == f.weights_sha256
 
 
@@ -227,7 +228,7 @@ def test_preprocessing_can_be_left_out(zoo_files, tmp_path, capsys):
     assert rc == 0 and "no preprocessing in the graph" in printed
     x = torch.rand(4, 1, 8, 8)
     got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
-    np.testing.assert_allclose(got, fmt.load(zoo_files["MLP"])(x).detach().numpy(), atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(got, loading.load(zoo_files["MLP"])(x).detach().numpy(), atol=1e-5, rtol=1e-4)
 
 
 # ---------------------------------------------------------------- stored forms and projections
@@ -387,7 +388,7 @@ def test_minilm_fine_tune_tiny_graph_with_base_arch(tmp_path, capsys):
     ids = tokenize(["good", "terrible", "a wonderful day", "awful service", "fine"], 8)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     got = session.run(None, {"input": ids.numpy()})[0]
-    want = fmt.load(sqz, base="arch")(ids).detach().numpy()
+    want = loading.load(sqz, base="arch")(ids).detach().numpy()
     assert (got.argmax(1) == want.argmax(1)).all()
     print(f"MiniLM fine-tune: max abs difference to PyTorch {np.abs(got - want).max():g}")
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-3)

@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 
 import squeeze
 from squeeze import format as fmt
+from squeeze import loading
 from squeeze.data import Dataset, load_data
 from squeeze.defaults import FINETUNE
 from squeeze.errors import SqueezeError
@@ -94,7 +95,7 @@ def test_a_fine_tune_needs_no_d_and_follows_the_recipe(tmp_path, digits, base_pa
     f = done.save(tmp_path / "ft.sqz")
     assert f.size_bytes <= FINETUNE["size"] and f.base
     assert done.report()["needs"] == squeeze.api.NEEDS_BASE
-    again = fmt.load_subspace(tmp_path / "ft.sqz", base=str(base_path))
+    again = loading.load_subspace(tmp_path / "ft.sqz", base=str(base_path))
     assert torch.equal(again.theta_d, done.sub.theta_d)
 
 

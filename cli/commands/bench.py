@@ -49,6 +49,7 @@ def command(
     import torch
 
     from squeeze import format as fmt, kernels
+    from squeeze import loading
     from squeeze.skeleton import module_for
     from squeeze.subspace import digest_of
 
@@ -56,7 +57,7 @@ def command(
     set_threads(threads)
     f = fmt.read(file)
     base = base_arg(base, trust_pickle)
-    sub = fmt.load_subspace(f, module_for(f, arch, base), base=base, device=dev)  # the manifest is enough
+    sub = loading.load_subspace(f, module_for(f, arch, base), base=base, device=dev)  # the manifest is enough
     rows = []
     paths = ["reference"] + (["native"] if dev == "cpu" and kernels.native_available() else [])
     t = Table(title=f"{file}: D = {f.D:,} from d = {f.d:,} ({f.spec['kind']}), {dev}, {torch.get_num_threads()} thread{'' if torch.get_num_threads() == 1 else 's'}, best of {repeats}")
@@ -66,7 +67,7 @@ def command(
         dense = os.path.join(tmp, "dense.safetensors")
         from safetensors.torch import load, save_file
 
-        save_file(fmt.dense_state_dict(sub), dense)
+        save_file(loading.dense_state_dict(sub), dense)
 
         def read_dense():
             with open(dense, "rb") as fh:

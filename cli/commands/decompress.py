@@ -37,6 +37,7 @@ def command(
     import torch
 
     from squeeze import format as fmt, materialize as mat, stream
+    from squeeze import loading
     from squeeze.atomic import atomic_path
     from squeeze.skeleton import module_for
 
@@ -45,14 +46,14 @@ def command(
     f = fmt.read(file)
     base = base_arg(base, trust_pickle)
     # the weights need only the file's manifest: the architecture is built only when given
-    sub = fmt.load_subspace(f, module_for(f, arch, base), base=base, device=check_device(dev), verify=False)
+    sub = loading.load_subspace(f, module_for(f, arch, base), base=base, device=check_device(dev), verify=False)
     if output.suffix.lower() == ".safetensors" and stream.streamable(sub):
-        fmt.check_digests(f, f.weights_sha256)  # the stored buffers; the weights are checked as they stream
+        loading.check_digests(f, f.weights_sha256)  # the stored buffers; the weights are checked as they stream
         written = stream.write_safetensors(sub, output, f.weights_sha256)
         values, digest = written.values, written.weights_sha256
     else:
         model, digest = mat.materialize(sub)
-        fmt.check_digests(f, digest)
+        loading.check_digests(f, digest)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         with atomic_path(output) as tmp:
             if output.suffix.lower() == ".safetensors":

@@ -5,7 +5,7 @@ loaders the CLI uses. Every input must end in success or a ``squeeze.errors.Sque
     python tests/fuzz/fuzz_reader.py --runs 100000 --engine random  # seeded random mutation
 
 Targets (the first input byte picks one under atheris):
-  * ``sqz``      -- ``format.parse`` then, when it parses, ``format.load_subspace`` (regenerate
+  * ``sqz``      -- ``format.parse`` then, when it parses, ``loading.load_subspace`` (regenerate
                     and check the digest; skipped for D > ``MAX_LOAD_D`` to keep the rate up);
   * ``npz``, ``pt``, ``csv`` -- ``squeeze_cli.common.model_for_data`` (``data.load_data``, the
                     architecture sized from the data, one batch through it);
@@ -86,6 +86,7 @@ def make_seeds(workdir: Path) -> tuple[dict[str, list[bytes]], dict]:
 
     from squeeze import Subspace, SubspaceConfig, coding_registry
     from squeeze import format as fmt
+    from squeeze import loading
     from squeeze.zoo import ResNet
 
     torch.manual_seed(0)
@@ -163,13 +164,14 @@ class Runner:
 
     def target(self, kind: str, data: bytes) -> None:
         from squeeze import format as fmt
+        from squeeze import loading
         from squeeze.checkpoint import load_state_dict
         from squeeze_cli.common import model_for_data
 
         if kind == "sqz":
             f = fmt.parse(data, "fuzz.sqz")
             if f.D <= MAX_LOAD_D:
-                fmt.load_subspace(f, base=self.base if f.base else None)
+                loading.load_subspace(f, base=self.base if f.base else None)
             else:
                 self.counts["sqz_load_skipped"] += 1
             return
@@ -352,6 +354,7 @@ def reseal(data: bytes) -> bytes:
     """A mutated .sqz with its records check recomputed, as a deliberate edit would: the checks
     behind the records check get fuzzed too. Unchanged when the header is not an object with metadata."""
     from squeeze import format as fmt
+    from squeeze import loading
 
     parts = _split_safetensors(data)
     if parts is None or not isinstance(parts[0].get("__metadata__"), dict):

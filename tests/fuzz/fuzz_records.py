@@ -9,7 +9,7 @@ encodings) with one to three metadata values mutated so that the header stays va
 every value stays a string: numbers nudged (a last digit, a factor of 1 +- 1e-3, +-1), strings
 swapped for other strings of the file or changed by one character, list items dropped, repeated
 or swapped, object keys added, dropped or reordered, the manifest's entries reordered. An input
-is *accepted* when ``format.parse`` and ``format.load_subspace`` (regenerate, check the
+is *accepted* when ``format.parse`` and ``loading.load_subspace`` (regenerate, check the
 digests) both succeed. An accepted input must describe the same model as the file it came from:
 the same spec, manifest, decoded theta_d, scales, buffers, base, architecture (reference and
 keyword arguments) and input description (shape, classes, preprocessing); only informational
@@ -143,6 +143,7 @@ def model_of(f) -> dict:
 
 def run(runs: int, seed: int, workdir: Path, report_every: float = 30.0) -> collections.Counter:
     from squeeze import format as fmt
+    from squeeze import loading
     from squeeze.errors import SqueezeError
 
     seeds, base = fuzz_reader.make_seeds(workdir)
@@ -159,7 +160,7 @@ def run(runs: int, seed: int, workdir: Path, report_every: float = 30.0) -> coll
             counts["unchanged (the mutation was a no-op)"] += 1
         try:
             f = fmt.parse(data, "fuzz.sqz")
-            fmt.load_subspace(f, base=base if f.base else None)
+            loading.load_subspace(f, base=base if f.base else None)
         except SqueezeError as e:
             counts["rejected"] += 1
             for part in getattr(e, "parts", ()):

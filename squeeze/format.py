@@ -48,7 +48,7 @@ from squeeze.atomic import write_bytes
 from squeeze.errors import SqueezeError
 from squeeze.layout import (  # noqa: F401  (the format's names, read through squeeze.format)
     BY_ARCH, FORMAT, FORMAT_VERSION, GENERATOR, HALF_STORED, KNOWN_KEYS, PACKED, READS,
-    SqzFile, arch_key, buffers_digest, check_memory, compact_json, header_of, manifest_by_arch, pack_buffers, pack_params, portable_ref, short_digest,
+    SqzFile, arch_key, buffers_digest, check_memory, compact_json, header_of, manifests_by_arch, pack_buffers, pack_params, portable_ref, short_digest,
 )
 from squeeze.manifest import manifest_text
 from squeeze.reading import parse, read  # noqa: F401  (squeeze.format.read is the reader)
@@ -117,7 +117,7 @@ def save(
             "tensors": {...}, "meta": {...}}``), used instead of ``dtype``.
         lean: leave out ``created_by``, and record the manifest by its digest when ``arch`` (an
             importable package's class, not a ``.py`` file) rebuilds exactly that manifest
-            (:func:`manifest_by_arch`); reading the file then imports that architecture.
+            (:func:`squeeze.layout.manifests_by_arch`); reading the file then imports that architecture.
 
     Returns:
         The file as it reads back.
@@ -165,7 +165,7 @@ def _file_bytes(sub: Subspace, *, arch, metrics, data, dtype, encoded, lean: boo
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "spec": compact_json(spec),
-        "params": arch_key(text) if lean and arch and manifest_by_arch(arch, bool(sub.base_digest)) == text else pack_params(text),
+        "params": arch_key(text) if lean and arch and text in manifests_by_arch(arch, bool(sub.base_digest)) else pack_params(text),
         "weights_sha256": short_digest(digest),
         "theta": compact_json(enc),
     }

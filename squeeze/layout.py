@@ -129,26 +129,32 @@ def arch_key(text: str) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _rebuilt_manifest(arch_json: str, fine_tune: bool) -> str | None:
+def _rebuilt_manifests(arch_json: str, fine_tune: bool) -> tuple[str, ...]:
     arch = json.loads(arch_json)
     ref = arch["ref"]
     if ref.rpartition(":")[0].endswith(".py"):
-        return None  # a reader never runs a Python file a file names: such a manifest is stored
+        return ()  # a reader never runs a Python file a file names: such a manifest is stored
     try:
         with torch.device("meta"), skip_init():
             probe = arch_mod.build(ref, arch.get("kwargs") or {})
-        names = {n for n, _ in probe.named_parameters()} if fine_tune else set()
-        return manifest_text(build_manifest(probe, names))
+        if not fine_tune:
+            return (manifest_text(build_manifest(probe)),)
+        bases = [{n for n, _ in probe.named_parameters()}]  # a base holding every tensor
+        own = getattr(probe, "base_state_dict", None)  # the module's own pretrained part (base="arch")
+        if callable(own):
+            bases.append(set(own()))
+        return tuple(manifest_text(build_manifest(probe, names)) for names in bases)
     except Exception:  # not buildable on the meta device, or an init rule needs real values
-        return None
+        return ()
 
 
-def manifest_by_arch(arch: dict, fine_tune: bool) -> str | None:
-    """The manifest text the architecture ``arch`` (``{"ref", "kwargs"}``) rebuilds by itself on
-    the meta device (every tensor from the init rules; a fine-tune's all from its base), or
-    None when it cannot: a ``.py`` file, a module that does not build on the meta device, or a
-    parameter no init rule covers (its spread is measured from real values)."""
-    return _rebuilt_manifest(compact_json({"ref": arch["ref"], "kwargs": arch.get("kwargs") or {}}), fine_tune)
+def manifests_by_arch(arch: dict, fine_tune: bool) -> tuple[str, ...]:
+    """The manifest texts the architecture ``arch`` (``{"ref", "kwargs"}``) rebuilds by itself on
+    the meta device: from the init rules; a fine-tune's with every tensor from its base, or (a
+    module with ``base_state_dict()``, as ``base="arch"`` uses) with the tensors that names from
+    it. Empty when it cannot: a ``.py`` file, a module that does not build on the meta device,
+    or a parameter no init rule covers (its spread is measured from real values)."""
+    return _rebuilt_manifests(compact_json({"ref": arch["ref"], "kwargs": arch.get("kwargs") or {}}), fine_tune)
 
 
 def buffers_digest(buffers: dict[str, torch.Tensor]) -> str:

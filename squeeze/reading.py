@@ -16,7 +16,7 @@ from squeeze import arch as arch_mod, coding_registry, records
 from squeeze.errors import FormatError, RecordsDamaged
 from squeeze.layout import (
     BY_ARCH, FORMAT, FORMAT_VERSION, GENERATOR, KNOWN_KEYS, MAX_FILE_BYTES, READS, REQUIRED_KEYS,
-    SqzFile, arch_key, check_memory, compact_json, header_of, hex_digest, manifest_by_arch, unpack_buffers, unpack_params,
+    SqzFile, arch_key, check_memory, compact_json, header_of, hex_digest, manifests_by_arch, unpack_buffers, unpack_params,
 )
 from squeeze.manifest import TensorSpec
 from squeeze.projection import kinds, projection_from_spec
@@ -106,8 +106,8 @@ def _manifest_text(params: str, arch: dict | None, fine_tune: bool, name: str) -
     if not arch:
         raise FormatError(f"{name} records its manifest by the architecture's digest but records no architecture; the file is damaged")
     arch_mod.check_recorded_ref(arch["ref"])
-    text = manifest_by_arch(arch, fine_tune)
-    if text is None or arch_key(text) != params:
+    text = next((t for t in manifests_by_arch(arch, fine_tune) if arch_key(t) == params), None)
+    if text is None:
         raise FormatError(
             f"{name} records its manifest as what {arch['ref']} builds, and the {arch['ref']} installed here builds other tensors; "
             "install the version of that architecture (and of squeeze) the file was made with"

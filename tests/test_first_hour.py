@@ -18,6 +18,7 @@ import torch
 
 from squeeze import Subspace, SubspaceConfig
 from squeeze import format as fmt
+from squeeze.layout import short_digest
 from squeeze import loading
 from squeeze.data import load_data
 from squeeze.errors import ArchError, DataError
@@ -101,8 +102,8 @@ def test_verify_tells_a_damaged_file_from_a_typo(capsys, sqz, tmp_path):
     bad = tmp_path / "bad.sqz"
     n = int.from_bytes(raw[:8], "little")
     header = raw[8 : 8 + n].decode()
-    digest = fmt.read(sqz).weights_sha256
-    bad.write_bytes(bytes(raw).replace(digest.encode(), ("0" * 64).encode()))
+    digest = short_digest(fmt.read(sqz).weights_sha256)  # as the file spells it
+    bad.write_bytes(bytes(raw).replace(digest.encode(), ("A" * 43).encode()))
     assert header.count(digest) == 1
     rc, out, _ = _cli(capsys, "verify", bad, "--json")
     assert rc == 1 and '"ok": false' in out

@@ -39,7 +39,7 @@ ARCH_KEY_CHARS = 16  # hex digits of the manifest text's SHA-256 kept after BY_A
 KNOWN_KEYS = {"format", "format_version", "spec", "params", "arch", "base", "weights_sha256", "buffers_sha256", "bufs", "metrics", "data", "theta", "created_by", records.KEY}
 BUFFER_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16, "f64": torch.float64, "i64": torch.int64, "i32": torch.int32, "i16": torch.int16, "i8": torch.int8, "u8": torch.uint8, "b": torch.bool}
 # A float32 buffer whose every value is a float16 value is stored as float16 under this
-# layout code and reads back as the same float32 values (lossless: see _pack_buffers).
+# layout code and reads back as the same float32 values (lossless: see pack_buffers).
 HALF_STORED = "f32h"
 REQUIRED_KEYS = ("format", "format_version", "spec", "params", "weights_sha256", "theta")
 
@@ -100,7 +100,7 @@ class SqzFile:
 def portable_ref(ref: str) -> str:
     """A reference to a user's Python file is recorded by the file's name (``mynet.py:Net``),
     not by the path it had on the machine that made the file: a reader never runs it (see
-    :func:`build_model`) and the path told every recipient where the file was made."""
+    :func:`squeeze.loading.build_model`) and the path told every recipient where the file was made."""
     where, sep, name = ref.rpartition(":")
     return f"{Path(where).name}{sep}{name}" if where.endswith(".py") else ref
 
@@ -211,7 +211,7 @@ def pack_buffers(buffers: dict[str, torch.Tensor]) -> tuple[str, torch.Tensor]:
     """(layout text, one uint8 tensor): the buffers' raw little-endian bytes in sorted name order;
     the layout, a JSON list of ``[name, dtype, shape]``, is zlib-packed when that is shorter.
     A float32 buffer whose values all convert to float16 and back bit for bit is stored as
-    float16, dtype :data:`HALF_STORED` (see :func:`round_buffers_for_storage_`)."""
+    float16, dtype :data:`HALF_STORED` (see :func:`squeeze.format.round_buffers_for_storage_`)."""
     codes = {v: k for k, v in BUFFER_DTYPES.items()}
     layout, parts = [], []
     for k in sorted(buffers):

@@ -35,7 +35,6 @@ so without this two identical runs drop out different units: an unseeded BERT fi
 from __future__ import annotations
 
 import contextlib
-import copy
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -245,12 +244,12 @@ def _train(
                 improved = val_loss < best - config.min_delta * abs(best) if best < float("inf") else val_loss < best
                 if improved:
                     best, best_acc, best_epoch = val_loss, val, epoch
-                    best_state = copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
+                    best_state = _snapshot(model)
                 diverged = converge and config.recover is not None and best_state is not None and not val_loss <= config.recover * best
                 if diverged:  # back to the best state, with fresh moments and half the rate
                     recoveries += 1
                     history[-1]["recovered"] = True
-                    model.load_state_dict(best_state)
+                    model.load_state_dict(best_state, strict=False)
                     opt.state.clear()
                     _halve_rate(opt, sched)
                 note = f" (diverged: back to epoch {best_epoch}, rate halved)" if diverged else "" if improved else f" (best epoch {best_epoch})"
@@ -264,7 +263,7 @@ def _train(
     except KeyboardInterrupt:
         interrupted = True
     if best_state is not None:
-        model.load_state_dict(best_state)
+        model.load_state_dict(best_state, strict=False)
     model.eval()
     return TrainResult(
         val_accuracy=best_acc,
@@ -281,6 +280,12 @@ def _train(
         best_epoch=best_epoch,
         recoveries=recoveries,
     )
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's state that has data: a subspace's wrapped parameters live on the meta
+    device (regenerated from theta_d at each forward) and are neither copied nor restored."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if not v.is_meta}
 
 
 def _halve_rate(opt: torch.optim.Optimizer, sched) -> None:

@@ -224,7 +224,13 @@ class Subspace(nn.Module):
         return {s.name: t.view(s.shape) for s, t in zip(self.manifest, pieces)}
 
     def forward(self, *args, **kwargs):
-        return functional_call(self.model, self.tensors(), args, kwargs)
+        try:
+            return functional_call(self.model, self.tensors(), args, kwargs)
+        except BaseException:
+            # functional_call puts the model's own (meta) parameters back in a finally block; a
+            # Ctrl-C that lands inside it leaves some regenerated tensors in their place.
+            meta.release_parameters(self.model)
+            raise
 
     def extra_tensors(self) -> dict[str, torch.Tensor]:
         """The model's persistent buffers (BatchNorm statistics): saved as they are."""

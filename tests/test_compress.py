@@ -356,3 +356,28 @@ def test_target_tries_the_largest_d_below_the_best_file_when_doubling_overshoots
     best16 = min(c.bytes for c in world.candidates if c.encoding == "q16" and c.val_accuracy > 0.9)
     assert reached and kept.encoding == "q8" and 1400 <= kept.d < 2048 and kept.bytes < best16
     assert 2048 not in world.floats and len(world.floats) <= world.config.max_fits
+
+
+@pytest.mark.parametrize("rate", [0.1, 3.0])
+def test_a_fit_that_bottoms_out_early_is_tried_again_at_a_tenth_of_the_rate(teacher, digits, monkeypatch, rate):
+    """A fit whose validation objective is best within the first half of its patience is fitted
+    again from zero at a tenth of the rate; the better on the validation objective is kept, and
+    the refit trains at the kept rate."""
+    import dataclasses
+
+    import squeeze.confirm as confirm_module
+    from squeeze.frontier import SLOWER, default_measure
+
+    _, model, _ = teacher
+    build = lambda: MLP(input_shape=digits.input_shape, num_classes=10, hidden=(32,))  # noqa: E731
+    s = Search(model, build, digits, CompressConfig(target=0.95, epochs=12, patience=30, qat_steps=20, lr=rate), default_measure, None, False, None)
+    assert s.fit(64)  # 12 epochs with a patience of 30: every fit bottoms out "early"
+    objective = {lr: train(s.subspace(64), s.search_data, dataclasses.replace(s.train_cfg, lr=lr), teacher=model, progress=False).val_loss for lr in (rate, rate * SLOWER)}
+    assert objective[rate] != objective[rate * SLOWER]
+    assert s.rates[64] == min(objective, key=objective.get)
+    assert s.rates[64] == pytest.approx({0.1: 0.1, 3.0: 0.3}[rate])  # a sane rate stays; an absurd one is cut
+
+    rates, real_train = [], confirm_module.train
+    monkeypatch.setattr(confirm_module, "train", lambda sub, data, config, **kw: rates.append(config.lr) or real_train(sub, data, config, **kw))
+    assert confirm_module.refit(s, s.candidate(64, "f16")) is not None
+    assert rates == [s.rates[64]]

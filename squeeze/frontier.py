@@ -6,9 +6,10 @@ frontier, and the two walks over it (:func:`search_target`, :func:`search_size`)
 
 Each trained d (distilled until the validation objective stops improving,
 :data:`squeeze.defaults.CONVERGE`; again from zero at a tenth of the rate when it stopped
-improving within half its patience, keeping the better fit on validation) is stored as float16 and, reusing the same trained float
-model, quantized to each of a few levels (k-means, then quantization-aware fine-tuning, range
-coded); every candidate is scored on the validation share (:mod:`squeeze.holdout`).
+improving within half its patience, keeping the better fit on validation) is stored as float16
+and, reusing the same trained float model, quantized to each of a few levels (k-means, then
+quantization-aware fine-tuning, range coded); every candidate is scored on the validation share
+(:mod:`squeeze.holdout`).
 
 - ``target``: d doubles until a candidate passes on validation, then the search bisects d per
   encoding and tries larger d with fewer levels wherever the estimated bytes could beat the

@@ -52,7 +52,7 @@ def refit(s: Search, c: Candidate) -> Candidate | None:
     cfg = s.config
     sub = s.subspace(c.d)
     epochs = max(1, c.epochs)
-    tc = replace(s.train_cfg, epochs=epochs, patience=epochs, val_fraction=0.0, lr=s.rates.get(c.d, s.train_cfg.lr))  # exactly `epochs` passes, at the search's rate for d
+    tc = replace(s.train_cfg, epochs=epochs, patience=epochs, val_fraction=0.0, lr=s.rates[c.d])  # exactly `epochs` passes, at the search's rate for d
     res = train(sub, s.data, tc, teacher=s.teacher, progress=s.progress, description=f"refit d={c.d:,}")
     if res.interrupted:
         s.interrupted = True

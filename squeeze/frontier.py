@@ -100,7 +100,8 @@ class Search:
         elif self.train_cfg.patience and res.best_epoch <= self.train_cfg.patience // 2:  # it bottomed out at once: try a smaller step
             slow, low = self.subspace(d), replace(self.train_cfg, lr=self.train_cfg.lr * SLOWER)
             res2 = train(slow, self.search_data, low, teacher=self.teacher, progress=self.progress, description=f"d={d:,} lr={low.lr:g}")
-            stopped = self.interrupted = res2.interrupted
+            if res2.interrupted:
+                stopped = self.interrupted = True
             better = res2.best_epoch > 0 and res2.val_loss < res.val_loss
             if better:
                 sub, rate = slow, low.lr

@@ -68,6 +68,11 @@ class TrainConfig:
     recover: with ``patience``, an epoch whose held-out objective is above this many times the
         best (or not finite) has diverged: restore the best state, reset Adam's moments and halve
         the rate (None: never; see :data:`squeeze.defaults.CONVERGE`).
+    mix: with a teacher, the weight of a second KL term: each batch also holds one mixture
+        ``lam * x_i + (1 - lam) * x_j`` per example (``lam`` uniform, ``j`` a permutation of the
+        batch, both drawn from the data-order generator), on which the student matches the
+        teacher's outputs (no labels). The student then learns the teacher between the training
+        examples, not only at them (0: none; ``compress`` uses 1, :class:`squeeze.compress.CompressConfig`).
     """
 
     epochs: int = 10
@@ -81,6 +86,7 @@ class TrainConfig:
     decay_after: int | None = CONVERGE["decay_after"]
     min_delta: float = 1e-3
     recover: float | None = CONVERGE["recover"]
+    mix: float = 0.0
 
     def __post_init__(self):
         if self.patience is not None and (self.patience < 1 or (self.decay_after is not None and self.decay_after < 1)):
@@ -219,11 +225,17 @@ def _train(
                     opt.zero_grad(set_to_none=True)
                     if len(local):
                         xb, yb = train_set.x_train[local].to(dev), train_set.y_train[local].to(dev)
+                        n = len(xb)
+                        if teacher is not None and config.mix:
+                            lam = torch.rand((n,) + (1,) * (xb.dim() - 1), generator=gen).to(dev)
+                            xb = torch.cat([xb, lam * xb + (1 - lam) * xb[torch.randperm(n, generator=gen).to(dev)]])
                         logits = model(xb)
                         if teacher is not None:
                             with torch.no_grad():
                                 t = teacher(xb)
-                            loss = distill_objective(logits, yb, t, config.distill_weight)
+                            loss = distill_objective(logits[:n], yb, t[:n], config.distill_weight)
+                            if config.mix:
+                                loss = loss + config.mix * F.kl_div(F.log_softmax(logits[n:], 1), F.log_softmax(t[n:], 1), log_target=True, reduction="batchmean")
                         else:
                             loss = F.cross_entropy(logits, yb)
                         loss.backward()

@@ -17,7 +17,7 @@ from squeeze import loading
 from squeeze.compress import CompressConfig, compress, load_teacher
 from squeeze.data import Dataset, load_data
 from squeeze.fit import TrainConfig, accuracy, predict, train
-from squeeze.frontier import Search, search_target
+from squeeze.frontier import Search, default_measure, search_target
 from squeeze.holdout import carve
 from squeeze.search import Candidate, choose
 from squeeze.zoo import MLP
@@ -381,3 +381,39 @@ def test_a_fit_that_bottoms_out_early_is_tried_again_at_a_tenth_of_the_rate(teac
     monkeypatch.setattr(confirm_module, "train", lambda sub, data, config, **kw: rates.append(config.lr) or real_train(sub, data, config, **kw))
     assert confirm_module.refit(s, s.candidate(64, "f16")) is not None
     assert rates == [s.rates[64]]
+
+
+def test_a_fit_worse_than_a_smaller_d_is_tried_again_at_a_tenth_of_the_rate(teacher, digits, monkeypatch):
+    """A fit that converged slowly is retried only when a smaller d fitted better on the
+    validation objective (its rate is too large for this d)."""
+    import squeeze.frontier as frontier
+
+    _, model, _ = teacher
+    build = lambda: MLP(input_shape=digits.input_shape, num_classes=10, hidden=(32,))  # noqa: E731
+    calls, real_train = [], frontier.train
+    monkeypatch.setattr(frontier, "train", lambda sub, data, config, **kw: calls.append(config.lr) or real_train(sub, data, config, **kw))
+    s = Search(model, build, digits, CompressConfig(target=0.95, epochs=8, patience=4, lr=0.1), default_measure, None, False, None)
+    assert s.fit(64) and calls == [0.1]  # still improving at its last epoch (8 > 4 // 2): not retried
+    s.objectives[32] = 0.0  # a smaller d that fitted perfectly
+    assert s.fit(128) and calls == [0.1, 0.1, pytest.approx(0.01)]
+
+
+def test_mixed_inputs_teach_the_student_the_teacher_between_training_images(teacher, digits):
+    """``mix`` (compress's default) adds the KL divergence to the teacher on mixtures of pairs of
+    training images: the student then matches the teacher on mixtures of images neither saw."""
+    import torch.nn.functional as F
+
+    from squeeze.subspace import Subspace, SubspaceConfig
+
+    _, model, _ = teacher
+    assert CompressConfig().mix > 0 and TrainConfig().mix == 0
+    g = torch.Generator().manual_seed(1)
+    x = digits.x_test
+    lam = torch.rand((len(x), 1, 1, 1), generator=g)
+    mixed = lam * x + (1 - lam) * x[torch.randperm(len(x), generator=g)]
+    kl = {}
+    for mix in (0.0, 1.0):
+        sub = Subspace(MLP(input_shape=digits.input_shape, num_classes=10, hidden=(32,)), SubspaceConfig(dim=256, seed=0))
+        train(sub, digits, TrainConfig(epochs=15, lr=0.1, mix=mix), teacher=model, progress=False)
+        kl[mix] = float(F.kl_div(F.log_softmax(predict(sub, mixed), 1), F.log_softmax(predict(model, mixed), 1), log_target=True, reduction="batchmean"))
+    assert kl[1.0] < 0.8 * kl[0.0]  # measured: 0.072 against 0.114

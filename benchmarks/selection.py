@@ -23,6 +23,8 @@ the teacher kept, the median file bytes and the CPU seconds per run (median and 
   frontier when it fails); shares sized from the data (:mod:`squeeze.holdout`).
 * ``refit`` (the default): ``confirm``, then the chosen (d, encoding) trained again on the whole
   training split before it is saved.
+* ``refit-unmixed``: ``refit`` without the mixed inputs (``CompressConfig.mix=0``), to measure
+  what they add.
 
 Measured (``python selection.py --rules validation,refit --targets default --jobs 2 --json
 runs.jsonl``: 9 cases x seeds 0-2, target 0.98, two processes of one thread on the 2-core

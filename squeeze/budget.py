@@ -84,7 +84,6 @@ class Encoding:
     encoded: dict
     bytes: int
     val_accuracy: float
-    float_val_accuracy: float
     candidates: dict  # levels -> {"bytes", "val_accuracy", "fits"}
     values: torch.Tensor  # theta_d as the encoding decodes it
 
@@ -92,27 +91,30 @@ class Encoding:
 def encode_within(sub, data, size: int, levels: tuple[int, ...], file_bytes: FileBytes, device: str = "cpu", val_fraction: float = 0.1) -> Encoding:
     """Quantize the trained ``sub.theta_d`` (k-means) to each of ``levels``; keep the best
     encoding on validation (``data.validation_split(val_fraction)``, the training loop's) among
-    those whose file fits ``size`` (ties: the more levels, tried first).
-    ``sub.theta_d`` holds the kept encoding's values on return.
+    those whose file fits ``size`` (ties: the more levels, tried first). One validation pass
+    per encoding. ``sub.theta_d`` holds the kept encoding's values on return.
 
     Raises:
         SqueezeError: no candidate fits (the trained codes took more bytes than the sizing assumed).
     """
     from squeeze.coding_registry import encode_quantized
-    from squeeze.quantize import QuantizeConfig, quantize_subspace
+    from squeeze.fit import accuracy
+    from squeeze.quantize import kmeans_quantize
 
     start = sub.theta_d.detach().clone()
+    val = data.validation_split(val_fraction)[1]
     seen, best = {}, None
     for L in sorted(levels, reverse=True):
+        codebook, codes = kmeans_quantize(start, L)
+        values = codebook[codes]
         with torch.no_grad():
-            sub.theta_d.copy_(start)
-        q = quantize_subspace(sub, QuantizeConfig(levels=L, steps=0, device=device, val_fraction=val_fraction), data)
-        encoded = encode_quantized(q.codebook, q.codes)
+            sub.theta_d.copy_(values)
+        encoded = encode_quantized(codebook.cpu(), codes.cpu())
         n = file_bytes(sub, encoded)
-        acc = q.val_accuracy["kmeans"]
+        acc = accuracy(sub.to(device), val.x_train, val.y_train, device)
         seen[L] = {"bytes": n, "val_accuracy": round(acc, 6), "fits": n <= size}
         if n <= size and (best is None or acc > best.val_accuracy):  # ties: the more levels (closer to the trained values)
-            best = Encoding(L, encoded, n, acc, q.val_accuracy["float"], seen, q.codebook[q.codes])
+            best = Encoding(L, encoded, n, acc, seen, values)
     if best is None:
         tried = ", ".join(f"{L} levels: {c['bytes']:,}" for L, c in seen.items())
         raise SqueezeError(f"no encoding of the trained theta_d fits {size:,} bytes ({tried}); pass a larger size=")

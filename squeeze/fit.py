@@ -106,7 +106,6 @@ class TrainResult:
 
     val_accuracy: float
     test_accuracy: float
-    train_accuracy: float
     epochs_run: int
     seconds: float
     interrupted: bool = False
@@ -280,7 +279,6 @@ def _train(
     return TrainResult(
         val_accuracy=best_acc,
         test_accuracy=accuracy(model, data.x_test, data.y_test, dev, dist),
-        train_accuracy=accuracy(model, data.x_train, data.y_train, dev, dist),
         epochs_run=epoch,
         seconds=time.time() - start,
         interrupted=interrupted,

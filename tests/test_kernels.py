@@ -114,6 +114,23 @@ def test_sorf_large_blocks(d):
     torch.testing.assert_close(native.transpose(proj.plan, y), proj.transpose(y), rtol=1e-4, atol=1e-4)
 
 
+def test_sorf_transpose_with_mostly_zero_gradients():
+    """The C transpose skips segments whose gradients are all zero (an embedding table's
+    untouched rows): the touched ones still count, a NaN still propagates, all zeros give zeros."""
+    d, D = 300, 5000
+    proj = make_projection("sorf", D, d, 3)
+    y = torch.zeros(D)
+    y[1000:1010] = torch.randn(10, generator=torch.Generator().manual_seed(2))
+    y[4999] = 1.5  # the last block's last value
+    want = proj.transpose(y)
+    got = native.transpose(proj.plan, y)
+    assert float(want.abs().max()) > 0
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
+    assert same_bits(native.transpose(proj.plan, torch.zeros(D)), torch.zeros(d))
+    y[2500] = float("nan")
+    assert torch.isnan(native.transpose(proj.plan, y)).all()
+
+
 @pytest.mark.parametrize("k", [2, 3, 5, 8])
 def test_sparse_forward_bit_exact_k(k):
     proj = make_projection("sparse", 2000, 37, 9, k=k)

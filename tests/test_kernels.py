@@ -115,8 +115,8 @@ def test_sorf_large_blocks(d):
 
 
 def test_sorf_transpose_with_mostly_zero_gradients():
-    """The C transpose skips segments whose gradients are all zero (an embedding table's
-    untouched rows): the touched ones still count, a NaN still propagates, all zeros give zeros."""
+    """A gradient like an embedding table's (a few rows touched, the rest zero): the C transpose
+    agrees with the reference, a NaN propagates, all zeros give zeros."""
     d, D = 300, 5000
     proj = make_projection("sorf", D, d, 3)
     y = torch.zeros(D)

@@ -290,12 +290,6 @@ int sq_sorf_transpose(const float *g, const float *x, u64 d, u64 n, u64 b0, u64 
             u64 lo = o > pstart[kk] ? o : pstart[kk];
             u64 hi = o + n < pstart[kk + 1] ? o + n : pstart[kk + 1];
             if (hi <= lo) continue;
-            /* a segment whose gradients are all zero (the untouched rows of an embedding table)
-               adds exact zeros to both sums: skip its transform (NaN != 0 still goes through) */
-            const float *gk = g + dst[kk] + (lo - pstart[kk]);
-            u64 nz = 0;
-            while (nz < hi - lo && gk[nz] == 0.0f) nz++;
-            if (nz == hi - lo) continue;
             for (u64 j = 0; j < n; j++) v[j] = 0.0f;
             for (u64 j = lo; j < hi; j++) v[j - o] = g[dst[kk] + (j - pstart[kk])] * scale;
             sorf_adjoint_block(v, bits, n, o, words, keys);

@@ -53,10 +53,10 @@ LEVELS = (4, 8, 16)  # the quantized encodings compress searches besides float16
 # at 16 levels, every tensor in the subspace with one scale each (SAID), 3 epochs of one-cycle
 # Adam at batch 64, then the encoding among LEVELS that fits and is best on validation
 # (squeeze.budget). Measured by benchmarks/finetune_vs_peft.py (samples/README.md). Batch 128
-# (half the steps, so half the regenerations: 74-76 CPU s a run against about 90 beside other
+# (half the steps, so half the regenerations: 73-76 CPU s a run against about 90 beside other
 # jobs) was tried at 4,096 bytes, seeds 0-2, and rejected on the validation words: VADER 0.9597,
 # 0.9575, 0.9553 against 0.9709, 0.9530, 0.9530 at batch 64; AFINN 0.7828, 0.7903, 0.7903 against
-# 0.8165, 0.8052, 0.8352 (validation objective 0.52-0.55 against 0.47).
+# 0.8165, 0.8052, 0.8352 (AFINN's validation objective 0.52-0.55 against 0.47).
 FINETUNE = {"size": 4096, "epochs": 3, "batch_size": 64, "layerwise": True}
 MIN_OPSET = 18  # the lowest opset the torch.export-based exporter targets
 DEFAULT_OPSET = 18

@@ -103,15 +103,16 @@ def encode_within(sub, data, size: int, levels: tuple[int, ...], file_bytes: Fil
 
     start = sub.theta_d.detach().clone()
     val = data.validation_split(val_fraction)[1]
+    sub.to(device)
     seen, best = {}, None
     for L in sorted(levels, reverse=True):
         codebook, codes = kmeans_quantize(start, L)
         values = codebook[codes]
         with torch.no_grad():
             sub.theta_d.copy_(values)
-        encoded = encode_quantized(codebook.cpu(), codes.cpu())
+        encoded = encode_quantized(codebook, codes)  # k-means returns them on the CPU
         n = file_bytes(sub, encoded)
-        acc = accuracy(sub.to(device), val.x_train, val.y_train, device)
+        acc = accuracy(sub, val.x_train, val.y_train, device)
         seen[L] = {"bytes": n, "val_accuracy": round(acc, 6), "fits": n <= size}
         if n <= size and (best is None or acc > best.val_accuracy):  # ties: the more levels (closer to the trained values)
             best = Encoding(L, encoded, n, acc, seen, values)

@@ -239,7 +239,7 @@ def run(job: dict) -> dict:
         "teacher_test": teacher_test, "teacher_train": accuracy(teacher, data.x_train, data.y_train),
         "test": test, "share": test / teacher_test, "miss": test < job["target"] * teacher_test,
         "confirm_share": result.confirm_share, "interval": result.confirm_interval, "candidates": len(result.candidates),
-        "fits": result.fits, "cpu_s": round(cpu, 1), "trials": [c.as_dict() for c in result.candidates],
+        "fits": result.fits, "out_of_time": result.out_of_time, "wall_s": round(result.seconds, 1), "cpu_s": round(cpu, 1), "trials": [c.as_dict() for c in result.candidates],
     }
 
 

@@ -81,6 +81,14 @@ class CompressConfig:
         max_dim: the largest d the search may try (None: the model's D).
         tolerance: bisection stops when the bracket is narrower than this share of d.
         max_fits: the most float models trained by a search.
+        time_limit: with ``target``, the wall seconds a compress should take (None: no limit).
+            No fit starts or goes on after 70% of it (:meth:`squeeze.frontier.Search.may_fit`;
+            a fit stopped by it keeps its best epoch), and the refit runs only when it is
+            expected to end within 95% of it. The limit cuts only the search for smaller files:
+            the verdict is the confirmation's as always, and at d = D the file is the teacher's
+            own weights, found in a fraction of a second (:mod:`squeeze.lstsq`), so a search
+            that ran out of time keeps a larger file, not a worse promise. When it binds, the
+            result depends on the machine's speed (``CompressResult.out_of_time`` says so).
         margin: with ``target``, a candidate passes when its validation accuracy exceeds
             ``target`` x the teacher's by this many of its paired standard errors
             (:attr:`~squeeze.search.Candidate.val_se`); 0 compares with the target itself.
@@ -114,6 +122,7 @@ class CompressConfig:
     max_dim: int | None = None
     tolerance: float = 0.125
     max_fits: int = 6
+    time_limit: float | None = 120.0
     margin: float = 1.0
     selection: str = "confirm"
     refit: bool = True
@@ -149,6 +158,8 @@ class CompressConfig:
             raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
         if not 0 < self.confidence < 1:
             raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise ValueError(f"time_limit must be a positive number of seconds or None (no limit), got {self.time_limit}")
         if self.start_dim < 1 or (self.max_dim is not None and self.max_dim < 1) or self.max_fits < 1:
             raise ValueError(f"start_dim, max_dim and max_fits must be positive (got {self.start_dim}, {self.max_dim}, {self.max_fits})")
 
@@ -195,6 +206,7 @@ class CompressResult:
     confidence: float = 0.8
     teacher_confirm_accuracy: float | None = None  # the teacher's accuracy on the confirmation share
     refitted: bool = False  # the kept file was trained again on the whole training split (CompressConfig.refit)
+    out_of_time: bool = False  # the time limit stopped the search (or left no time to refit): a longer one may find a smaller file
     smallest_bytes: int | None = None  # with a size no candidate could meet: the smallest file this model makes (d = 1), estimated
 
     @property
@@ -331,7 +343,10 @@ def compress(
     refitted = None
     try:
         if config.refit and kept is not None and not s.interrupted:
-            refitted = refit(s, kept)
+            if s.room_to_refit(kept.d):
+                refitted = refit(s, kept)
+            else:
+                s.out_of_time = True
     except KeyboardInterrupt:  # the searched file is kept
         s.interrupted = True
     kept = refitted or kept
@@ -367,6 +382,7 @@ def compress(
         confirm_examples=0 if s.confirm is None else len(s.confirm.y_train),
         teacher_confirm_accuracy=None if s.confirm is None else float(s.confirm_teacher_right.mean()),
         refitted=refitted is not None,
+        out_of_time=s.out_of_time,
         confidence=config.confidence,
         smallest_bytes=None if s.candidates else s.smallest,
     )

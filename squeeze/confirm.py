@@ -32,12 +32,12 @@ def confirm(s: Search, threshold: float) -> Candidate | None:
             if s.look(c):
                 return c
         top = max((c.d for c in s.candidates), default=0)
-        if cfg.dim is not None or top >= s.dims or len(s.floats) >= cfg.max_fits or s.interrupted:
+        if cfg.dim is not None or top >= s.dims or not s.may_fit():
             return None
         d = min(2 * top, s.dims)
         if not s.fit(d):
             return None
-        for enc in encs:
+        for enc in s.encodings_at(d, encs):
             s.candidate(d, enc)
 
 
@@ -50,12 +50,15 @@ def refit(s: Search, c: Candidate) -> Candidate | None:
     share of the teacher from 0.957 to 0.986). None when Ctrl-C stops it or its file would not
     fit the byte budget (the searched file is kept)."""
     cfg = s.config
+    if c.d in s.solved:  # the teacher's own weights: the teacher already learned from every example
+        return None
     sub = s.subspace(c.d)
     epochs = max(1, c.epochs)
     tc = replace(s.train_cfg, epochs=epochs, patience=epochs, val_fraction=0.0, lr=s.rates[c.d])  # exactly `epochs` passes, at the search's rate for d
-    res = train(sub, s.data, tc, teacher=s.teacher, progress=s.progress, description=f"refit d={c.d:,}")
-    if res.interrupted:
-        s.interrupted = True
+    res = train(sub, s.data, tc, teacher=s.teacher, progress=s.progress, description=f"refit d={c.d:,}", deadline=s.end)
+    if res.interrupted or res.out_of_time:
+        s.interrupted |= res.interrupted
+        s.out_of_time |= res.out_of_time
         return None
     encoded, _ = s.store(sub, c.encoding, 0 if c.method == "kmeans" else cfg.steps_of_qat(), s.data, 0.1)  # QAT or k-means: 10% of all the data, as QuantizeConfig by default
     total, payload = s.measure(sub, encoded, c.encoding)

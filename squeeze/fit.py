@@ -116,6 +116,7 @@ class TrainResult:
     val_loss: float = float("inf")
     best_epoch: int = 0
     recoveries: int = 0  # epochs that diverged and went back to the best state (``TrainConfig.recover``)
+    out_of_time: bool = False  # stopped at the ``deadline`` given to :func:`train`
 
 
 @torch.no_grad()
@@ -147,6 +148,7 @@ def train(
     description: str = "training",
     dist: distributed.Replicas | None = None,
     on_step: Callable[[int], None] | None = None,
+    deadline: float | None = None,
 ) -> TrainResult:
     """Train ``model`` in place and leave it at its best validation epoch.
 
@@ -162,13 +164,15 @@ def train(
             rank takes a slice of every global batch of ``config.batch_size``; only rank 0
             shows progress.
         on_step: called with the step number (from 1) after each optimiser step.
+        deadline: a :func:`time.monotonic` time: no epoch starts after it (the best finished
+            one is kept, as after Ctrl-C, and ``out_of_time`` is set).
 
     Returns:
         A :class:`TrainResult`; ``interrupted`` is True when Ctrl-C stopped it early.
     """
     dist = dist or distributed.current(config.device)
     with seeded_rng(config.seed, dist.rank, config.device):
-        return _train(model, data, config, teacher, progress, description, dist, on_step)
+        return _train(model, data, config, teacher, progress, description, dist, on_step, deadline)
 
 
 @contextlib.contextmanager
@@ -191,7 +195,7 @@ def seeded_rng(seed: int, rank: int = 0, device: str = "cpu") -> Iterator[None]:
 
 def _train(
     model: nn.Module, data: Dataset, config: TrainConfig, teacher: nn.Module | None, progress: bool, description: str,
-    dist: distributed.Replicas, on_step: Callable[[int], None] | None,
+    dist: distributed.Replicas, on_step: Callable[[int], None] | None, deadline: float | None,
 ) -> TrainResult:
     """:func:`train`'s loop, run inside :func:`seeded_rng`."""
     dev = config.device
@@ -211,7 +215,7 @@ def _train(
     gen = torch.Generator().manual_seed(config.seed)
     val_teacher = _logits(teacher, val_set.x_train, dev) if teacher is not None else None
     best, best_acc, best_epoch, best_state, history = float("inf"), 0.0, 0, None, []
-    start, epoch, step, interrupted, sent, recoveries = time.time(), 0, 0, False, dist.bytes_total, 0
+    start, epoch, step, interrupted, sent, recoveries, out_of_time = time.time(), 0, 0, False, dist.bytes_total, 0, False
     bar = _Bar(progress and dist.is_main, description, config.epochs, steps_per_epoch)
     try:
         with bar:
@@ -266,6 +270,9 @@ def _train(
                 note = f" (diverged: back to epoch {best_epoch}, rate halved)" if diverged else "" if improved else f" (best epoch {best_epoch})"
                 bar.epoch(epoch, f"val loss {val_loss:.4f} acc {val:.4f}" + note)
                 stale = epoch - best_epoch
+                if deadline is not None and time.monotonic() >= deadline and epoch < config.epochs:
+                    out_of_time = True
+                    break
                 if converge:
                     if stale >= config.patience:
                         break
@@ -289,6 +296,7 @@ def _train(
         val_loss=best,
         best_epoch=best_epoch,
         recoveries=recoveries,
+        out_of_time=out_of_time,
     )
 
 

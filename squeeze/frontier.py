@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from squeeze import coding_registry, holdout
+from squeeze import coding_registry, holdout, lstsq
 from squeeze import format as fmt
 from squeeze.data import Dataset
 from squeeze.dimension import count_params
@@ -55,6 +55,9 @@ from squeeze.subspace import Subspace, SubspaceConfig
 # (with mixed inputs, the MLP on MNIST-1D at d = D: share of the teacher kept 0.74 and 0.90 ->
 # 1.04 and 1.05, seeds 1 and 2).
 SLOWER = 0.1
+# With a time limit (CompressConfig.time_limit), no fit starts or goes on past SEARCH_SHARE of it,
+# and the refit runs only when it is expected to end within REFIT_SHARE of it.
+SEARCH_SHARE, REFIT_SHARE = 0.7, 0.95
 
 
 class Search:
@@ -73,6 +76,13 @@ class Search:
         self.probes: dict[str, Candidate] = {}
         self.last = time.time()  # the end of the previous candidate: each candidate's wall time runs from it
         self.smallest: int | None = None  # the smallest file (d = 1) of an encoding none of whose files fits the budget
+        # the time limit (a target only): fits start and run until SEARCH_SHARE of it, the refit must end by REFIT_SHARE
+        limit = config.time_limit if config.size is None else None
+        now = time.monotonic()
+        self.deadline = now + SEARCH_SHARE * limit if limit else None
+        self.end = now + REFIT_SHARE * limit if limit else None
+        self.out_of_time = False  # the search stopped at its time limit
+        self.fit_seconds: list[float] = []  # wall seconds of each trained fit (retries included)
         # the search trains on fit and reads validation; confirmation is kept for the verdict
         # (a byte budget gives no verdict to confirm: all but the validation share is fitted)
         self.search_data, fraction, self.confirm = holdout.carve(data, "validation" if config.size is not None else config.selection)
@@ -81,8 +91,9 @@ class Search:
             seed=config.seed, distill_weight=config.distill_weight, patience=config.patience, val_fraction=fraction, mix=config.mix,
         )
         _, self.val = self.search_data.validation_split(fraction)
-        D = count_params(build())
-        self.dims = min(config.max_dim or D, D)
+        self.D = count_params(build())
+        self.dims = min(config.max_dim or self.D, self.D)
+        self.solved: set[int] = set()  # the d (= D) whose float model is the teacher's own weights (squeeze.lstsq), not trained
         self.val_teacher_logits = predict(teacher, self.val.x_train, device=config.device)
         self.val_teacher = self.val_teacher_logits.argmax(1)
         self.teacher_right = (self.val_teacher == self.val.y_train).double()  # per validation example
@@ -96,25 +107,71 @@ class Search:
             return True
         cfg = self.config
         sub = self.subspace(d)
-        res = train(sub, self.search_data, self.train_cfg, teacher=self.teacher, progress=self.progress, description=f"d={d:,}")
+        if d == self.D and sub.plain and cfg.dim is None:  # P spans every weight: the teacher's own, by least squares
+            start = time.time()
+            lstsq.teacher_in_subspace(sub, self.teacher)
+            logits = predict(sub, self.val.x_train, device=cfg.device)
+            self.floats[d] = (sub, snapshot(sub), 0, time.time() - start)
+            self.rates[d], self.objectives[d] = self.train_cfg.lr, float(distill_objective(logits, self.val.y_train, self.val_teacher_logits, cfg.distill_weight))
+            self.solved.add(d)
+            return True
+        res = train(sub, self.search_data, self.train_cfg, teacher=self.teacher, progress=self.progress, description=f"d={d:,}", deadline=self.deadline)
         rate, stopped = self.train_cfg.lr, res.interrupted
+        self.out_of_time |= res.out_of_time
         if stopped:
             self.interrupted = True
             if res.best_epoch == 0 or cfg.dim is None:
                 return False
+        elif res.out_of_time:  # its best epoch so far is kept; the search stops after it
+            if res.best_epoch == 0:
+                return False
         elif self.train_cfg.patience and (res.best_epoch <= self.train_cfg.patience // 2 or any(o < res.val_loss for x, o in self.objectives.items() if x < d)):
             # it bottomed out at once, or a smaller d fitted better: try a smaller step
             slow, low = self.subspace(d), replace(self.train_cfg, lr=self.train_cfg.lr * SLOWER)
-            res2 = train(slow, self.search_data, low, teacher=self.teacher, progress=self.progress, description=f"d={d:,} lr={low.lr:g}")
+            res2 = train(slow, self.search_data, low, teacher=self.teacher, progress=self.progress, description=f"d={d:,} lr={low.lr:g}", deadline=self.deadline)
+            self.out_of_time |= res2.out_of_time
             if res2.interrupted:
                 stopped = self.interrupted = True
             better = res2.best_epoch > 0 and res2.val_loss < res.val_loss
             if better:
                 sub, rate = slow, low.lr
             res = replace(res2 if better else res, seconds=res.seconds + res2.seconds)
+        self.fit_seconds.append(res.seconds)
         self.floats[d] = (sub, snapshot(sub), res.best_epoch, res.seconds)
         self.rates[d], self.objectives[d] = rate, res.val_loss
         return not stopped
+
+    def top(self, enc: str) -> int:
+        """The largest d of an encoding: D is the teacher's own weights (:mod:`squeeze.lstsq`),
+        whose theta_d does not quantize (solving for every weight spreads it wide: k-means to 16
+        levels kept 0.21-0.59 of the teacher's test accuracy on three models), so quantized
+        encodings stop one below it."""
+        return self.dims - 1 if levels_of(enc) is not None and self.dims == self.D > 1 and self.config.dim is None else self.dims
+
+    def encodings_at(self, d: int, encs: list[str]) -> list[str]:
+        """The encodings of ``encs`` a candidate at d may take."""
+        return [e for e in encs if d <= self.top(e)]
+
+    def trained(self) -> int:
+        """Float models trained so far (what ``max_fits`` caps; the least-squares one is not trained)."""
+        return len(self.floats) - len(self.solved)
+
+    def may_fit(self) -> bool:
+        """Whether another float model may be trained: fewer than ``max_fits`` so far, and
+        before the time limit's search deadline with room for a fit as long as the median one."""
+        if self.trained() >= self.config.max_fits or self.out_of_time or self.interrupted:
+            return False
+        if self.deadline is not None and self.fit_seconds and time.monotonic() + sorted(self.fit_seconds)[len(self.fit_seconds) // 2] > self.deadline:
+            self.out_of_time = True
+        return not self.out_of_time
+
+    def room_to_refit(self, d: int) -> bool:
+        """Whether the refit of a file at d (on all the training data, as long as its fit
+        scaled by the data) is expected to end within the time limit."""
+        if self.end is None or d in self.solved:
+            return True
+        seconds = self.floats[d][3] * len(self.data.y_train) / max(1, len(self.search_data.y_train))
+        return time.monotonic() + seconds <= self.end
 
     def probe(self, enc: str, d: int) -> None:
         """Measure the fixed cost and the coded size of ``enc`` without training: k-means codes
@@ -151,6 +208,8 @@ class Search:
         encoded, method = self.store(sub, enc, 0 if quick else self.config.steps_of_qat(), self.search_data, self.train_cfg.val_fraction)
         if encoded is not None:
             seconds += time.time() - start
+        if d in self.solved:
+            method = "lstsq" if method == "float" else f"lstsq+{method}"
         logits = predict(sub, self.val.x_train, device=self.config.device)
         pred = logits.argmax(1)
         right = (pred == self.val.y_train).double()
@@ -220,7 +279,7 @@ class Search:
         aimed at ``aim`` of the room the fixed cost leaves (0: none fits)."""
         fixed = self.estimate(enc, 0)
         per = (self.estimate(enc, 100_000) - fixed) / 100_000
-        return max(0, min(self.dims, int(aim * (budget - fixed) / per)))
+        return max(0, min(self.top(enc), int(aim * (budget - fixed) / per)))
 
 
 def snapshot(sub: Subspace) -> dict:
@@ -270,12 +329,12 @@ def search_size(s: Search, budget: int) -> None:
             smallest = s.estimate(enc, 1)
             s.smallest = smallest if s.smallest is None else min(s.smallest, smallest)
         for _ in range(2):
-            if d < 1 or any(c.d == d and c.encoding == enc for c in s.candidates) or len(s.floats) >= cfg.max_fits:
+            if d < 1 or any(c.d == d and c.encoding == enc for c in s.candidates) or not s.may_fit():
                 break
             if not s.fit(d):
                 return
             c = s.candidate(d, enc)
-            if 0.85 * budget <= c.bytes <= budget or c.d == s.dims:
+            if 0.85 * budget <= c.bytes <= budget or c.d == s.top(enc):
                 break
             d = s.largest_fitting(enc, budget, aim=0.97)
 
@@ -297,16 +356,20 @@ def search_target(s: Search, threshold: float) -> None:
         _pinned(s, encs)
         return
     dims = s.dims
+    if dims == s.D:  # the teacher's own weights cost no training: the largest candidates first
+        s.fit(dims)
+        for enc in s.encodings_at(dims, encs):
+            s.candidate(dims, enc)
     d = min(cfg.start_dim, dims)
     while True:
         if not s.fit(d):
             return
-        for enc in encs:
+        for enc in s.encodings_at(d, encs):
             s.candidate(d, enc)
-        if choose(s.candidates, threshold=threshold, margin=cfg.margin)[1] or d >= dims or len(s.floats) >= cfg.max_fits:
+        if choose(s.candidates, threshold=threshold, margin=cfg.margin)[1] or d >= dims or not s.may_fit():
             break
         d = min(2 * d, dims)
-    while len(s.floats) < cfg.max_fits:
+    while s.may_fit():
         best, reached = choose(s.candidates, threshold=threshold, margin=cfg.margin)
         if not reached:
             return
@@ -319,7 +382,7 @@ def search_target(s: Search, threshold: float) -> None:
                 lo = max([x for x, ok in tried.items() if not ok and x < hi], default=0)
                 nxt = (lo + hi) // 2 if hi - lo > max(1, math.ceil(cfg.tolerance * max(lo, 1))) else None
             else:
-                nxt = min(2 * max(tried), dims) if tried and max(tried) < dims else None
+                nxt = min(2 * max(tried), s.top(enc)) if tried and max(tried) < s.top(enc) else None
                 if nxt and s.estimate(enc, nxt) >= best.bytes:  # doubling overshoots: the largest d still smaller
                     top = s.largest_fitting(enc, best.bytes - 1)
                     nxt = top if top > math.ceil((1 + cfg.tolerance) * max(tried)) else None
@@ -330,7 +393,7 @@ def search_target(s: Search, threshold: float) -> None:
         _, d, enc = min(proposals)
         if not s.fit(d):
             return
-        for e in encs:
+        for e in s.encodings_at(d, encs):
             if e == enc or s.estimate(e, d) < best.bytes:
                 s.candidate(d, e)
 

@@ -335,6 +335,7 @@ class _World(Search):
 
     def __init__(self, config: CompressConfig):
         self.config, self.dims, self.candidates, self.floats, self.probes, self.interrupted = config, 3690, [], {}, {}, False
+        self.D, self.solved, self.out_of_time, self.deadline, self.fit_seconds = 10**6, set(), False, None, []  # max_dim below D: no least-squares copy
 
     def fit(self, d: int) -> bool:
         self.floats[d] = None

@@ -74,5 +74,5 @@ def missed_message(result, config, f, output) -> str:
 
 def trial_line(c) -> str:
     """One line per candidate as it is measured."""
-    what = f"{c.epochs} epochs" if c.method == "float" else c.method
+    what = f"{c.epochs} epochs" if c.method == "float" else "the teacher's own weights, least squares" if c.method == "lstsq" else c.method
     return f"  d = {c.d:>7,} {c.encoding:>4}: {c.bytes:>7,} bytes, val accuracy {c.val_accuracy:.4f}, agreement {c.val_agreement:.4f} ({what}, {c.wall_seconds:.1f} s)"

@@ -150,6 +150,7 @@ class Compressed:
             "confirmed": None if result.confirm_interval is None else result.confirm_interval[0] >= result.target,
             "refitted": result.refitted,
             "fits": result.fits,
+            "out_of_time": result.out_of_time,
             "search": result.search_record(),
             "seconds": round(result.seconds if seconds is None else seconds, 1),
             "trials": [c.as_dict() for c in result.candidates],

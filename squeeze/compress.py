@@ -121,7 +121,7 @@ class CompressConfig:
     start_dim: int = 256
     max_dim: int | None = None
     tolerance: float = 0.125
-    max_fits: int = 6
+    max_fits: int = 10
     time_limit: float | None = 120.0
     margin: float = 1.0
     selection: str = "confirm"

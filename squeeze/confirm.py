@@ -21,24 +21,28 @@ from squeeze.search import Candidate
 def confirm(s: Search, threshold: float) -> Candidate | None:
     """The smallest candidate whose validation accuracy reaches the threshold (no margin: the
     confirmation is the gate) and whose interval on the confirmation share clears the target;
-    candidates are looked at in order of bytes, each once. When none
-    does, the search moves up the frontier: it trains twice the largest d tried (every encoding)
-    and looks again, while fits and d remain (never with d pinned). None: nothing confirmed."""
+    candidates are looked at in order of bytes, each once. When no trained one
+    does, the search moves up the frontier: it trains twice the largest d trained (every
+    encoding, below D) and looks again, while fits and d remain (never with d pinned). The
+    teacher's own weights at d = D (:mod:`squeeze.lstsq`) are looked at last, once nothing
+    smaller can be. None: nothing confirmed."""
     cfg = s.config
     encs = cfg.encodings()
     while True:
-        passing = sorted((c for c in s.candidates if c.passes(threshold)), key=lambda c: (c.bytes, -c.val_accuracy, c.d))
+        passing = sorted((c for c in s.candidates if c.passes(threshold) and c.d not in s.solved), key=lambda c: (c.bytes, -c.val_accuracy, c.d))
         for c in passing:
             if s.look(c):
                 return c
-        top = max((c.d for c in s.candidates), default=0)
-        if cfg.dim is not None or top >= s.dims or not s.may_fit():
-            return None
-        d = min(2 * top, s.dims)
+        top = max((c.d for c in s.candidates if c.d not in s.solved), default=0)
+        d = min(2 * top, s.dims - 1 if s.solved else s.dims)
+        if cfg.dim is not None or d <= top or not s.may_fit():
+            break
         if not s.fit(d):
             return None
         for enc in s.encodings_at(d, encs):
             s.candidate(d, enc)
+    copies = sorted((c for c in s.candidates if c.d in s.solved and c.passes(threshold)), key=lambda c: c.bytes)
+    return next((c for c in copies if s.look(c)), None)
 
 
 def refit(s: Search, c: Candidate) -> Candidate | None:

@@ -109,10 +109,13 @@ class Search:
         sub = self.subspace(d)
         if d == self.D and sub.plain and cfg.dim is None:  # P spans every weight: the teacher's own, by least squares
             start = time.time()
-            lstsq.teacher_in_subspace(sub, self.teacher)
-            logits = predict(sub, self.val.x_train, device=cfg.device)
+            def stored() -> float:  # the validation objective of the iterate as the file stores it
+                fmt.round_for_storage_(sub, cfg.dtype)
+                return self.objective(sub)
+
+            lstsq.teacher_in_subspace(sub, self.teacher, score=stored)
             self.floats[d] = (sub, snapshot(sub), 0, time.time() - start)
-            self.rates[d], self.objectives[d] = self.train_cfg.lr, float(distill_objective(logits, self.val.y_train, self.val_teacher_logits, cfg.distill_weight))
+            self.rates[d], self.objectives[d] = self.train_cfg.lr, self.objective(sub)
             self.solved.add(d)
             return True
         res = train(sub, self.search_data, self.train_cfg, teacher=self.teacher, progress=self.progress, description=f"d={d:,}", deadline=self.deadline)
@@ -151,6 +154,11 @@ class Search:
     def encodings_at(self, d: int, encs: list[str]) -> list[str]:
         """The encodings of ``encs`` a candidate at d may take."""
         return [e for e in encs if d <= self.top(e)]
+
+    def objective(self, model) -> float:
+        """The training objective of ``model`` on the validation share (lower is better)."""
+        logits = predict(model, self.val.x_train, device=self.config.device)
+        return float(distill_objective(logits, self.val.y_train, self.val_teacher_logits, self.config.distill_weight))
 
     def trained(self) -> int:
         """Float models trained so far (what ``max_fits`` caps; the least-squares one is not trained)."""
@@ -356,26 +364,27 @@ def search_target(s: Search, threshold: float) -> None:
         _pinned(s, encs)
         return
     dims = s.dims
-    if dims == s.D:  # the teacher's own weights cost no training: the largest candidates first
+    if dims == s.D:  # the teacher's own weights, at no training cost: the fallback (squeeze.confirm)
         s.fit(dims)
         for enc in s.encodings_at(dims, encs):
             s.candidate(dims, enc)
+    trained = lambda: [c for c in s.candidates if c.d not in s.solved]  # noqa: E731  (what the walk reads)
     d = min(cfg.start_dim, dims)
     while True:
         if not s.fit(d):
             return
         for enc in s.encodings_at(d, encs):
             s.candidate(d, enc)
-        if choose(s.candidates, threshold=threshold, margin=cfg.margin)[1] or d >= dims or not s.may_fit():
+        if choose(trained(), threshold=threshold, margin=cfg.margin)[1] or d >= dims or not s.may_fit():
             break
         d = min(2 * d, dims)
     while s.may_fit():
-        best, reached = choose(s.candidates, threshold=threshold, margin=cfg.margin)
+        best, reached = choose(trained(), threshold=threshold, margin=cfg.margin)
         if not reached:
             return
         proposals = []
         for enc in encs:
-            tried = {c.d: c.passes(threshold, cfg.margin) for c in s.candidates if c.encoding == enc}
+            tried = {c.d: c.passes(threshold, cfg.margin) for c in trained() if c.encoding == enc}
             passing = [x for x, ok in tried.items() if ok]
             if passing:
                 hi = min(passing)
@@ -386,7 +395,7 @@ def search_target(s: Search, threshold: float) -> None:
                 if nxt and s.estimate(enc, nxt) >= best.bytes:  # doubling overshoots: the largest d still smaller
                     top = s.largest_fitting(enc, best.bytes - 1)
                     nxt = top if top > math.ceil((1 + cfg.tolerance) * max(tried)) else None
-            if nxt and nxt not in tried and s.estimate(enc, nxt) < best.bytes:
+            if nxt and nxt not in tried and nxt not in s.solved and s.estimate(enc, nxt) < best.bytes:
                 proposals.append((s.estimate(enc, nxt), nxt, enc))
         if not proposals:
             return

@@ -37,6 +37,7 @@ def command(
     lr: float = options.Lr,
     batch_size: int = options.BatchSize,
     qat_steps: Optional[int] = typer.Option(None, "--qat-steps", help="Quantization-aware fine-tuning steps per quantized candidate [default: 300 with --size, 100 with --target]."),
+    time_limit: float = typer.Option(120.0, "--time", help="With --target: the wall seconds the search may take; no fit starts or goes on after 70% of it, and the refit runs only if it can end in time. A search cut short keeps a larger file, never a weaker promise: the largest candidate (d = D) is the teacher's own weights, found without training. When it binds, the result depends on the machine's speed: 0 searches without a limit (reproducible)."),
     margin: float = typer.Option(1.0, "--margin", help="With --target: a candidate passes when its validation accuracy exceeds the target by this many of its standard errors (paired with the teacher's on the same validation examples; 0: the target itself)."),
     dev: str = options.Device,
     dtype: str = typer.Option("float16", "--dtype", help="The float encoding searched: float16 or float32."),
@@ -72,7 +73,7 @@ def command(
     config = CompressConfig(
         dim=parse_dim(dim), levels=parse_levels(levels), target=target, size=parse_size(size), projection=projection,
         seed=seed, epochs=epochs, patience=patience or None, lr=lr, batch_size=batch_size, device=check_device(dev),
-        dtype=dtype, max_dim=max_dim, qat_steps=qat_steps, margin=margin,
+        dtype=dtype, max_dim=max_dim, qat_steps=qat_steps, margin=margin, time_limit=time_limit or None,
     )
     done = compress(
         model, data, config, arch=arch, arch_kwargs=arch_kwargs, input_shape=parse_shape(input_shape), base=base_arg(base, trust_pickle) if base else None,
@@ -98,6 +99,10 @@ def command(
     if result.interrupted:
         err_console.print(f"interrupted: saved the best finished trial (d = {kept.d:,}, {kept.encoding}, {f.size_bytes:,} bytes) to {output}; its metrics record the interruption", highlight=False, markup=False)
         raise typer.Exit(130)
+    if result.out_of_time:
+        err_console.print(f"[yellow]note:[/] the search stopped at its time limit (--time {config.time_limit:g} s) after {result.fits} fits; a longer one (or --time 0) may find a smaller file", highlight=False)
+    if kept.method == "lstsq" and result.reached:
+        err_console.print(f"[yellow]note:[/] no smaller file was confirmed: {output} holds the teacher's own weights (d = D = {kept.d:,}, {kept.encoding}). Try a lower --target, or --size for the best file within a byte budget", highlight=False)
     if not result.reached:
         msg = escape(missed_message(result, config, f, output))
         if config.dim is not None:  # d was the user's choice: a note, not a failure

@@ -16,6 +16,10 @@ Two goals:
   least ``target`` x the teacher's plus ``margin`` paired standard errors); the *confirmation*
   share, which no training and no ranking reads, then checks the proposals from the smallest
   up (:mod:`squeeze.confirm`), moving up the frontier while fits remain when none is confirmed.
+  The largest candidate, at d = D, is not trained: it is the teacher's own weights, solved by
+  least squares in a fraction of a second (:mod:`squeeze.lstsq`), and it is looked at last. A
+  search that finds nothing smaller still keeps a file the confirmation vouches for, and a
+  time limit (``time_limit``, 2 minutes by default) can cut the search without weakening it.
 - ``size``: the most accurate file within a byte budget: for each encoding, the largest d
   whose file fits.
 
@@ -38,7 +42,7 @@ from torch import nn
 from squeeze.checkpoint import load_state_dict, match_state_dict
 from squeeze.confirm import confirm, refit
 from squeeze.data import Dataset
-from squeeze.defaults import CONVERGE, LEVELS, TARGET  # LEVELS: the quantized encodings searched besides float16
+from squeeze.defaults import CONVERGE, LEVELS, TARGET, TIME_LIMIT  # LEVELS: the quantized encodings searched besides float16
 from squeeze.fit import predict
 from squeeze.frontier import Search, default_measure, restore, search_size, search_target
 from squeeze.projection import kinds
@@ -122,7 +126,7 @@ class CompressConfig:
     max_dim: int | None = None
     tolerance: float = 0.125
     max_fits: int = 10
-    time_limit: float | None = 120.0
+    time_limit: float | None = TIME_LIMIT
     margin: float = 1.0
     selection: str = "confirm"
     refit: bool = True

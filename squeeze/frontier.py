@@ -12,7 +12,12 @@ and, reusing the same trained float model, quantized to each of a few levels (k-
 quantization-aware fine-tuning, range coded); every candidate is scored on the validation share
 (:mod:`squeeze.holdout`).
 
-- ``target``: d doubles until a candidate passes on validation, then the search bisects d per
+At d = D (the whole model) nothing is trained: the float candidate is the teacher's own weights
+by least squares (:mod:`squeeze.lstsq`), made first and read by the walk below only as the last
+resort of the verdict; quantized encodings stop at D - 1 (:meth:`Search.top`). With a time limit,
+no fit starts or goes on past its search share (:meth:`Search.may_fit`).
+
+- ``target``: d doubles until a trained candidate passes on validation, then the search bisects d per
   encoding and tries larger d with fewer levels wherever the estimated bytes could beat the
   best file so far: the doubled d, or when that would be larger than the best file, the largest
   d estimated to stay below it. The verdict is :func:`squeeze.confirm.confirm`'s.
@@ -183,10 +188,11 @@ class Search:
 
     def probe(self, enc: str, d: int) -> None:
         """Measure the fixed cost and the coded size of ``enc`` without training: k-means codes
-        of the largest trained float theta_d (they code like the trained ones), or before any
+        of the largest trained float theta_d (they code like the trained ones; not the
+        least-squares one), or before any
         training, of a seeded Gaussian theta_d at d (a first guess for :meth:`estimate`)."""
-        if self.floats:
-            d = max(self.floats)
+        if self.trained():
+            d = max(x for x in self.floats if x not in self.solved)
             sub, state, epochs, _ = self.floats[d]
             restore(sub, state)
         else:
@@ -278,7 +284,7 @@ class Search:
         same = [c for c in self.candidates if c.encoding == enc]
         if same:
             return max(same, key=lambda c: c.d).estimate_bytes(d)
-        if enc not in self.probes or (self.floats and self.probes[enc].epochs == 0):
+        if enc not in self.probes or (self.trained() and self.probes[enc].epochs == 0):
             self.probe(enc, min(1024, self.dims))
         return self.probes[enc].estimate_bytes(d)
 

@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from squeeze.defaults import CONVERGE, LEVELS, TARGET
+from squeeze.defaults import CONVERGE, LEVELS, TARGET, TIME_LIMIT
 from squeeze_cli import options
 from squeeze_cli.common import UsageError, base_arg, check_output, device as check_device, parse_dim, parse_levels, parse_shape, parse_size, set_threads, warn
 from squeeze_cli.console import console, err_console
@@ -37,7 +37,7 @@ def command(
     lr: float = options.Lr,
     batch_size: int = options.BatchSize,
     qat_steps: Optional[int] = typer.Option(None, "--qat-steps", help="Quantization-aware fine-tuning steps per quantized candidate [default: 300 with --size, 100 with --target]."),
-    time_limit: float = typer.Option(120.0, "--time", help="With --target: the wall seconds the search may take; no fit starts or goes on after 70% of it, and the refit runs only if it can end in time. A search cut short keeps a larger file, never a weaker promise: the largest candidate (d = D) is the teacher's own weights, found without training. When it binds, the result depends on the machine's speed: 0 searches without a limit (reproducible)."),
+    time_limit: float = typer.Option(TIME_LIMIT, "--time", help="With --target: the wall seconds the search may take; no fit starts or goes on after 70% of it, and the refit runs only if it can end in time. A search cut short keeps a larger file, never a weaker promise: the largest candidate (d = D) is the teacher's own weights, found without training. When it binds, the result depends on the machine's speed: 0 searches without a limit (reproducible)."),
     margin: float = typer.Option(1.0, "--margin", help="With --target: a candidate passes when its validation accuracy exceeds the target by this many of its standard errors (paired with the teacher's on the same validation examples; 0: the target itself)."),
     dev: str = options.Device,
     dtype: str = typer.Option("float16", "--dtype", help="The float encoding searched: float16 or float32."),

@@ -67,6 +67,8 @@ def missed_message(result, config, f, output) -> str:
         if result.teacher_confirm_accuracy >= 0.995:
             return msg + (f" The teacher is right on {result.teacher_confirm_accuracy:.1%} of those examples: if it was trained on them, its accuracy there is optimistic and so is this bar;"
                           " on fresh data the file may keep more. Try a lower --target, or --size for the best file within a byte budget")
+        if k.method == "lstsq":
+            return msg + " That file is the teacher's own weights: nothing can be confirmed at this target on these examples. Try a lower --target"
         return msg + " Try a higher --max-dim or a lower --target"
     return (f"validation accuracy {k.val_accuracy:.4f} does not clear the target {result.threshold:.4f} ({config.target:g} x teacher {result.teacher_val_accuracy:.4f}) by {config.margin:g}"
             f" of its standard errors ({k.val_se:.4f}) even for the best candidate (d = {k.d:,}, {k.encoding}); saved it to {output}. Try a higher --max-dim or a lower --target")

@@ -203,7 +203,7 @@ class CompressResult:
     seconds: float
     data_name: str
     candidates: list[Candidate] = field(default_factory=list)
-    fits: int = 0
+    fits: int = 0  # float models trained (the least-squares copy at d = D is not one)
     threshold: float = 0.0
     val_examples: int = 0
     confirm_examples: int = 0
@@ -380,7 +380,7 @@ def compress(
         seconds=time.time() - start,
         data_name=data.name,
         candidates=s.candidates,
-        fits=len(s.floats),
+        fits=s.trained(),
         threshold=threshold,
         val_examples=len(s.val.y_train),
         confirm_examples=0 if s.confirm is None else len(s.confirm.y_train),

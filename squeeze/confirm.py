@@ -51,8 +51,8 @@ def refit(s: Search, c: Candidate) -> Candidate | None:
     (k-means, or QAT when the search chose it). The choice and the verdict were made before,
     on the model trained without those shares; more data for the same recipe gives a file at
     least as good in expectation (on digits, 1,050 -> 1,350 examples for a CNN moved its test
-    share of the teacher from 0.957 to 0.986). None when Ctrl-C stops it or its file would not
-    fit the byte budget (the searched file is kept)."""
+    share of the teacher from 0.957 to 0.986). None when Ctrl-C or the time limit stops it, its file would not
+    fit the byte budget, or ``c`` is the teacher's own weights (the searched file is kept)."""
     cfg = s.config
     if c.d in s.solved:  # the teacher's own weights: the teacher already learned from every example
         return None

@@ -118,9 +118,9 @@ class Search:
                 fmt.round_for_storage_(sub, cfg.dtype)
                 return self.objective(sub)
 
-            lstsq.teacher_in_subspace(sub, self.teacher, score=stored)
+            solve = lstsq.teacher_in_subspace(sub, self.teacher, score=stored)
             self.floats[d] = (sub, snapshot(sub), 0, time.time() - start)
-            self.rates[d], self.objectives[d] = self.train_cfg.lr, self.objective(sub)
+            self.rates[d], self.objectives[d] = self.train_cfg.lr, solve.score
             self.solved.add(d)
             return True
         res = train(sub, self.search_data, self.train_cfg, teacher=self.teacher, progress=self.progress, description=f"d={d:,}", deadline=self.deadline)

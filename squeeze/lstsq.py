@@ -32,10 +32,12 @@ from torch import nn
 
 @dataclass(frozen=True)
 class Solve:
-    """The kept iterate and how close its weights are: ``residual`` is ``|P theta_d - target| / |target|``."""
+    """The kept iterate and how close its weights are: ``residual`` is ``|P theta_d - target| / |target|``;
+    ``score`` is its score (None without one)."""
 
     iterations: int
     residual: float
+    score: float | None = None
 
 
 @torch.no_grad()
@@ -101,9 +103,9 @@ def teacher_in_subspace(sub, teacher: nn.Module, *, max_iter: int = 1600, tol: f
             next_look *= 2
     if kept is None or kept[2] != it:  # the last iterate
         look()
-    _, x, it, residual = kept
+    value, x, it, residual = kept
     sub.theta_d.copy_(x.float())
-    return Solve(iterations=it, residual=residual)
+    return Solve(iterations=it, residual=residual, score=value if score is not None else None)
 
 
 __all__ = ["Solve", "teacher_in_subspace"]

@@ -49,7 +49,7 @@ def test_the_solved_weights_are_the_teachers(digits):
         return scores[-1]
 
     solve = teacher_in_subspace(sub, teacher, score=score)
-    assert solve.residual < 0.05 and len(scores) >= 2 and score() == pytest.approx(min(scores[:-1]), rel=1e-6)
+    assert solve.residual < 0.05 and len(scores) >= 2 and score() == pytest.approx(min(scores[:-1]), rel=1e-6) == solve.score
     want = predict(teacher, digits.x_test).argmax(1)
     for dtype in ("float32", "float16"):
         fmt.round_for_storage_(sub, dtype)
@@ -63,7 +63,8 @@ def test_without_a_score_the_last_iterate_is_kept(digits):
     build = lambda: MLP(input_shape=digits.input_shape, num_classes=10, hidden=(16,))  # noqa: E731
     teacher = _trained(build(), digits, epochs=3)
     sub = Subspace(build(), SubspaceConfig(dim=count_params(build()), seed=1))
-    assert teacher_in_subspace(sub, teacher, max_iter=7, tol=0).iterations == 7
+    solve = teacher_in_subspace(sub, teacher, max_iter=7, tol=0)
+    assert solve.iterations == 7 and solve.score is None
 
 
 def test_only_a_plain_subspace_is_solved(digits):

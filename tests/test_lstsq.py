@@ -26,8 +26,10 @@ def digits():
     return load_data("digits")
 
 
-def _trained(model, digits, epochs=15):
+def _trained(build, digits, epochs=15):
+    """A teacher whose initial weights come from seed 0, whatever ran before in this process."""
     torch.manual_seed(0)
+    model = build()
     train(model, digits, TrainConfig(epochs=epochs, lr=3e-3), progress=False)
     return model.eval()
 
@@ -37,7 +39,7 @@ def test_the_solved_weights_are_the_teachers(digits):
     predicts what the teacher predicts, and stays so once theta_d is rounded to float16; the
     iterate kept is the one the score liked best."""
     build = lambda: ResNet(input_shape=digits.input_shape, num_classes=10, widths=(4, 8))  # noqa: E731
-    teacher = _trained(build(), digits, epochs=3)
+    teacher = _trained(build, digits, epochs=3)
     D = count_params(build())
     sub = Subspace(build(), SubspaceConfig(dim=D, projection="sorf", seed=3))
     x, y = digits.x_train[:300], digits.y_train[:300]
@@ -61,7 +63,7 @@ def test_the_solved_weights_are_the_teachers(digits):
 
 def test_without_a_score_the_last_iterate_is_kept(digits):
     build = lambda: MLP(input_shape=digits.input_shape, num_classes=10, hidden=(16,))  # noqa: E731
-    teacher = _trained(build(), digits, epochs=3)
+    teacher = _trained(build, digits, epochs=3)
     sub = Subspace(build(), SubspaceConfig(dim=count_params(build()), seed=1))
     solve = teacher_in_subspace(sub, teacher, max_iter=7, tol=0)
     assert solve.iterations == 7 and solve.score is None
@@ -79,7 +81,7 @@ def test_compress_starts_from_the_teachers_own_weights(digits, tmp_path):
     does not quantize); it passes, so the promise never rests on a file worse than the teacher's
     copy, and a file written from it loads to the teacher's predictions."""
     build = lambda: MLP(input_shape=digits.input_shape, num_classes=10, hidden=(16,))  # noqa: E731
-    teacher = _trained(build(), digits)
+    teacher = _trained(build, digits)
     D = count_params(build())
     cfg = CompressConfig(target=0.99, epochs=6, patience=2, qat_steps=10, start_dim=64, max_fits=1, refit=False)
     result = compress(teacher, build, digits, cfg, progress=False)
@@ -107,7 +109,7 @@ def test_the_time_limit_cuts_the_search_not_the_promise(digits):
     epoch), no other starts, the refit is skipped, and the result says so; the verdict is still
     the confirmation's."""
     build = lambda: MLP(input_shape=digits.input_shape, num_classes=10, hidden=(16,))  # noqa: E731
-    teacher = _trained(build(), digits)
+    teacher = _trained(build, digits)
     cfg = CompressConfig(target=0.98, qat_steps=10, start_dim=64, time_limit=0.01)
     result = compress(teacher, build, digits, cfg, progress=False)
     trained = [c for c in result.candidates if c.method != "lstsq"]
@@ -116,3 +118,13 @@ def test_the_time_limit_cuts_the_search_not_the_promise(digits):
     assert result.kept is not None and result.reached == (result.confirm_interval[0] >= cfg.target)
     with pytest.raises(ValueError, match="time_limit"):
         CompressConfig(time_limit=0)
+
+
+def test_a_negative_time_is_refused_in_flag_terms(tmp_path, capsys):
+    """The CLI names its own flag; nothing is written and the exit is a usage error."""
+    from squeeze_cli.app import main
+
+    out = tmp_path / "never.sqz"
+    rc = main(["compress", str(tmp_path / "absent.safetensors"), "--arch", "squeeze.zoo:MLP", "--data", "digits", "--time", "-5", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--time must be a number of seconds, 0 or more" in err and "Traceback" not in err and not out.exists()

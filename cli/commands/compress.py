@@ -66,6 +66,8 @@ def command(
     set_threads(threads)
     if size is not None and target is not None:
         raise UsageError("--size and --target are two goals and only one can decide: --size keeps the best file within a byte budget, --target the smallest file keeping that share of the teacher's accuracy; give one")
+    if not time_limit >= 0:
+        raise UsageError(f"--time must be a number of seconds, 0 or more (0: no limit), got {time_limit:g}")
     output = check_output(output, inputs=(model,), force=force, default_from=model) if model.is_file() else output
     existed = output is not None and output.exists()
     if plot is not None:

@@ -120,7 +120,6 @@ static void theta0_plus(int kind, float val, u32 k0, u32 k1, const float *given,
 /* The sign and butterfly helpers are forced inline: called from both the forward and the
  * transpose, GCC would otherwise keep them out of line, and the forward ran 2x slower. */
 
-static inline float sg(u32 w, int t) { return (float)(1 - 2 * (int32_t)((w >> t) & 1u)); }
 
 /* The 32-bit words holding the sign bits of stream values g0 .. g0+n-1, from words[0]. */
 static inline __attribute__((always_inline)) void sign_words(u32 k0, u32 k1, u64 g0, u64 n, u32 *words) {
@@ -153,23 +152,41 @@ static inline __attribute__((always_inline)) void fwht_radix2(float *v, u64 n, u
             for (u64 j = i; j < i + h; j++) BF(v[j], v[j + h])
 }
 
-/* Signs (a product by +-1.0, as the reference's v * s), then stages h = 1, 2, 4, 8 on each group
- * of 16 consecutive values (n a multiple of 16, g0 a multiple of 16). */
+typedef float v8f __attribute__((vector_size(32)));
+typedef u32 v8u __attribute__((vector_size(32)));
+
+/* One butterfly stage h (1, 2 or 4) inside 8 lanes: the lane j without bit h gets v[j] + v[j ^ h],
+ * the lane with it v[j ^ h] - v[j]: BF's (a + b, a - b) on the pair, as vectors. */
+static inline __attribute__((always_inline)) v8f stage8(v8f v, v8u partner, v8u high) {
+    v8f u = __builtin_shuffle(v, partner);
+    v8f s = v + u, d = u - v;
+    return (v8f)(((v8u)s & ~high) | ((v8u)d & high));
+}
+
+/* Signs, then stages h = 1, 2, 4, 8 on each group of 16 consecutive values (n a multiple of 16,
+ * g0 a multiple of 16), in GCC vector extensions (two 8-lane vectors per group; AVX2 with
+ * -march=native, two SSE halves without). A sign is the reference's product by +-1.0 done as a
+ * flip of the sign bit, which is the same float for every finite value; each value then gets the
+ * additions of the scalar butterflies, so the result is bit-identical (tests/test_conformance.py). */
 static inline __attribute__((always_inline)) void fwht16(float *v, u64 n, const u32 *words, u64 g0) {
+    const v8u lanes = {0, 1, 2, 3, 4, 5, 6, 7}, upper = lanes + 8;
+    const v8u p1 = lanes ^ 1, p2 = lanes ^ 2, p4 = lanes ^ 4;
+    const v8u m1 = -(lanes & 1), m2 = -((lanes >> 1) & 1), m4 = -((lanes >> 2) & 1);
     for (u64 o = 0; o < n; o += 16) {
         u64 p = g0 % 64 + o;
         u32 w = words[p / 32] >> (p % 32);
-        float *y = v + o;
-        float x0 = y[0] * sg(w, 0), x1 = y[1] * sg(w, 1), x2 = y[2] * sg(w, 2), x3 = y[3] * sg(w, 3);
-        float x4 = y[4] * sg(w, 4), x5 = y[5] * sg(w, 5), x6 = y[6] * sg(w, 6), x7 = y[7] * sg(w, 7);
-        float x8 = y[8] * sg(w, 8), x9 = y[9] * sg(w, 9), x10 = y[10] * sg(w, 10), x11 = y[11] * sg(w, 11);
-        float x12 = y[12] * sg(w, 12), x13 = y[13] * sg(w, 13), x14 = y[14] * sg(w, 14), x15 = y[15] * sg(w, 15);
-        BF(x0, x1) BF(x2, x3) BF(x4, x5) BF(x6, x7) BF(x8, x9) BF(x10, x11) BF(x12, x13) BF(x14, x15)      /* h = 1 */
-        BF(x0, x2) BF(x1, x3) BF(x4, x6) BF(x5, x7) BF(x8, x10) BF(x9, x11) BF(x12, x14) BF(x13, x15)      /* h = 2 */
-        BF(x0, x4) BF(x1, x5) BF(x2, x6) BF(x3, x7) BF(x8, x12) BF(x9, x13) BF(x10, x14) BF(x11, x15)      /* h = 4 */
-        BF(x0, x8) BF(x1, x9) BF(x2, x10) BF(x3, x11) BF(x4, x12) BF(x5, x13) BF(x6, x14) BF(x7, x15)      /* h = 8 */
-        y[0] = x0; y[1] = x1; y[2] = x2; y[3] = x3; y[4] = x4; y[5] = x5; y[6] = x6; y[7] = x7;
-        y[8] = x8; y[9] = x9; y[10] = x10; y[11] = x11; y[12] = x12; y[13] = x13; y[14] = x14; y[15] = x15;
+        v8u wv = {w, w, w, w, w, w, w, w};
+        v8f a, b;
+        memcpy(&a, v + o, sizeof a);
+        memcpy(&b, v + o + 8, sizeof b);
+        a = (v8f)((v8u)a ^ (((wv >> lanes) & 1) << 31));
+        b = (v8f)((v8u)b ^ (((wv >> upper) & 1) << 31));
+        a = stage8(a, p1, m1), b = stage8(b, p1, m1);   /* h = 1 */
+        a = stage8(a, p2, m2), b = stage8(b, p2, m2);   /* h = 2 */
+        a = stage8(a, p4, m4), b = stage8(b, p4, m4);   /* h = 4 */
+        v8f s = a + b, d = a - b;                       /* h = 8 */
+        memcpy(v + o, &s, sizeof s);
+        memcpy(v + o + 8, &d, sizeof d);
     }
 }
 
@@ -290,6 +307,10 @@ int sq_sorf_transpose(const float *g, const float *x, u64 d, u64 n, u64 b0, u64 
             u64 lo = o > pstart[kk] ? o : pstart[kk];
             u64 hi = o + n < pstart[kk + 1] ? o + n : pstart[kk + 1];
             if (hi <= lo) continue;
+            const float *gk = g + dst[kk] + (lo - pstart[kk]);
+            u64 nz = 0;
+            while (nz < hi - lo && gk[nz] == 0.0f) nz++;
+            if (nz == hi - lo) continue; /* a zero gradient adds +-0 to every sum: skipped (an embedding table's unused rows) */
             for (u64 j = 0; j < n; j++) v[j] = 0.0f;
             for (u64 j = lo; j < hi; j++) v[j - o] = g[dst[kk] + (j - pstart[kk])] * scale;
             sorf_adjoint_block(v, bits, n, o, words, keys);

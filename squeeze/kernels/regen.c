@@ -155,22 +155,24 @@ static inline __attribute__((always_inline)) void fwht_radix2(float *v, u64 n, u
 typedef float v8f __attribute__((vector_size(32)));
 typedef u32 v8u __attribute__((vector_size(32)));
 
-/* One butterfly stage h (1, 2 or 4) inside 8 lanes: the lane j without bit h gets v[j] + v[j ^ h],
- * the lane with it v[j ^ h] - v[j]: BF's (a + b, a - b) on the pair, as vectors. */
-static inline __attribute__((always_inline)) v8f stage8(v8f v, v8u partner, v8u high) {
-    v8f u = __builtin_shuffle(v, partner);
+/* One butterfly stage h (1, 2 or 4) inside 8 lanes, given u, the lanes of v swapped with lane j ^ h:
+ * the lane without bit h gets v[j] + v[j ^ h], the lane with it v[j ^ h] - v[j]: BF's (a + b, a - b)
+ * on every pair at once. */
+static inline __attribute__((always_inline)) v8f stage8(v8f v, v8f u, v8u high) {
     v8f s = v + u, d = u - v;
     return (v8f)(((v8u)s & ~high) | ((v8u)d & high));
 }
+#define SWAP1(v) ((v8f){v[1], v[0], v[3], v[2], v[5], v[4], v[7], v[6]})
+#define SWAP2(v) ((v8f){v[2], v[3], v[0], v[1], v[6], v[7], v[4], v[5]})
+#define SWAP4(v) ((v8f){v[4], v[5], v[6], v[7], v[0], v[1], v[2], v[3]})
 
 /* Signs, then stages h = 1, 2, 4, 8 on each group of 16 consecutive values (n a multiple of 16,
- * g0 a multiple of 16), in GCC vector extensions (two 8-lane vectors per group; AVX2 with
- * -march=native, two SSE halves without). A sign is the reference's product by +-1.0 done as a
+ * g0 a multiple of 16), in vector extensions that GCC and clang share (two 8-lane vectors per group;
+ * AVX2 with -march=native, two SSE halves without). A sign is the reference's product by +-1.0 done as a
  * flip of the sign bit, which is the same float for every finite value; each value then gets the
  * additions of the scalar butterflies, so the result is bit-identical (tests/test_conformance.py). */
 static inline __attribute__((always_inline)) void fwht16(float *v, u64 n, const u32 *words, u64 g0) {
     const v8u lanes = {0, 1, 2, 3, 4, 5, 6, 7}, upper = lanes + 8;
-    const v8u p1 = lanes ^ 1, p2 = lanes ^ 2, p4 = lanes ^ 4;
     const v8u m1 = -(lanes & 1), m2 = -((lanes >> 1) & 1), m4 = -((lanes >> 2) & 1);
     for (u64 o = 0; o < n; o += 16) {
         u64 p = g0 % 64 + o;
@@ -181,9 +183,9 @@ static inline __attribute__((always_inline)) void fwht16(float *v, u64 n, const 
         memcpy(&b, v + o + 8, sizeof b);
         a = (v8f)((v8u)a ^ (((wv >> lanes) & 1) << 31));
         b = (v8f)((v8u)b ^ (((wv >> upper) & 1) << 31));
-        a = stage8(a, p1, m1), b = stage8(b, p1, m1);   /* h = 1 */
-        a = stage8(a, p2, m2), b = stage8(b, p2, m2);   /* h = 2 */
-        a = stage8(a, p4, m4), b = stage8(b, p4, m4);   /* h = 4 */
+        a = stage8(a, SWAP1(a), m1), b = stage8(b, SWAP1(b), m1);   /* h = 1 */
+        a = stage8(a, SWAP2(a), m2), b = stage8(b, SWAP2(b), m2);   /* h = 2 */
+        a = stage8(a, SWAP4(a), m4), b = stage8(b, SWAP4(b), m4);   /* h = 4 */
         v8f s = a + b, d = a - b;                       /* h = 8 */
         memcpy(v + o, &s, sizeof s);
         memcpy(v + o + 8, &d, sizeof d);

@@ -120,7 +120,6 @@ static void theta0_plus(int kind, float val, u32 k0, u32 k1, const float *given,
 /* The sign and butterfly helpers are forced inline: called from both the forward and the
  * transpose, GCC would otherwise keep them out of line, and the forward ran 2x slower. */
 
-
 /* The 32-bit words holding the sign bits of stream values g0 .. g0+n-1, from words[0]. */
 static inline __attribute__((always_inline)) void sign_words(u32 k0, u32 k1, u64 g0, u64 n, u32 *words) {
     u64 t0 = g0 / 64, t1 = (g0 + n - 1) / 64;
@@ -314,7 +313,7 @@ int sq_sorf_transpose(const float *g, const float *x, u64 d, u64 n, u64 b0, u64 
             while (nz < hi - lo && gk[nz] == 0.0f) nz++;
             if (nz == hi - lo) continue; /* a zero gradient adds +-0 to every sum: skipped (an embedding table's unused rows) */
             for (u64 j = 0; j < n; j++) v[j] = 0.0f;
-            for (u64 j = lo; j < hi; j++) v[j - o] = g[dst[kk] + (j - pstart[kk])] * scale;
+            for (u64 j = lo; j < hi; j++) v[j - o] = gk[j - lo] * scale;
             sorf_adjoint_block(v, bits, n, o, words, keys);
             double dot = 0.0;
             for (u64 j = 0; j < d; j++) dot += (double)v[j] * (double)x[j];

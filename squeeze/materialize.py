@@ -175,12 +175,12 @@ class FusedTheta(torch.autograd.Function):
     gives the scale's gradient (dense and sparse: no scales, one transpose of the concatenation)."""
 
     @staticmethod
-    def forward(ctx, theta_d: torch.Tensor, scales: torch.Tensor | None, sub) -> tuple[torch.Tensor, ...]:
+    def forward(ctx, theta_d: torch.Tensor, scales: torch.Tensor | None, sub, regen: Regenerator | None = None, unfilled: frozenset[int] = frozenset()) -> tuple[torch.Tensor, ...]:
         ctx.sub = sub
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(theta_d, scales)
-        regen = Regenerator(sub, theta_d, scales)
-        return tuple(regen.fill(i, torch.empty(s.numel, dtype=torch.float32)) for i, s in enumerate(sub.manifest))
+        regen = Regenerator(sub, theta_d, scales) if regen is None else regen
+        return tuple(torch.empty(s.numel, dtype=torch.float32) if i in unfilled else regen.fill(i, torch.empty(s.numel, dtype=torch.float32)) for i, s in enumerate(sub.manifest))
 
     @staticmethod
     def backward(ctx, *grads: torch.Tensor | None):
@@ -190,7 +190,7 @@ class FusedTheta(torch.autograd.Function):
         manifest, selected = sub.manifest, sub.selected
         if proj.kind != "sorf":  # no scales here (see fused_applies)
             g = torch.cat([torch.zeros(manifest[i].numel) if grads[i] is None else grads[i].reshape(-1) for i in selected])
-            return proj.transpose(g.to(torch.float32).contiguous()), None, None
+            return proj.transpose(g.to(torch.float32).contiguous()), None, None, None, None
         x = theta_d.detach().to(torch.float32).contiguous().numpy()
         gx = np.zeros(proj.d, np.float64)
         gs = np.zeros(len(selected), np.float64)
@@ -207,21 +207,23 @@ class FusedTheta(torch.autograd.Function):
                 gs[k] = gk[0]
             q += m
         grad_s = torch.from_numpy(gs.astype(np.float32)) if scales is not None else None
-        return torch.from_numpy(gx.astype(np.float32)), grad_s, None
+        return torch.from_numpy(gx.astype(np.float32)), grad_s, None, None, None
 
 
 @torch._disable_dynamo
-def _fused_eager(theta_d: torch.Tensor, scales: torch.Tensor | None, sub) -> tuple[torch.Tensor, ...]:
-    return FusedTheta.apply(theta_d, scales, sub)
+def _fused_eager(*args) -> tuple[torch.Tensor, ...]:
+    return FusedTheta.apply(*args)
 
 
-def fused_theta(theta_d: torch.Tensor, scales: torch.Tensor | None, sub) -> tuple[torch.Tensor, ...]:
-    """``FusedTheta.apply(theta_d, scales, sub)``, the flat tensors in manifest order; ``torch.compile`` runs it eagerly (the C
-    kernels are opaque to it). Without torch._dynamo imported nothing can be compiling, and
-    importing it (seconds, and 150 MB) is left to whoever compiles."""
+def fused_theta(theta_d: torch.Tensor, scales: torch.Tensor | None, sub, regen: Regenerator | None = None, unfilled: frozenset[int] = frozenset()) -> tuple[torch.Tensor, ...]:
+    """``FusedTheta.apply``: the flat tensors in manifest order, those in ``unfilled`` left
+    empty for ``regen`` (a :class:`Regenerator` of the same theta_d and scales) to fill later
+    (:mod:`squeeze.lookup`). ``torch.compile`` runs it eagerly (the C kernels are opaque to
+    it). Without torch._dynamo imported nothing can be compiling, and importing it (seconds,
+    and 150 MB) is left to whoever compiles."""
     if "torch._dynamo" in sys.modules:
-        return _fused_eager(theta_d, scales, sub)
-    return FusedTheta.apply(theta_d, scales, sub)
+        return _fused_eager(theta_d, scales, sub, regen, unfilled)
+    return FusedTheta.apply(theta_d, scales, sub, regen, unfilled)
 
 
 def fused_applies(sub, theta_d: torch.Tensor) -> bool:

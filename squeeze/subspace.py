@@ -15,15 +15,17 @@ from data (BatchNorm running statistics) stay in the wrapped model and are saved
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
+import sys
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from squeeze import materialize as mat, meta
+from squeeze import lookup, materialize as mat, meta
 from squeeze.base import base_digest
 from squeeze.errors import mismatch
 from squeeze import plan as regen_plan
@@ -128,6 +130,7 @@ class Subspace(nn.Module):
         meta.release_parameters(model)
         self._theta0: dict[torch.device, torch.Tensor] = {}
         self._plan: regen_plan.RegenPlan | None = None
+        self._tables: frozenset[int] | None = None  # manifest indices of nn.Embedding weights
 
         if config.include:
             self.selected = [i for i, s in enumerate(manifest) if any(fnmatch.fnmatchcase(s.name, p) for p in config.include)]
@@ -225,12 +228,28 @@ class Subspace(nn.Module):
 
     def forward(self, *args, **kwargs):
         try:
-            return functional_call(self.model, self.tensors(), args, kwargs)
+            tensors, lookups = self._forward_tensors()
+            with lookups:
+                return functional_call(self.model, tensors, args, kwargs)
         except BaseException:
             # functional_call puts the model's own (meta) parameters back in a finally block; a
             # Ctrl-C that lands inside it leaves some regenerated tensors in their place.
             meta.release_parameters(self.model)
             raise
+
+    def _forward_tensors(self) -> tuple[dict[str, torch.Tensor], contextlib.AbstractContextManager]:
+        """:meth:`tensors` for a forward pass, and the context to run it in: with the C kernels,
+        embedding tables are left for :class:`~squeeze.lookup.Lookups` to fill where looked up."""
+        if self._tables is None:
+            self._tables = frozenset(lookup.embedding_entries(self.model, self.manifest))
+        x = self.theta_d
+        if not self._tables or not mat.fused_applies(self, x) or ("torch._dynamo" in sys.modules and torch.compiler.is_compiling()):
+            return self.tensors(), contextlib.nullcontext()
+        regen = mat.Regenerator(self, x, self.scales)
+        pieces = mat.fused_theta(x, self.scales, self, regen, self._tables)
+        tensors = {s.name: t.view(s.shape) for s, t in zip(self.manifest, pieces)}
+        tables = {tensors[self.manifest[i].name]: lookup.LazyTable(regen, i, pieces[i]) for i in self._tables}
+        return tensors, lookup.Lookups(tables)
 
     def extra_tensors(self) -> dict[str, torch.Tensor]:
         """The model's persistent buffers (BatchNorm statistics): saved as they are."""

@@ -7,6 +7,7 @@ thread count. The kernels release the GIL (ctypes releases it during foreign cal
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -17,14 +18,18 @@ _pool_key = (0, 0)  # (threads, pid): a forked child makes its own pool
 _pool_lock = threading.Lock()
 
 
+@functools.cache
+def _cap() -> int:
+    return int(os.environ.get("SQUEEZE_NUM_THREADS") or os.environ.get("NUMBA_NUM_THREADS") or os.cpu_count() or 1)
+
+
 def threads() -> int:
     """Worker threads: ``SQUEEZE_NUM_THREADS`` (or, as before, ``NUMBA_NUM_THREADS``; default:
-    the CPUs of this machine), at most
-    torch's intra-op thread count, so ``torch.set_num_threads`` (``--threads``) bounds both."""
+    the CPUs of this machine), read once per process, at most torch's intra-op thread count,
+    so ``torch.set_num_threads`` (``--threads``) bounds both."""
     import torch
 
-    cap = int(os.environ.get("SQUEEZE_NUM_THREADS") or os.environ.get("NUMBA_NUM_THREADS") or os.cpu_count() or 1)
-    return max(1, min(cap, torch.get_num_threads()))
+    return max(1, min(_cap(), torch.get_num_threads()))
 
 
 def run(work: Callable[[int, int, int], object], count: int, grain: int) -> list:

@@ -326,6 +326,16 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def cpu_ratios(rows: list[dict], baseline: str = "lora-r1") -> str:
+    """Each method's mean CPU seconds per run over the baseline's, measured in this run (the
+    issue's bar: the one-command fine-tune within 2x of LoRA r=1); empty without the baseline."""
+    base = next((r for r in rows if r["method"] == baseline), None)
+    if base is None:
+        return ""
+    return "".join(f"CPU per run against {baseline}: {r['method']} {r['cpu_seconds_per_run']:.0f} s / {base['cpu_seconds_per_run']:.0f} s = "
+                   f"{r['cpu_seconds_per_run'] / base['cpu_seconds_per_run']:.2f}x\n" for r in rows if r is not base)
+
+
 def budgets(rows: list[dict], key: str = "bytes") -> str:
     """At each row's byte count (``key``: bytes or seed_bytes): the best mean test accuracy of squeeze and of PEFT among rows shipping no more."""
     lines = [f"| budget ({key.replace('_', '-')}) | best squeeze at or under it | best PEFT at or under it | squeeze - PEFT |", "|---|---|---|---|"]
@@ -409,6 +419,7 @@ def main(argv=None) -> dict:
     text = table(rows)
     print(text)
     print()
+    print(cpu_ratios(rows))
     print(budgets(rows))
     print()
     print(budgets(rows, "seed_bytes"))

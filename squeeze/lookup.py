@@ -12,9 +12,11 @@ is handed to the model unfilled, and the model runs under :class:`Lookups`, a
 * any other operation that is handed the table (a tied output layer, a model reading
   ``embed.weight`` itself) gets it whole: every piece not yet filled is regenerated first.
 
-Every value an operation reads is thus the regenerated value, bit for bit, and the gradients
-are those of the whole table (an embedding's gradient does not read the table). Unfilled pages
-of the buffer are never touched, so they cost neither time nor memory.
+Every value an operation reads is thus the regenerated value, bit for bit. The lookups run
+with ``sparse=True``: their gradient holds the rows looked up alone, and
+:class:`~squeeze.materialize.FusedTheta` adds it into zeros the way a dense embedding gradient
+is made, so the gradients keep their bits too. Pages of the table, or of its gradient, that no
+row touches are never written: they cost neither time nor memory.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class LazyTable:
 
     def __init__(self, regen, i: int, flat: torch.Tensor):
         seg = regen.plan.segments[i]
-        self.regen, self.i, self.flat = regen, i, flat.detach()
+        self.regen, self.i, self.flat = regen, i, flat.detach().view(-1)
         pp = regen.plan.projection
         self.unit = pp.n if seg.proj_offset is not None and pp.kind == "sorf" else PIECE
         self.off = (seg.proj_offset or 0) % self.unit  # where the tensor starts within its first piece
@@ -111,6 +113,7 @@ class Lookups(TorchFunctionMode):
                 if lazy is not None and isinstance(ids, torch.Tensor) and kwargs.get("max_norm", args[3] if len(args) > 3 else None) is None:
                     lazy.rows(ids)  # F.embedding reads those rows alone
                     rest = [args[2:], {k: v for k, v in kwargs.items() if k not in ("input", "weight")}]
+                    args, kwargs = args[:6], {**kwargs, "sparse": True}  # its gradient: those rows alone
             for part in rest:
                 self._whole(part.values() if isinstance(part, dict) else part)
         return func(*args, **kwargs)

@@ -247,7 +247,7 @@ class Subspace(nn.Module):
             return self.tensors(), contextlib.nullcontext()
         regen = mat.Regenerator(self, x, self.scales)
         pieces = mat.fused_theta(x, self.scales, self, regen, self._tables)
-        tensors = {s.name: t.view(s.shape) for s, t in zip(self.manifest, pieces)}
+        tensors = {s.name: t if t.shape == s.shape else t.view(s.shape) for s, t in zip(self.manifest, pieces)}  # tables come shaped: a view's backward cannot take their sparse gradient
         tables = {tensors[self.manifest[i].name]: lookup.LazyTable(regen, i, pieces[i]) for i in self._tables}
         return tensors, lookup.Lookups(tables)
 

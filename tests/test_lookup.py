@@ -107,3 +107,16 @@ def test_a_model_without_embeddings_runs_as_before():
     tensors, context = sub._forward_tensors()
     assert isinstance(context, contextlib.nullcontext)
     assert set(tensors) == {s.name for s in sub.manifest}
+
+
+def test_a_sparse_embedding_of_the_model_trains_with_the_dense_ones_bits(monkeypatch):
+    sparse_model, dense_model = Bag(), Bag()
+    sparse_model.emb.sparse = True  # its gradient comes sparse, even without squeeze.lookup
+    ids, y = torch.tensor([[4, 4, 9, 123]]), torch.tensor([2])
+    sparse_out, sparse_grads = _run(_subspace(sparse_model, dim=64, layerwise=True), ids, y)
+    with monkeypatch.context() as m:
+        m.setattr(Subspace, "_forward_tensors", _whole_tables)
+        out, grads = _run(_subspace(dense_model, dim=64, layerwise=True), ids, y)
+    assert torch.equal(sparse_out, out)
+    for a, b in zip(sparse_grads, grads, strict=True):
+        assert torch.equal(a, b)

@@ -79,7 +79,8 @@ class Lookups(TorchFunctionMode):
     """Fills the :class:`LazyTable` s handed to the model as operations reach them.
 
     Args:
-        tables: the tables as the model receives them (shaped views of their flat buffers).
+        tables: the tables as the model receives them (the unfilled outputs of
+            :class:`~squeeze.materialize.FusedTheta`), each with its :class:`LazyTable`.
     """
 
     def __init__(self, tables: dict[torch.Tensor, LazyTable] | None = None):
@@ -106,7 +107,7 @@ class Lookups(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         with torch.no_grad():
-            lazy, rest = None, [args, kwargs]
+            rest = [args, kwargs]
             if func is F.embedding:
                 ids = kwargs.get("input", args[0] if args else None)
                 lazy = self._lazy(kwargs.get("weight", args[1] if len(args) > 1 else None))

@@ -224,7 +224,12 @@ class Subspace(nn.Module):
             pieces = mat.fused_theta(self.theta_d, self.scales, self)
         else:
             pieces = self._pieces()
-        return {s.name: t.view(s.shape) for s, t in zip(self.manifest, pieces)}
+        return self._shaped(pieces)
+
+    def _shaped(self, pieces) -> dict[str, torch.Tensor]:
+        """Manifest-order tensors by name, in their shapes (flat ones viewed; a table left for
+        :mod:`squeeze.lookup` comes shaped: a view's backward cannot take its sparse gradient)."""
+        return {s.name: t if t.shape == s.shape else t.view(s.shape) for s, t in zip(self.manifest, pieces)}
 
     def forward(self, *args, **kwargs):
         try:
@@ -247,9 +252,7 @@ class Subspace(nn.Module):
             return self.tensors(), contextlib.nullcontext()
         regen = mat.Regenerator(self, x, self.scales)
         pieces = mat.fused_theta(x, self.scales, self, regen, self._tables)
-        tensors = {s.name: t if t.shape == s.shape else t.view(s.shape) for s, t in zip(self.manifest, pieces)}  # tables come shaped: a view's backward cannot take their sparse gradient
-        tables = {tensors[self.manifest[i].name]: lookup.LazyTable(regen, i, pieces[i]) for i in self._tables}
-        return tensors, lookup.Lookups(tables)
+        return self._shaped(pieces), lookup.Lookups([lookup.LazyTable(regen, i, pieces[i]) for i in self._tables])
 
     def extra_tensors(self) -> dict[str, torch.Tensor]:
         """The model's persistent buffers (BatchNorm statistics): saved as they are."""
